@@ -1,0 +1,5 @@
+"""``python -m gpenguard``."""
+
+from gpenguard.cli import main
+
+main()

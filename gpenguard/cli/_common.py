@@ -1,0 +1,46 @@
+"""What every command shares: turning a `GpenguardError` into a message and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from gpenguard.errors import GpenguardError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
+    """Catch the library's one exception root, say what failed, and exit with its code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except GpenguardError as exc:
+            report_error(exc)
+            raise typer.Exit(int(exc.exit_code)) from None
+
+    return wrapper
+
+
+def report_error(exc: GpenguardError) -> None:
+    """Print an error to stderr: the message, any reasons, then the hint."""
+    err_console.print(f"[bold red]error:[/] {exc}", markup=True)
+    for reason in getattr(exc, "reasons", ()):
+        err_console.print(f"  - {reason}", markup=False)
+    if exc.hint:
+        err_console.print(f"  hint: {exc.hint}", markup=False)
+
+
+def stdout_is_terminal() -> bool:
+    """Progress bars and colour only when a person is watching."""
+    return sys.stdout.isatty()

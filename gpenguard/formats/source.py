@@ -1,0 +1,81 @@
+"""The one read of an input file that every stage shares (DESIGN invariant 2).
+
+A `Source` maps the file read-only once; scanning, hashing and conversion all look at that
+same mapping, so a file swapped on disk after it was opened cannot change what was checked.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from pathlib import Path
+from types import TracebackType
+
+from gpenguard.errors import InputError
+
+
+class Source:
+    """A read-only view over the bytes of one input, from a file (mmapped) or from memory."""
+
+    def __init__(self, name: str, data: bytes | mmap.mmap, *, _fd: int | None = None):
+        self.name = name
+        self._data = data
+        self._fd = _fd
+        self.buf = memoryview(data)
+        self.size = len(self.buf)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Source:
+        """Map `path` read-only; errors name the file and the reason."""
+        p = Path(path)
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except FileNotFoundError:
+            raise InputError("no such file", path=p) from None
+        except IsADirectoryError:
+            raise InputError("is a directory, not a file", path=p) from None
+        except PermissionError:
+            raise InputError("permission denied", path=p) from None
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror}", path=p) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError("not a regular file", path=p)
+            if st.st_size == 0:
+                os.close(fd)
+                return cls(str(p), b"")
+            data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except InputError:
+            os.close(fd)
+            raise
+        except OSError as exc:
+            os.close(fd)
+            raise InputError(f"cannot read: {exc.strerror}", path=p) from exc
+        return cls(str(p), data, _fd=fd)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<memory>") -> Source:
+        """Wrap bytes already in memory (nested archive members, tests)."""
+        return cls(name, bytes(data))
+
+    def close(self) -> None:
+        """Release the mapping; views taken from `buf` must not be used afterwards."""
+        self.buf.release()
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
