@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from gpenguard.formats.source import Source
 from gpenguard.scan.findings import Finding
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """Kinds of file gpenguard recognises, by content."""
 
     TORCH_ZIP = "torch-zip"

@@ -7,7 +7,7 @@ are plain frozen data with no behaviour beyond ordering and summarising.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 
 class Severity(IntEnum):
@@ -29,7 +29,7 @@ class Severity(IntEnum):
             raise ValueError(f"unknown severity {text!r} (expected one of: {names})") from None
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What a user may do with a file: use it, not use it, or we could not tell (also not use)."""
 
     PASS = "pass"
