@@ -175,7 +175,7 @@ def write_atomically(image: Any, directory: Path, name: str) -> Path:
             image.save(handle, format="PNG")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
