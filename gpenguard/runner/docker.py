@@ -183,7 +183,7 @@ class _Collector:
         try:
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
                 self.feed(chunk)
-        except Exception:
+        except Exception:  # the container going away ends the stream; wait() says why
             pass
         if self._partial:
             self._line(self._partial)
