@@ -37,13 +37,12 @@ class StrictYAMLError(ValueError):
 
 class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
             raise StrictYAMLError("aliases (*name) are not allowed", event.start_mark.line + 1)
-        node = super().compose_node(parent, index)
-        if node is not None and getattr(node, "anchor", None):
-            raise StrictYAMLError("anchors (&name) are not allowed", node.start_mark.line + 1)
-        return node
+        if getattr(event, "anchor", None) is not None:
+            raise StrictYAMLError("anchors (&name) are not allowed", event.start_mark.line + 1)
+        return super().compose_node(parent, index)
 
 
 def _construct_map(loader: _Loader, node: MappingNode) -> LinedMap:
