@@ -38,10 +38,11 @@ class StrictYAMLError(ValueError):
 class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
         if isinstance(event, yaml.AliasEvent):
-            raise StrictYAMLError("aliases (*name) are not allowed", event.start_mark.line + 1)
+            raise StrictYAMLError("aliases (*name) are not allowed", line)
         if getattr(event, "anchor", None) is not None:
-            raise StrictYAMLError("anchors (&name) are not allowed", event.start_mark.line + 1)
+            raise StrictYAMLError("anchors (&name) are not allowed", line)
         return super().compose_node(parent, index)
 
 

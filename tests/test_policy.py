@@ -65,7 +65,7 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
         ("name: x\nsandbox:\n  cpus: -1\n", 3, "must be positive"),
         ("name: x\noutput:\n  format: html\n", 3, "must be one of text, json, sarif"),
         ("name: x\nscan:\n  allow:\n    - {name: os.system}\n", 4, "non-empty reason"),
-        ("name: x\nscan: &a {}\nverify: *a\n", 3, "aliases"),
+        ("name: x\nscan: {}\nverify: *a\n", 3, "aliases"),
         ("name: x\nscan: &a {}\n", 2, "anchors"),
         ("name: x\nscan: [1\n", 3, None),
         ("description: no name\n", 1, "needs a 'name'"),
