@@ -354,7 +354,7 @@ def test_legacy_key_missing_from_list(save: Callable[..., Path]) -> None:
     parts, tail = legacy_parts(path)
     keys = key_list(parts[4])
     parts[4] = pickle.dumps(keys[:1], protocol=2)
-    with pytest.raises(ConversionError, match="absent from the storage keys|unexplained bytes"):
+    with pytest.raises(ConversionError, match=r"absent from the storage keys|unexplained bytes"):
         read(rewrite_legacy(path, parts, tail))
 
 
