@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 from datetime import timedelta
@@ -75,6 +76,7 @@ def test_sign_writes_bundle_next_to_the_file(tmp_path: Path) -> None:
     priv, _ = new_key("ecdsa-p256").write(tmp_path, "k")
     code, out, err = run("sign", model, "--key", priv)
     assert code == 0, err
+    assert "sha256 " + hashlib.sha256(b"weights").hexdigest() in out
     bundle = json.loads((tmp_path / "m.pth.sig").read_text())
     assert bundle["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
     code, _, err = run("sign", model, "--key", priv, "-o", tmp_path / "custom.json")
