@@ -524,9 +524,12 @@ def load_registry(
 def find_artifact(
     registry: Registry, *, name: str | None = None, sha256: str | None = None, size: int | None = None
 ) -> Artifact | None:
-    """The first artifact matching every criterion given (digest and size must fit the same file).
+    """The artifact matching every criterion given (digest and size must fit the same file).
 
-    A name-only lookup prefers an approved entry, then the newest-listed one.
+    When several match, a lookup by digest returns a revoked entry first: the same bytes
+    revoked under one name must not pass as approved under another (fail closed). A lookup by
+    name alone prefers an approved entry, so a revoked old version does not shadow the current
+    one; otherwise the first listed wins.
     """
     if name is None and sha256 is None and size is None:
         return None
@@ -542,8 +545,12 @@ def find_artifact(
         matches.append(art)
     if not matches:
         return None
-    approved = [a for a in matches if a.status is Status.APPROVED]
-    return (approved or matches)[0]
+    order = (
+        (Status.REVOKED, Status.APPROVED, Status.DEPRECATED)
+        if sha256 is not None
+        else (Status.APPROVED, Status.DEPRECATED, Status.REVOKED)
+    )
+    return min(matches, key=lambda a: order.index(a.status))
 
 
 def default_registry_path() -> Path:
