@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,6 @@ from gpenguard.scan.findings import FileReport, Severity, Verdict
 from gpenguard.trust.fingerprint import Fingerprint
 from gpenguard.trust.hashing import Progress, digests_equal, hash_source
 from gpenguard.trust.model import Artifact, FileSpec, Registry, Status
-
-REGISTRY_FILE = "weights-registry.yaml"
 
 
 class Outcome(StrEnum):
@@ -105,12 +102,11 @@ class GateDecision:
 
 
 def default_registry_path() -> Path | None:
-    """The registry shipped with gpenguard: package data first, then a source checkout's root."""
-    packaged = resources.files("gpenguard").joinpath("data", REGISTRY_FILE)
-    if packaged.is_file():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[1] / REGISTRY_FILE
-    return checkout if checkout.is_file() else None
+    """The registry shipped with gpenguard (package data, else the source checkout's root)."""
+    from gpenguard.trust.registry import default_registry_path as shipped
+
+    path = shipped()
+    return path if path.is_file() else None
 
 
 def _resolve_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:

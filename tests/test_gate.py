@@ -16,13 +16,9 @@ from tests._gatekit import (
     Evil,
     arch_of,
     build_world,
-    formats_available,
     save_checkpoint,
     tiny_state_dict,
 )
-
-pytestmark = pytest.mark.usefixtures("formats_available")
-__all__ = ["formats_available"]
 
 
 def test_an_approved_pinned_file_passes_with_its_checklist(tmp_path: Path) -> None:

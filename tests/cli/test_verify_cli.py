@@ -19,16 +19,12 @@ from tests._gatekit import (
     Evil,
     World,
     build_world,
-    formats_available,
     iso,
     save_checkpoint,
     sha256_of,
     tiny_state_dict,
 )
 from tests.trust.factory import new_key, write_trust_root
-
-pytestmark = pytest.mark.usefixtures("formats_available")
-__all__ = ["formats_available"]
 
 
 def run(*args: object) -> Any:
