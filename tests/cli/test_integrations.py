@@ -66,7 +66,7 @@ def test_hook_entry_is_the_scan_command(hook: dict[str, Any]) -> None:
 def test_hook_entry_runs_and_blocks_a_poisoned_staged_file(
     hook: dict[str, Any], pair: tuple[Path, Path]
 ) -> None:
-    argv = shlex.split(hook["entry"])[1:] + [*hook.get("args", [])]
+    argv = [*shlex.split(hook["entry"])[1:], *hook.get("args", [])]
     runner = CliRunner()
     assert runner.invoke(app, [*argv, str(pair[0])]).exit_code == 0
     result = runner.invoke(app, [*argv, *map(str, pair)])
