@@ -74,8 +74,12 @@ def hash_file(
 
 
 def digests_equal(actual: str, expected: str) -> bool:
-    """Compare hex digests case-insensitively in constant time."""
-    return hmac.compare_digest(actual.lower().encode(), expected.strip().lower().encode())
+    """Compare hex digests (an optional ``sha256:`` prefix ignored) in constant time."""
+
+    def norm(text: str) -> bytes:
+        return text.strip().lower().removeprefix("sha256:").encode()
+
+    return hmac.compare_digest(norm(actual), norm(expected))
 
 
 def parse_sha256(text: str, *, what: str = "sha256") -> str:
