@@ -88,7 +88,7 @@ def test_postprocess_thresholds_and_scales_back() -> None:
     face = faces[0]
     assert face.score == pytest.approx(0.99)
     assert face.box == pytest.approx((-48.0, -48.0, 80.0, 80.0))  # (8 +- 32) / 0.5
-    assert face.landmarks == pytest.approx(((16.0, 16.0),) * 5)
+    assert face.landmark_array.ravel().tolist() == pytest.approx([16.0] * 10)
 
 
 class _OneFaceNet(nn.Module):
