@@ -48,17 +48,13 @@ def test_decode_boxes() -> None:
     )
     # dx=1 moves the centre by variance 0.1 x width; dw=log(2)/0.2 doubles the width.
     loc = torch.tensor([[1.0, 0.0, math.log(2) / 0.2, 0.0]])
-    torch.testing.assert_close(
-        decode_boxes(loc, priors), torch.tensor([[0.32, 0.3, 0.72, 0.7]])
-    )
+    torch.testing.assert_close(decode_boxes(loc, priors), torch.tensor([[0.32, 0.3, 0.72, 0.7]]))
 
 
 def test_decode_landmarks() -> None:
     priors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
     pre = torch.tensor([[1.0, 0.0, 0.0, 1.0, -1.0, -1.0, 0.0, 0.0, 2.0, 0.5]])
-    expected = torch.tensor(
-        [[[0.52, 0.5], [0.5, 0.54], [0.48, 0.46], [0.5, 0.5], [0.54, 0.52]]]
-    )
+    expected = torch.tensor([[[0.52, 0.5], [0.5, 0.54], [0.48, 0.46], [0.5, 0.5], [0.54, 0.52]]])
     torch.testing.assert_close(decode_landmarks(pre, priors), expected)
 
 
@@ -133,4 +129,6 @@ def test_detector_input_is_bgr_minus_mean() -> None:
             return super().forward(x)
 
     FaceDetector(Probe(), device=torch.device("cpu")).detect(Image.new("RGB", (8, 8), (10, 20, 30)))  # type: ignore[arg-type]
-    torch.testing.assert_close(captured[0][0, :, 0, 0], torch.tensor([30 - 104.0, 20 - 117.0, 10 - 123.0]))
+    torch.testing.assert_close(
+        captured[0][0, :, 0, 0], torch.tensor([30 - 104.0, 20 - 117.0, 10 - 123.0])
+    )
