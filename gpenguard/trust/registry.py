@@ -20,6 +20,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from gpenguard.errors import InputError, RegistryError, SignatureError
+from gpenguard.formats.container import Format
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import state
 from gpenguard.trust.dsse import parse_envelope
@@ -41,6 +42,10 @@ SIG_SUFFIX = ".sig"
 MAX_REGISTRY_BYTES = 16 * 2**20
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
+ANY_PYTORCH = "pytorch"
+"""A file format meaning "a PyTorch checkpoint, zip or legacy": for published files whose
+container was never documented."""
+FILE_FORMATS = (*(f.value for f in Format), ANY_PYTORCH)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -257,9 +262,12 @@ def _relative_path(doc: _Doc, node: yaml.Node, what: str) -> str:
 
 def _file(doc: _Doc, node: yaml.Node, what: str) -> FileSpec:
     f = doc.mapping(node, what, required=("path", "format"), optional=("size", "sha256"))
+    fmt = doc.string(f["format"], f"{what}.format")
+    if fmt not in FILE_FORMATS:
+        doc.fail(f["format"], f"{what}.format must be one of {', '.join(FILE_FORMATS)}, got {fmt!r}")
     return FileSpec(
         path=_relative_path(doc, f["path"], f"{what}.path"),
-        format=doc.string(f["format"], f"{what}.format"),
+        format=fmt,
         size=doc.optional(f, "size", doc.integer, what),
         sha256=doc.optional(
             f, "sha256", lambda n, w: doc.string(n, w, pattern=_SHA256, hint="expected 64 lowercase hex digits", literal=True), what
@@ -276,11 +284,12 @@ def _architecture(doc: _Doc, node: yaml.Node, what: str) -> Architecture:
     )
     return Architecture(
         family=doc.string(f["family"], f"{what}.family"),
+        # Stored as bare hex, the form trust/fingerprint.py computes; a "sha256:" prefix is optional.
         fingerprint=doc.string(
             f["fingerprint"], f"{what}.fingerprint", pattern=re.compile(r"(sha256:)?[0-9a-f]{64}"),
             hint="expected sha256:<64 hex>",
             literal=True,
-        ),
+        ).removeprefix("sha256:"),
         tensor_count=doc.integer(f["tensor_count"], f"{what}.tensor_count", minimum=1),
         parameter_count=doc.integer(f["parameter_count"], f"{what}.parameter_count", minimum=1),
         state_dict_key=doc.optional(f, "state_dict_key", doc.string, what),
@@ -515,9 +524,12 @@ def load_registry(
 def find_artifact(
     registry: Registry, *, name: str | None = None, sha256: str | None = None, size: int | None = None
 ) -> Artifact | None:
-    """The first artifact matching every criterion given (digest and size must fit the same file).
+    """The artifact matching every criterion given (digest and size must fit the same file).
 
-    A name-only lookup prefers an approved entry, then the newest-listed one.
+    When several match, a lookup by digest returns a revoked entry first: the same bytes
+    revoked under one name must not pass as approved under another (fail closed). A lookup by
+    name alone prefers an approved entry, so a revoked old version does not shadow the current
+    one; otherwise the first listed wins.
     """
     if name is None and sha256 is None and size is None:
         return None
@@ -533,5 +545,17 @@ def find_artifact(
         matches.append(art)
     if not matches:
         return None
-    approved = [a for a in matches if a.status is Status.APPROVED]
-    return (approved or matches)[0]
+    order = (
+        (Status.REVOKED, Status.APPROVED, Status.DEPRECATED)
+        if sha256 is not None
+        else (Status.APPROVED, Status.DEPRECATED, Status.REVOKED)
+    )
+    return min(matches, key=lambda a: order.index(a.status))
+
+
+def default_registry_path() -> Path:
+    """The registry shipped with gpenguard: a packaged copy, else the one at the source root."""
+    packaged = Path(__file__).resolve().parents[1] / "data" / "weights-registry.yaml"
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "weights-registry.yaml"

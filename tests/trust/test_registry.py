@@ -175,6 +175,21 @@ def test_find_artifact_by_digest_size_and_name(tmp_path: Path) -> None:
     assert find_artifact(reg, sha256="1" * 64, size=6) is None  # digest and size must fit one file
     assert find_artifact(reg, name="m") is reg.artifacts[1]  # approved preferred
     assert find_artifact(reg, sha256="9" * 64) is None
+
+
+def test_find_artifact_by_digest_prefers_a_revocation() -> None:
+    """The same bytes revoked under one name do not pass as approved under another."""
+    doc = registry_doc(
+        artifacts=[
+            artifact("good-name", "1", sha256="3" * 64, size=7),
+            artifact("bad-name", "1", sha256="3" * 64, size=7, status="revoked"),
+        ]
+    )
+    reg = parse_registry(yaml.safe_dump(doc).encode(), "r.yaml")
+    found = find_artifact(reg, sha256="3" * 64, size=7)
+    assert found is not None and found.status is Status.REVOKED
+    named = find_artifact(reg, name="good-name")
+    assert named is not None and named.status is Status.APPROVED
     assert find_artifact(reg) is None
 
 
