@@ -162,9 +162,6 @@ class Walker:
         self.ext_registry: dict[int, tuple[str, str]] = dict(copyreg._inverted_registry)  # type: ignore[attr-defined]
         self.result = WalkResult(start=start, end=None)
         self._overwritten = False
-        self._dispatch: dict[str, Callable[[Op], None]] = {
-            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
-        }
 
     # -- driver -------------------------------------------------------------------------------
 
@@ -185,11 +182,11 @@ class Walker:
                 if count > lim.max_opcodes:
                     self._problem("GG115", op.offset, f"more than {lim.max_opcodes} opcodes; not walked further")
                     raise _Stop
-                handler = self._dispatch.get(op.name.lower())
+                handler = _DISPATCH.get(op.name)
                 if handler is None:  # pragma: no cover - the table covers every opcode
                     self._problem("GG111", op.offset, f"opcode {op.name} not modelled")
                     raise _Stop
-                handler(op)
+                handler(self, op)
                 if len(self.stack) > lim.max_stack_items:
                     self._problem("GG115", op.offset, f"stack holds more than {lim.max_stack_items} items")
                     raise _Stop
@@ -538,6 +535,11 @@ class Walker:
         self.result.value = self._pop(op)
         if self.stack or self.metastack:
             self._problem("GG118", op.offset, "values left on the stack at STOP")
+
+
+_DISPATCH: dict[str, Callable[[Walker, Op], None]] = {
+    name[3:].upper(): getattr(Walker, name) for name in dir(Walker) if name.startswith("op_")
+}
 
 
 def _pair(arg: object) -> tuple[str, str]:
