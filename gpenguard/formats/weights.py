@@ -348,8 +348,8 @@ class _Machine:
 
     def where(self) -> str:
         member = f"member {self.stream.member}, " if self.stream.member else ""
-        if self.stream.member is None and self.stream.index:
-            member = f"pickle #{self.stream.index}, "
+        if self.stream.index:
+            member += f"pickle #{self.stream.index}, "
         return f"{member}offset {self.stream.offset + self.op_pos}"
 
     def fail(self, message: str) -> NoReturn:
@@ -1140,7 +1140,8 @@ def _read_legacy(
     container: Container, lim: Limits, storages: dict[str, StorageRecord]
 ) -> tuple[Any, dict[str, memoryview]]:
     path = container.path
-    streams = sorted((p for p in container.pickles if p.member is None), key=lambda p: p.index)
+    by_index = {p.index: p for p in container.pickles}
+    streams = [by_index[i] for i in range(5) if i in by_index]
     if len(streams) < 5:
         raise ConversionError(
             f"legacy torch stream has {len(streams)} pickles; expected magic, protocol, "
