@@ -196,7 +196,7 @@ class Restorer:
         """Restore one image and say which faces were restored."""
         split = SplitImage.of(image)
         if self.mode == "aligned":
-            crop = np.asarray(
+            crop = np.array(
                 split.rgb.resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.uint8
             )
             face = self._run_gpen(torch.from_numpy(crop).to(self.device).permute(2, 0, 1).float())
@@ -220,9 +220,7 @@ class Restorer:
         region = paste.footprint(crop_to_image, self.size, width, height)
         if region.empty:
             raise RestoreError("a detected face lies outside the image")
-        src = torch.from_numpy(
-            np.ascontiguousarray(pixels[region.y0 : region.y1, region.x0 : region.x1])
-        )
+        src = torch.from_numpy(pixels[region.y0 : region.y1, region.x0 : region.x1].copy())
         src = src.to(self.device).permute(2, 0, 1).float()[None]
         m = align.shift_source(image_to_crop, region.x0, region.y0)
         crop = align.warp_affine(src, m, (self.size, self.size))[0].round().clamp(0, 255)
