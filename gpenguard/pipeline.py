@@ -265,6 +265,10 @@ def _publish(staging: Path, output_dir: Path) -> tuple[Path, ...]:
         with contextlib.suppress(FileNotFoundError):
             if target.is_symlink() or target.is_dir():
                 raise SandboxError("refusing to replace a link or folder with a result", path=target)
+        if os.geteuid() == 0:
+            # Results belong to whoever owns OUTDIR, not to the sandbox's uid 65534.
+            owner = output_dir.stat()
+            os.chown(entry.path, owner.st_uid, owner.st_gid)
         Path(entry.path).replace(target)
         outputs.append(target)
     return tuple(outputs)

@@ -11,9 +11,12 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from gpenguard.errors import PolicyError, SandboxError
-from gpenguard.policy import Policy
+
+if TYPE_CHECKING:
+    from gpenguard.policy import Policy
 
 NOBODY = (65534, 65534)
 

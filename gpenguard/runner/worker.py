@@ -171,6 +171,7 @@ def write_atomically(image: Any, directory: Path, name: str) -> Path:
     target = directory / name
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the host user's group
         with os.fdopen(fd, "wb") as handle:
             image.save(handle, format="PNG")
             handle.flush()
