@@ -188,7 +188,7 @@ def npy_object(payload: bytes) -> bytes:
 # malicious corpus
 
 
-def make_malicious_corpus(dest: Path) -> list[CorpusItem]:  # noqa: PLR0915 - one table of cases
+def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
     """Write one file per bypass class into `dest`; return what each should trigger."""
     import torch
 
