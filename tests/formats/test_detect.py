@@ -75,7 +75,7 @@ def test_unknown_content_is_a_format_error_naming_the_file(data: bytes) -> None:
 
 def test_empty_file(tmp_path: Path) -> None:
     (tmp_path / "e.pt").write_bytes(b"")
-    with pytest.raises(FormatError, match="e.pt: not a checkpoint: empty file"):
+    with pytest.raises(FormatError, match=r"e\.pt: not a checkpoint: empty file"):
         read_path(tmp_path / "e.pt")
 
 
