@@ -58,17 +58,19 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     start_dir = getattr(zf, "start_dir", 0)
     if (infos and first > 0) or (not infos and start_dir > 0):
         ctx.add("GG208", f"{first or start_dir} bytes precede the first zip record", offset=0)
-    for name, count in Counter(i.filename for i in infos).items():
+    # torch compares raw name bytes; decoding every name the same way keeps that equality
+    # whatever the UTF-8 flag of each entry says (CVE-2025-1945 played on that flag).
+    names = [_raw_name(i).decode("utf-8", "surrogateescape") for i in infos]
+    for name, count in Counter(names).items():
         if count > 1:
             ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
     members = []
-    for info in infos:
-        name = info.filename
+    for info, name in zip(infos, names, strict=True):
         if _escapes(name):
             ctx.add("GG201", f"member name {name!r} is absolute or climbs out of the archive", member=name)
         if info.flag_bits & 0x1:
             ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name)
-        members.append(Member(name, info, _locate(ctx, buf, info)))
+        members.append(Member(name, info, _locate(ctx, buf, info, name)))
     return members
 
 
@@ -91,10 +93,9 @@ def _raw_name(info: zipfile.ZipInfo) -> bytes:
         return info.orig_filename.encode("utf-8", "surrogateescape")
 
 
-def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo) -> int | None:
+def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo, name: str) -> int | None:
     """The data offset from the local header, as miniz computes it; anomalies are findings."""
     off = info.header_offset
-    name = info.filename
     if off < 0 or off + _LOCAL.size > len(buf):
         ctx.add("GG212", f"local header at byte {off} lies outside the file", member=name)
         return None
