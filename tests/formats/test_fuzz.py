@@ -43,7 +43,12 @@ def seeds() -> list[bytes]:
         legacy_tar(pickle_member=pickle.dumps({"a": 1}, protocol=2)),
         npy.getvalue(),
         npy_object(os_system_true(2)),
-        build_zip([ZipEntry("a/data.pkl", os_system_true(4), deflate=True), ZipEntry("a/x.npy", npy.getvalue())]),
+        build_zip(
+            [
+                ZipEntry("a/data.pkl", os_system_true(4), deflate=True),
+                ZipEntry("a/x.npy", npy.getvalue()),
+            ]
+        ),
         os_system_true(0),
         os_system_true(5),
     ]
@@ -115,7 +120,22 @@ def test_opcode_soup_never_escapes_the_walker(program: list[tuple[int, bytes]]) 
 
 
 @FUZZ
-@given(st.recursive(st.none() | st.integers() | st.text(max_size=8) | st.binary(max_size=8) | st.floats(allow_nan=False), lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=4), kids, max_size=4) | st.tuples(kids, kids), max_leaves=30), st.integers(0, 5))
+@given(
+    st.recursive(
+        st.none()
+        | st.integers()
+        | st.text(max_size=8)
+        | st.binary(max_size=8)
+        | st.floats(allow_nan=False),
+        lambda kids: (
+            st.lists(kids, max_size=4)
+            | st.dictionaries(st.text(max_size=4), kids, max_size=4)
+            | st.tuples(kids, kids)
+        ),
+        max_leaves=30,
+    ),
+    st.integers(0, 5),
+)
 def test_real_pickles_walk_clean(value: object, proto: int) -> None:
     res = walk(memoryview(pickle.dumps(value, protocol=proto)))
     assert res.complete

@@ -50,7 +50,11 @@ def test_unreadable_and_unknown_files_are_errors_not_passes(tmp_path: Path) -> N
     report = scan_paths([tmp_path / "missing.pt", tmp_path / "notes.txt"], jobs=1)
     missing, text = report.files
     assert missing.verdict is Verdict.ERROR and missing.error == "no such file"
-    assert text.verdict is Verdict.ERROR and text.error is not None and "unrecognised content" in text.error
+    assert (
+        text.verdict is Verdict.ERROR
+        and text.error is not None
+        and "unrecognised content" in text.error
+    )
     assert report.verdict is Verdict.ERROR
 
 
