@@ -38,18 +38,18 @@ def scan(
     path: str | Path, *, policy: Policy | None = None, limits: Limits | None = None
 ) -> ScanReport:
     """Scan one file, or every file under a directory (recursively)."""
-    from gpenguard.scan import api
+    from gpenguard.scan.api import scan as _scan
 
-    return api.scan(path, policy=policy, limits=limits)
+    return _scan(path, policy=policy, limits=limits)
 
 
 def scan_source(
     source: Source, *, policy: Policy | None = None, limits: Limits | None = None
 ) -> FileReport:
     """Scan bytes already mapped by the caller (the gate hashes the same mapping)."""
-    from gpenguard.scan import api
+    from gpenguard.scan.api import scan_source as _scan_source
 
-    return api.scan_source(source, policy=policy, limits=limits)
+    return _scan_source(source, policy=policy, limits=limits)
 
 
 def scan_paths(
@@ -62,8 +62,8 @@ def scan_paths(
     on_file: Callable[[FileReport], None] | None = None,
 ) -> ScanReport:
     """Scan many files (in parallel when there are several); reports keep input order."""
-    from gpenguard.scan import api
+    from gpenguard.scan.api import scan_paths as _scan_paths
 
-    return api.scan_paths(
+    return _scan_paths(
         paths, recursive=recursive, policy=policy, limits=limits, jobs=jobs, on_file=on_file
     )

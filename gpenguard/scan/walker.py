@@ -162,9 +162,6 @@ class Walker:
         self.ext_registry: dict[int, tuple[str, str]] = dict(copyreg._inverted_registry)  # type: ignore[attr-defined]
         self.result = WalkResult(start=start, end=None)
         self._overwritten = False
-        self._dispatch: dict[str, Callable[[Op], None]] = {
-            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
-        }
 
     # -- driver -------------------------------------------------------------------------------
 
@@ -183,15 +180,21 @@ class Walker:
                     raise _Stop from None
                 count += 1
                 if count > lim.max_opcodes:
-                    self._problem("GG115", op.offset, f"more than {lim.max_opcodes} opcodes; not walked further")
+                    self._problem(
+                        "GG115",
+                        op.offset,
+                        f"more than {lim.max_opcodes} opcodes; not walked further",
+                    )
                     raise _Stop
-                handler = self._dispatch.get(op.name.lower())
+                handler = _DISPATCH.get(op.name)
                 if handler is None:  # pragma: no cover - the table covers every opcode
                     self._problem("GG111", op.offset, f"opcode {op.name} not modelled")
                     raise _Stop
-                handler(op)
+                handler(self, op)
                 if len(self.stack) > lim.max_stack_items:
-                    self._problem("GG115", op.offset, f"stack holds more than {lim.max_stack_items} items")
+                    self._problem(
+                        "GG115", op.offset, f"stack holds more than {lim.max_stack_items} items"
+                    )
                     raise _Stop
                 if op.name == "STOP":
                     res.end = op.end
@@ -407,9 +410,13 @@ class Walker:
         if idx in self.memo:
             if self.memo[idx] is not value and not self._overwritten:
                 self._overwritten = True
-                self._problem("GG116", op.offset, f"memo slot {idx} overwritten with a different value")
+                self._problem(
+                    "GG116", op.offset, f"memo slot {idx} overwritten with a different value"
+                )
         elif len(self.memo) >= self.limits.max_memo:
-            self._problem("GG115", op.offset, f"memo holds more than {self.limits.max_memo} entries")
+            self._problem(
+                "GG115", op.offset, f"memo holds more than {self.limits.max_memo} entries"
+            )
             raise _Stop
         self.memo[idx] = value
 
@@ -538,6 +545,11 @@ class Walker:
         self.result.value = self._pop(op)
         if self.stack or self.metastack:
             self._problem("GG118", op.offset, "values left on the stack at STOP")
+
+
+_DISPATCH: dict[str, Callable[[Walker, Op], None]] = {
+    name[3:].upper(): getattr(Walker, name) for name in dir(Walker) if name.startswith("op_")
+}
 
 
 def _pair(arg: object) -> tuple[str, str]:
