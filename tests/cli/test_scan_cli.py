@@ -24,6 +24,7 @@ from gpenguard.demo import make_demo_pair
 from gpenguard.policy import Policy
 from gpenguard.report.json import load_schema
 from gpenguard.scan.findings import FileReport, ScanReport, Severity, Verdict
+from tests.report import sarif_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,6 +101,18 @@ def test_sarif_to_output_file_leaves_stdout_empty_and_no_temp_files(
     assert log["version"] == "2.1.0" and log["runs"][0]["invocations"][0]["exitCode"] == 1
     assert any(r["level"] == "error" for r in log["runs"][0]["results"])
     assert sorted(p.name for p in out.parent.iterdir()) == ["gpenguard.sarif"]
+
+
+def test_real_sarif_output_validates_against_the_official_schema(
+    runner: CliRunner, pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema = sarif_schema.load()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x04not really")
+    result = invoke(runner, "--format", "sarif", *pair, junk)
+    log = json.loads(result.stdout)
+    jsonschema.Draft4Validator(schema).validate(log)
+    assert {r["level"] for r in log["runs"][0]["results"]} >= {"error"}
 
 
 def test_shipped_ci_policy_defaults_to_sarif(runner: CliRunner, pair: tuple[Path, Path]) -> None:
