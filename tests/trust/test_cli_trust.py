@@ -234,3 +234,21 @@ def test_registry_show_defaults_to_the_shipped_registry() -> None:
     code, out, err = run("registry", "show", "--json")
     assert code == 0, err
     assert json.loads(out)["name"] == "gpenguard-default"
+
+
+@pytest.mark.parametrize(("name", "size"), [("GPEN-BFR-2048", 2048), ("GPEN-BFR-512", 512), ("GPEN-BFR-256", 256)])
+def test_shipped_gpen_fingerprints_match_our_network(name: str, size: int) -> None:
+    """The pinned structure is what gpenguard's own GPEN builds (on the meta device: no weights)."""
+    torch = pytest.importorskip("torch")
+    from gpenguard.nets.gpen import gpen_bfr
+    from gpenguard.trust.fingerprint import TensorInfo, fingerprint
+
+    with torch.device("meta"):
+        net = gpen_bfr(size)
+    fp = fingerprint(TensorInfo(k, str(v.dtype), tuple(v.shape)) for k, v in net.state_dict().items())
+    reg = load_registry(REPO / "weights-registry.yaml", now=NOW)
+    (art,) = [a for a in reg.artifacts if a.name == name]
+    assert art.architecture is not None
+    assert (art.architecture.fingerprint, art.architecture.tensor_count, art.architecture.parameter_count) == (
+        fp.digest, fp.tensor_count, fp.parameter_count,
+    )
