@@ -1,0 +1,162 @@
+"""The gate as a library: one read for every check, every reason reported, fail closed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpenguard.formats.source import Source
+from gpenguard.gate import Outcome, fingerprint_source, verify
+from gpenguard.policy import load_policy, with_overrides
+from gpenguard.scan.findings import Verdict
+from tests._gatekit import (
+    MODEL_NAME,
+    Evil,
+    arch_of,
+    build_world,
+    formats_available,
+    save_checkpoint,
+    tiny_state_dict,
+)
+
+pytestmark = pytest.mark.usefixtures("formats_available")
+__all__ = ["formats_available"]
+
+
+def test_an_approved_pinned_file_passes_with_its_checklist(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    d = verify(w.model, registry=w.registry, trust_root=w.trust_root)
+    assert d.verdict is Verdict.PASS, d.reasons
+    assert d.artifact == f"{MODEL_NAME}@1.0"
+    assert d.sha256 == w.entry["files"][0]["sha256"] and d.size == w.model.stat().st_size
+    assert d.fingerprint == w.entry["architecture"]["fingerprint"]
+    assert d.registry_signed_by == (w.registry_key.key_id,)
+    outcomes = {c.name: c.outcome for c in d.checks}
+    for name in ("registry", "registry entry", "status", "size", "sha256", "scan", "architecture"):
+        assert outcomes[name] is Outcome.PASS, name
+
+
+def test_fingerprint_from_the_file_equals_the_one_from_live_tensors(tmp_path: Path) -> None:
+    sd = tiny_state_dict(6)
+    p = save_checkpoint(tmp_path / "m.pth", sd)
+    with Source.open(p) as src:
+        fp = fingerprint_source(src)
+    assert fp.digest == arch_of(sd)["fingerprint"]
+    assert fp.element_count == sum(v.numel() for v in sd.values())
+    assert fp.parameter_count == fp.element_count - 16  # conv.blur.kernel is a buffer
+
+
+def test_every_reason_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    # A different architecture, with a payload, under the approved name, while the entry is revoked.
+    other = tiny_state_dict(8)
+    other["payload"] = Evil()
+    save_checkpoint(w.model, other)
+    w.entry["status"] = "revoked"
+    w.write()
+    d = verify(w.model, registry=w.registry, trust_root=w.trust_root)
+    assert d.verdict is Verdict.BLOCK
+    failed = {c.name for c in d.checks if c.outcome is Outcome.FAIL}
+    assert {"status", "scan"} <= failed
+    assert any(r.startswith("status:") and "revoked" in r for r in d.reasons)
+    assert any(r.startswith("scan:") for r in d.reasons)
+    assert any(r.startswith("size:") or r.startswith("sha256:") for r in d.reasons)
+
+
+def test_a_file_replaced_on_disk_during_the_check_is_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = build_world(tmp_path)
+    import gpenguard.gate as gate
+
+    real = gate._scan
+
+    def scan_then_swap(run: gate._Run, src: Source) -> None:
+        real(run, src)
+        swapped = w.model.with_suffix(".new")
+        swapped.write_bytes(w.model.read_bytes())
+        swapped.replace(w.model)  # same bytes, new inode: the path no longer names what was read
+
+    monkeypatch.setattr(gate, "_scan", scan_then_swap)
+    d = verify(w.model, registry=w.registry, trust_root=w.trust_root)
+    assert d.verdict is Verdict.BLOCK
+    assert any("changed on disk" in r for r in d.reasons)
+
+
+def test_the_hash_covers_the_mapping_that_was_scanned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = build_world(tmp_path)
+    import gpenguard.scan as scan_pkg
+
+    seen: list[int] = []
+    real = scan_pkg.scan_source
+
+    def spy(source: Source, **kw: object) -> object:
+        seen.append(id(source))
+        return real(source, **kw)
+
+    monkeypatch.setattr(scan_pkg, "scan_source", spy)
+    opened: list[int] = []
+    real_open = Source.open
+
+    def spy_open(path: object) -> Source:
+        s = real_open(path)  # type: ignore[arg-type]
+        opened.append(id(s))
+        return s
+
+    monkeypatch.setattr(Source, "open", staticmethod(spy_open))
+    verify(w.model, registry=w.registry)
+    assert opened == seen, "the scan must read the one Source the gate opened and hashed"
+
+
+def test_strict_without_an_audit_log_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    d = verify(w.model, registry=w.registry, trust_root=w.trust_root, policy="strict")
+    assert d.verdict is Verdict.ERROR
+    assert "requires an audit log" in d.reasons[0]
+
+
+def test_the_decision_is_written_to_the_audit_log(tmp_path: Path) -> None:
+    w = build_world(tmp_path, artifact_signatures=1)
+    log = tmp_path / "audit.jsonl"
+    d = verify(w.model, registry=w.registry, trust_root=w.trust_root, policy="strict", audit_log=log)
+    assert d.verdict is Verdict.PASS, d.reasons
+    assert d.audit is not None and d.audit.seq == 1
+    rec = json.loads(log.read_text())
+    assert rec["verdict"] == "pass" and rec["policy"] == "strict" and rec["sha256"] == d.sha256
+    assert rec["registry"] == {"name": "test-registry", "version": 1, "sha256": d.registry_sha256,
+                               "path": str(w.registry)}
+    assert rec["artifact"] == f"{MODEL_NAME}@1.0"
+
+
+def test_an_unwritable_audit_log_turns_a_pass_into_an_error(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    not_a_file = tmp_path / "logdir"
+    not_a_file.mkdir()  # even root cannot open a directory for writing
+    d = verify(w.model, registry=w.registry, audit_log=not_a_file)
+    assert d.verdict is Verdict.ERROR
+    assert any(r.startswith("audit:") and "cannot open audit log" in r for r in d.reasons)
+
+
+def test_policy_overrides_and_deprecated_handling(tmp_path: Path) -> None:
+    w = build_world(tmp_path, status="deprecated")
+    d = verify(w.model, registry=w.registry)
+    assert d.verdict is Verdict.PASS and any("deprecated" in x for x in d.warnings)
+    strictish = with_overrides(load_policy("default"), allow_deprecated=False)
+    d = verify(w.model, registry=w.registry, policy=strictish)
+    assert d.verdict is Verdict.BLOCK and any("deprecated" in r for r in d.reasons)
+
+
+def test_unpinned_entry_is_not_checked_under_default_and_blocks_under_require_pinned(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    d = verify(w.model, registry=w.registry, name=MODEL_NAME)
+    assert d.verdict is Verdict.PASS
+    assert any(n.startswith("sha256:") for n in d.not_checked)
+    pinned = with_overrides(load_policy("default"), require_pinned_sha256=True)
+    d = verify(w.model, registry=w.registry, name=MODEL_NAME, policy=pinned)
+    assert d.verdict is Verdict.BLOCK and any(r.startswith("sha256:") for r in d.reasons)
+
+
+def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    d = verify(tmp_path / "nope.pth", registry=w.registry)
+    assert d.verdict is Verdict.ERROR and "no such file" in d.reasons[0]
