@@ -466,7 +466,7 @@ def load_registry(
     signature is evidence of tampering, not something to ignore. Without a trust root nothing
     is verified and `Registry.signed_by` stays empty.
     """
-    now = now or datetime.now(UTC)
+    now = keylib.as_utc(now)
     source = str(path)
     if require_signature and trust_root is None:
         raise RegistryError(

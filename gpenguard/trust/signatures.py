@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from gpenguard.errors import InputError, RegistryError, SignatureError
@@ -177,7 +177,7 @@ def verify_artifact_signatures(
     digests are compared with it, so the file is never re-read here (what was hashed is what is
     used). Bundle paths are relative to the registry file.
     """
-    now = now or datetime.now(UTC)
+    now = keylib.as_utc(now)
     role = registry.roles.get("artifact")
     threshold = role.threshold if role is not None else 0
     role_ids = role.keyids if role is not None else ()

@@ -252,3 +252,28 @@ def test_shipped_gpen_fingerprints_match_our_network(name: str, size: int) -> No
     assert (art.architecture.fingerprint, art.architecture.tensor_count, art.architecture.parameter_count) == (
         fp.digest, fp.tensor_count, fp.parameter_count,
     )
+
+
+def test_encrypted_private_key_needs_the_password_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    kp = new_key("ecdsa-p256")
+    enc = tmp_path / "enc.key"
+    enc.write_bytes(
+        kp.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    model = tmp_path / "m.pth"
+    model.write_bytes(b"weights")
+    code, _, err = run("sign", model, "--key", enc)
+    assert code == 2 and "encrypted" in err and "GPENGUARD_KEY_PASSWORD" in err
+    monkeypatch.setenv("GPENGUARD_KEY_PASSWORD", "wrong")
+    code, _, err = run("sign", model, "--key", enc)
+    assert code == 2 and "enc.key" in err
+    monkeypatch.setenv("GPENGUARD_KEY_PASSWORD", "s3cret")
+    code, out, err = run("sign", model, "--key", enc)
+    assert code == 0, err
+    assert kp.key_id in out
