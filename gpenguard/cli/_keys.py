@@ -21,7 +21,12 @@ from gpenguard.errors import InputError, UsageError
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.model import Registry
-from gpenguard.trust.registry import default_registry_path, load_registry, load_trust_root
+from gpenguard.trust.registry import (
+    default_registry_path,
+    load_registry,
+    load_trust_root,
+    signature_path,
+)
 from gpenguard.trust.signatures import sign_registry, write_atomic
 
 keys_app = typer.Typer(name="keys", help="Create signing keys.", no_args_is_help=True)
@@ -152,7 +157,11 @@ def registry_show(
         typer.echo(json.dumps(_as_json(reg), indent=2))
         return
     # Digests are shortened here; `--json` prints them in full.
-    signed = ", ".join(reg.signed_by) if reg.signed_by else "not verified (no trust root given)" if root is None else "-"
+    if reg.signed_by:
+        signed = ", ".join(reg.signed_by)
+    else:
+        sig = signature_path(Path(reg.path))
+        signed = f"not verified: no trust root given ({sig.name} is present)" if sig.exists() else "unsigned"
     console.print(f"registry {reg.name} version {reg.version}  ({reg.path})", markup=False)
     console.print(f"  sha256   {reg.sha256}", markup=False)
     console.print(f"  expires  {_when(reg.expires)}", markup=False)

@@ -117,6 +117,8 @@ def test_registry_sign_then_show_verified(tmp_path: Path) -> None:
     assert code == 0, err
     shown = json.loads(out)
     assert shown["signed_by"] == [kps[0].key_id] and shown["artifacts"][0]["name"] == "demo-model"
+    code, out, _ = run("registry", "show", reg)  # no trust root: nothing is claimed as verified
+    assert code == 0 and "not verified: no trust root given (weights-registry.yaml.sig is present)" in out
 
 
 def test_registry_threshold_reached_by_signing_in_turn(tmp_path: Path) -> None:
