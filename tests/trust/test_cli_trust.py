@@ -53,6 +53,24 @@ def test_keys_generate_writes_a_private_key_only_the_owner_can_read(tmp_path: Pa
     assert "PRIVATE" not in out
 
 
+def test_keys_show_prints_an_entry_that_loads(tmp_path: Path) -> None:
+    """An existing key (say, one a team already uses with model-signing) becomes a registry entry."""
+    kp = new_key("ecdsa-p256")
+    _, pub = kp.write(tmp_path, "team")
+    code, out, err = run("keys", "show", pub, "--owner", "team")
+    assert code == 0, err
+    assert f"OMS hint:    {keylib.oms_hint(keylib.load_public_key(pub))}" in out
+    entry = out.split("entry for trust.keys (or a trust root's keys):\n", 1)[1]
+    root = tmp_path / "root.yaml"
+    root.write_text("schema_version: 1\nthreshold: 1\nkeys:\n" + entry)
+    from gpenguard.trust.registry import load_trust_root
+
+    assert list(load_trust_root(root).keys) == [kp.key_id]
+    (tmp_path / "junk.pub").write_text("junk")
+    code, _, err = run("keys", "show", tmp_path / "junk.pub")
+    assert code == 2 and "junk.pub: not a PEM public key" in err
+
+
 def test_keys_generate_never_overwrites(tmp_path: Path) -> None:
     assert run("keys", "generate", "--out", tmp_path / "k")[0] == 0
     before = (tmp_path / "k.key").read_bytes()
