@@ -418,7 +418,8 @@ def parse_registry(data: bytes, source: str, *, sha256: str | None = None) -> Re
     )
 
 
-def _read_limited(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """Read a whole small file once, refusing more than `limit` bytes (no unbounded reads)."""
     try:
         with path.open("rb") as fh:
             data = fh.read(limit + 1)
@@ -436,7 +437,7 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
 def load_trust_root(path: Path) -> TrustRoot:
     """Read the pinned registry keys: YAML or JSON ``{schema_version: 1, threshold, keys: [...]}``."""
     source = str(path)
-    data = _read_limited(path, MAX_REGISTRY_BYTES, "trust root")
+    data = read_bounded(path, MAX_REGISTRY_BYTES, "trust root")
     doc = _Doc(source)
     root = doc.mapping(_compose(data, source), "trust root", required=("schema_version", "threshold", "keys"))
     _schema_version(doc, root)
@@ -476,13 +477,13 @@ def load_registry(
             path=source,
             hint="pass the pinned registry keys (policy trust_root / --trust-root)",
         )
-    data = _read_limited(path, MAX_REGISTRY_BYTES, "registry")
+    data = read_bounded(path, MAX_REGISTRY_BYTES, "registry")
     digest = hashlib.sha256(data).hexdigest()
     sig_path = signature_path(path)
     signed_by: tuple[str, ...] = ()
     if trust_root is not None:
         if sig_path.is_file():
-            sig_bytes = _read_limited(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature")
+            sig_bytes = read_bounded(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature")
             try:
                 envelope = parse_envelope(sig_bytes, str(sig_path))
             except SignatureError as exc:

@@ -102,12 +102,12 @@ def sign_registry(registry_path: Path, private_keys: Sequence[keylib.PrivateKey]
     """
     from gpenguard.trust.registry import (
         MAX_REGISTRY_BYTES,
-        _read_limited,
         parse_registry,
+        read_bounded,
         signature_path,
     )
 
-    data = _read_limited(registry_path, MAX_REGISTRY_BYTES, "registry")
+    data = read_bounded(registry_path, MAX_REGISTRY_BYTES, "registry")
     parse_registry(data, str(registry_path))  # never sign a registry that would not load
     sig_path = signature_path(registry_path)
     existing: tuple[DsseSignature, ...] = ()
