@@ -52,6 +52,11 @@ def test_pae_matches_the_dsse_spec_example() -> None:
     )
 
 
+def test_deeply_nested_json_is_an_error_not_a_crash() -> None:
+    with pytest.raises(SignatureError, match="not valid JSON"):
+        parse_envelope(b"[" * 100_000, "deep.sig")
+
+
 def test_envelope_round_trips() -> None:
     env = Envelope("text/plain", b"\x00payload\xff", ())
     again = parse_envelope(serialize_envelope(Envelope(env.payload_type, env.payload, ())).replace(

@@ -178,6 +178,7 @@ def test_tampered_payload_without_resigning_fails_signature(model: Path) -> None
     ("data", "words"),
     [
         (b"not json", "not valid JSON"),
+        (b"[" * 100_000, "not valid JSON"),
         (b"[]", "JSON object"),
         (json.dumps({"mediaType": "application/x"}).encode(), "mediaType"),
         (
