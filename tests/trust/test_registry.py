@@ -394,3 +394,24 @@ def test_mangled_registries_fail_with_a_registry_error_or_load(edits: list[tuple
         assert exc.path == "fuzz.yaml" and exc.message
     else:
         assert reg.name and reg.artifacts is not None
+
+
+def test_key_rotation_with_old_and_new_signatures(tmp_path: Path) -> None:
+    """Sign with the outgoing and the incoming key; once the old one expires the new one carries it."""
+    old, new = new_key(), new_key("ecdsa-p256")
+    reg = write_yaml(tmp_path / "r.yaml", registry_doc())
+    sign_registry(reg, [old.private, new.private])
+    root_path = tmp_path / "root.yaml"
+    root_path.write_text(
+        yaml.safe_dump(
+            {
+                "schema_version": 1,
+                "threshold": 1,
+                "keys": [old.entry(expires=iso(NOW + timedelta(days=1))), new.entry()],
+            }
+        )
+    )
+    root = load_trust_root(root_path)
+    assert set(load_registry(reg, trust_root=root, now=NOW, state_dir=tmp_path / "s").signed_by) == {old.key_id, new.key_id}
+    later = load_registry(reg, trust_root=root, now=NOW + timedelta(days=2), state_dir=tmp_path / "s")
+    assert later.signed_by == (new.key_id,)
