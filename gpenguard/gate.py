@@ -454,7 +454,7 @@ def _check_signatures(run: _Run, reg: Registry, art: Artifact, src: Source, now:
         return
     digest = run.values.get("sha256")
     if digest is None:
-        run.fail("signatures", "not checked: the file could not be hashed")
+        run.fail("signatures", "not checked: the file was not hashed (its size is already wrong)")
         return
     from gpenguard.trust.signatures import verify_artifact_signatures
 
