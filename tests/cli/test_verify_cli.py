@@ -276,17 +276,42 @@ def test_json_output_carries_every_reason(tmp_path: Path) -> None:
     assert {c["name"] for c in doc["checks"] if c["outcome"] == "fail"} >= {"status", "sha256"}
 
 
-def test_sarif_output_is_valid_and_lists_gate_failures(tmp_path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+def _sarif_schema() -> dict[str, Any] | None:
+    """The official SARIF 2.1.0 schema, looked up as tests/report does (not committed)."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (os.environ.get("SARIF_SCHEMA_PATH"), root / "shared" / "sarif-schema-2.1.0.json"):
+        if candidate and Path(candidate).is_file():
+            return json.loads(Path(candidate).read_text())  # type: ignore[no-any-return]
+    return None
+
+
+def test_sarif_output_lists_gate_failures_next_to_scan_results(tmp_path: Path) -> None:
     w = build_world(tmp_path, status="revoked")
     r = verify(w, "--format", "sarif")
     assert r.exit_code == 1
     log = json.loads(r.stdout)
-    results = log["runs"][0]["results"]
+    run_ = log["runs"][0]
+    results = run_["results"]
     assert any(res["ruleId"] == "verify/status" and "revoked" in res["message"]["text"] for res in results)
-    schema_path = Path(__file__).resolve().parents[1] / "report" / "sarif-schema-2.1.0.json"
-    if schema_path.is_file():
-        jsonschema.validate(log, json.loads(schema_path.read_text()))
+    rule_ids = [rule["id"] for rule in run_["tool"]["driver"]["rules"]]
+    assert all(rule_ids[res["ruleIndex"]] == res["ruleId"] for res in results)
+    assert run_["invocations"][0]["exitCode"] == 1
+
+
+def test_sarif_output_validates_against_the_official_schema(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = _sarif_schema()
+    if schema is None:
+        pytest.skip("official SARIF 2.1.0 schema not available (set SARIF_SCHEMA_PATH)")
+    w = build_world(tmp_path, status="revoked")
+    sd = tiny_state_dict()
+    sd["x"] = Evil()
+    save_checkpoint(w.model, sd)
+    r = verify(w, "--format", "sarif")
+    assert r.exit_code == 1
+    jsonschema.Draft4Validator(schema).validate(json.loads(r.stdout))
 
 
 def test_audit_log_option_appends_and_audit_verify_accepts_it(tmp_path: Path) -> None:
