@@ -199,3 +199,13 @@ def test_pin_edits_a_flow_style_file_entry(tmp_path: Path) -> None:
     assert reg.version == 8
     assert reg.artifacts[0].files[0].size == 10 and reg.artifacts[0].files[0].sha256 == "cd" * 32
     assert new.endswith("# one file\n")
+
+
+def test_progress_is_reported_and_the_package_exports_verify(tmp_path: Path) -> None:
+    import gpenguard
+
+    assert gpenguard.verify is verify
+    w = build_world(tmp_path)
+    seen: list[tuple[int, int]] = []
+    d = verify(w.model, registry=w.registry, progress=lambda done, total: seen.append((done, total)))
+    assert d.passed and seen and seen[-1] == (d.size, d.size)
