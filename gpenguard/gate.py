@@ -271,7 +271,8 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
         return None
     run.values.update(registry_name=reg.name, registry_version=reg.version,
                       registry_sha256=reg.sha256, registry_signed_by=tuple(reg.signed_by))
-    signed = f", signed by {len(reg.signed_by)} key(s)" if reg.signed_by else ", unsigned"
+    signed = (f", signature verified ({len(reg.signed_by)} trust-root key(s))" if reg.signed_by
+              else ", signature not verified")
     run.ok("registry", f"{reg.name} version {reg.version}{signed}")
     if root is None:
         run.skip("registry signature", "no trust root given")
@@ -429,7 +430,8 @@ def _check_signatures(run: _Run, reg: Registry, art: Artifact, src: Source, now:
         run.fail("signatures", str(exc))
         return
     if result.passed:
-        run.ok("signatures", f"{len(result.valid_key_ids)} of {result.threshold} required valid signature(s)")
+        vouched = "" if reg.signed_by else " (by keys of a registry whose own signature was not verified)"
+        run.ok("signatures", f"{len(result.valid_key_ids)} of {result.threshold} required valid signature(s){vouched}")
         return
     why = "; ".join(f"{r.path}: {r.reason}" for r in result.rejected)
     if result.threshold == 0:
