@@ -357,3 +357,10 @@ def test_trust_root_errors(tmp_path: Path) -> None:
     path.write_text('{"schema_version": 1, "threshold": 1, "keys": [], "keys": []}')
     with pytest.raises(RegistryError, match="duplicate key 'keys'"):
         load_trust_root(path)
+
+
+def test_naive_verification_time_is_taken_as_utc(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "r.yaml", registry_doc(expires=NOW))
+    with pytest.raises(RegistryError, match="expired at"):
+        load_registry(path, now=NOW.replace(tzinfo=None), state_dir=tmp_path / "s")
+    assert load_registry(path, now=(NOW - timedelta(seconds=1)).replace(tzinfo=None), state_dir=tmp_path / "s")
