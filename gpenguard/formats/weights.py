@@ -509,6 +509,8 @@ def _describe(value: Any) -> str:
         return "a storage"
     if value is _MARK:
         return "a MARK"
+    if isinstance(value, dict):
+        return "a dict"
     return f"a {type(value).__name__}"
 
 
@@ -1237,7 +1239,7 @@ def _candidates_hint(node: Any) -> str:
         for k, v in node.items()
         if isinstance(v, dict) and any(isinstance(x, _Tensor) for x in v.values())
     ]
-    return f"; state_dicts found under: {', '.join(found)} (choose one with select)" if found else ""
+    return f"; state_dicts found under: {', '.join(found)} (choose one with --select)" if found else ""
 
 
 def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorRecord:
