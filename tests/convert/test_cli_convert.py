@@ -41,7 +41,7 @@ def test_converts_and_reports(tmp_path: Path) -> None:
 def test_blocked_exits_1_with_every_reason(tmp_path: Path) -> None:
     src = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, src)
-    code, stdout, stderr = run("convert", str(src), "-o", str(tmp_path / "evil.safetensors"))
+    code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "evil.safetensors"))
     assert code == 1
     assert "the gate does not pass" in stderr and "getpid" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth"]

@@ -341,7 +341,7 @@ def test_store_keeps_weights_by_digest(tmp_path: Path) -> None:
 
     found.path.chmod(0o644)
     found.path.write_bytes(found.path.read_bytes()[:-1] + b"\x00")
-    with pytest.raises(VerificationError, match="not the .* they are filed under"):
+    with pytest.raises(VerificationError, match=r"not the .* they are filed under"):
         store.find(record.sha256, verify=True)
     with pytest.raises(UsageError, match="not a sha256 digest"):
         store.find("abc")
