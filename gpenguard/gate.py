@@ -22,6 +22,7 @@ name (so a tampered ``GPEN-BFR-2048.pth`` is held to that entry instead of looki
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,8 @@ class GateDecision:
     """``name@version`` of the registry entry the file was held to, if any."""
     artifact_status: str | None = None
     fingerprint: str | None = None
+    state_dict_key: str | None = None
+    """The nested state_dict the fingerprint was taken of (the entry's ``state_dict_key``)."""
     registry_path: str | None = None
     registry_name: str | None = None
     registry_version: int | None = None
@@ -187,6 +190,7 @@ def verify(
     now: datetime | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    source: Source | None = None,
 ) -> GateDecision:
     """Decide whether the checkpoint at `path` may be used, under `policy` (default: ``default``).
 
@@ -202,13 +206,36 @@ def verify(
         return run.decision()
     try:
         _decide(run, registry=registry, name=name, trust_root=trust_root, now=now,
-                state_dir=state_dir, progress=progress)
+                state_dir=state_dir, progress=progress, source=source)
     except GpenguardError as exc:  # anything unforeseen still ends in a decision, never a pass
         run.error("gate", str(exc))
     decision = run.decision()
     if log_path is not None:
         decision = _log(decision, log_path)
     return decision
+
+
+def verify_source(
+    source: Source,
+    *,
+    registry: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+    trust_root: str | os.PathLike[str] | None = None,
+    audit_log: str | os.PathLike[str] | None = None,
+    now: datetime | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> GateDecision:
+    """`verify` on an already-open `Source`, which the caller keeps and goes on using.
+
+    This is how a later stage (convert) uses exactly the bytes the gate hashed and scanned
+    (DESIGN invariant 2): one mapping, checked here, read there. The caller owns and closes it.
+    """
+    return verify(
+        source.name, registry=registry, name=name, policy=policy, trust_root=trust_root,
+        audit_log=audit_log, now=now, state_dir=state_dir, progress=progress, source=source,
+    )
 
 
 def _log(decision: GateDecision, log_path: Path) -> GateDecision:
@@ -321,18 +348,22 @@ def _pick_file(files: Iterable[FileSpec], base: str, size: int, digest: str | No
 
 def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | None,
             trust_root: str | os.PathLike[str] | None, now: datetime | None,
-            state_dir: str | os.PathLike[str] | None, progress: Progress | None) -> None:
+            state_dir: str | os.PathLike[str] | None, progress: Progress | None,
+            source: Source | None = None) -> None:
     pol = run.policy
     reg = _load_registry(run, registry, trust_root, now, state_dir)
     if run.errors:
         return
     before = _identity(run.path)
-    try:
-        src = Source.open(run.path)
-    except InputError as exc:
-        run.error("file", exc.message)
-        return
-    with src:
+    if source is not None:
+        src_cm: contextlib.AbstractContextManager[Source] = contextlib.nullcontext(source)
+    else:
+        try:
+            src_cm = Source.open(run.path)
+        except InputError as exc:
+            run.error("file", exc.message)
+            return
+    with src_cm as src:
         run.values["size"] = src.size
         digest_cache: dict[str, str] = {}
 
@@ -477,6 +508,7 @@ def _check_architecture(run: _Run, src: Source, art: Artifact) -> None:
         run.fail("architecture", f"not checked: the state_dict could not be read ({exc.message})")
         return
     run.values["fingerprint"] = fp.digest
+    run.values["state_dict_key"] = arch.state_dict_key
     if digests_equal(fp.digest, arch.fingerprint):
         run.ok("architecture", f"{arch.family}: {fp.tensor_count} tensors, {fp.parameter_count:,} parameters")
         return
@@ -504,4 +536,4 @@ def fingerprint_source(src: Source, *, state_dict_key: str | None = None) -> Fin
     return fingerprint(state_dict)
 
 
-__all__ = ["Check", "GateDecision", "Outcome", "Severity", "default_registry_path", "fingerprint_source", "verify"]
+__all__ = ["Check", "GateDecision", "Outcome", "Severity", "default_registry_path", "fingerprint_source", "verify", "verify_source"]
