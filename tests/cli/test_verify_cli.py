@@ -328,17 +328,6 @@ def test_json_output_carries_every_reason(tmp_path: Path) -> None:
     assert {c["name"] for c in doc["checks"] if c["outcome"] == "fail"} >= {"status", "sha256"}
 
 
-def _sarif_schema() -> dict[str, Any] | None:
-    """The official SARIF 2.1.0 schema, looked up as tests/report does (not committed)."""
-    import os
-
-    root = Path(__file__).resolve().parents[2]
-    for candidate in (os.environ.get("SARIF_SCHEMA_PATH"), root / "shared" / "sarif-schema-2.1.0.json"):
-        if candidate and Path(candidate).is_file():
-            return json.loads(Path(candidate).read_text())  # type: ignore[no-any-return]
-    return None
-
-
 def test_sarif_output_lists_gate_failures_next_to_scan_results(tmp_path: Path) -> None:
     w = build_world(tmp_path, status="revoked")
     r = verify(w, "--format", "sarif")
@@ -354,9 +343,9 @@ def test_sarif_output_lists_gate_failures_next_to_scan_results(tmp_path: Path) -
 
 def test_sarif_output_validates_against_the_official_schema(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    schema = _sarif_schema()
-    if schema is None:
-        pytest.skip("official SARIF 2.1.0 schema not available (set SARIF_SCHEMA_PATH)")
+    from tests.report import sarif_schema
+
+    schema = sarif_schema.load()  # skips without the schema; fails under REQUIRE_SARIF_SCHEMA=1
     w = build_world(tmp_path, status="revoked")
     sd = tiny_state_dict()
     sd["x"] = Evil()
