@@ -17,6 +17,8 @@ contiguous, a materialised copy when it is a strided view.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -228,6 +230,17 @@ class StateDict:
             start = rec.byte_span[0]
             return self._buffers[rec.storage_key][start : start + rec.nbytes]
         return self.array(rec).reshape(-1).view(np.uint8).data
+
+    def release(self, rec: TensorRecord) -> None:
+        """Hand `rec`'s source pages back to the kernel: done with them, for now.
+
+        For a file mapping, the pages leave this process's resident set but stay in the page
+        cache, so a later read just maps them again. Streaming a large checkpoint this way keeps
+        memory at one tensor's worth instead of the whole file. A no-op for in-memory sources.
+        """
+        start, end = rec.byte_span
+        if end > start:
+            _release_pages(self._buffers[rec.storage_key][start:end])
 
     def array(self, rec: TensorRecord) -> np.ndarray[Any, np.dtype[Any]]:
         """`rec` as a C-contiguous numpy array of a same-width type (bf16 -> uint16, bool -> uint8)."""
@@ -1289,6 +1302,24 @@ def _check_expansion(records: list[TensorRecord], lim: Limits, path: str) -> Non
             f"tensors total {total} bytes, over the limit of {lim.max_uncompressed_bytes}",
             path=path,
         )
+
+
+_PAGE = mmap.PAGESIZE
+
+
+def _release_pages(view: memoryview) -> None:
+    base = view.obj
+    if not isinstance(base, mmap.mmap) or not len(view) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    # The view's offset inside the mapping, from the two buffers' addresses (no copy made).
+    offset = _address(view) - _address(memoryview(base))
+    start = offset - offset % _PAGE
+    with contextlib.suppress(OSError, ValueError):
+        base.madvise(mmap.MADV_DONTNEED, start, offset + len(view) - start)
+
+
+def _address(view: memoryview) -> int:
+    return int(np.frombuffer(view, dtype=np.uint8, count=1).ctypes.data)
 
 
 def _span(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
