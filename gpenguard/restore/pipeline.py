@@ -17,7 +17,6 @@ face region, so an image's size costs memory only for its pixels, not for float 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 from torch.nn import functional
 
 from gpenguard.errors import RestoreError, UsageError
+from gpenguard.nets.gpen import gpen_bfr
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore import align, paste
@@ -40,13 +40,6 @@ from gpenguard.restore.weights import load_into
 
 Mode = Literal["full", "aligned"]
 
-#: GPEN ``FullGenerator`` settings per model size: (channel_multiplier, narrow), as released.
-GPEN_SETTINGS: Mapping[int, tuple[int, float]] = {
-    256: (1, 0.5),
-    512: (2, 1.0),
-    1024: (2, 1.0),
-    2048: (2, 1.0),
-}
 PARSE_SIZE = 512
 #: Faces whose detector box is smaller than this (px, either side) are smoothed after GPEN.
 SMALL_FACE = 100
@@ -81,17 +74,13 @@ class Restoration:
 
 
 def build_generator(size: int) -> nn.Module:
-    """An untrained GPEN ``FullGenerator`` for ``size`` with the released settings."""
-    if size not in GPEN_SETTINGS:
-        raise UsageError(
-            f"no released GPEN model of size {size}; use one of {sorted(GPEN_SETTINGS)}"
-        )
-    multiplier, narrow = GPEN_SETTINGS[size]
-    gpen = importlib.import_module("gpenguard.nets.gpen")
-    module: nn.Module = gpen.FullGenerator(
-        size, style_dim=512, n_mlp=8, channel_multiplier=multiplier, narrow=narrow
-    )
-    return module
+    """GPEN-BFR-``size`` with the released settings, on the meta device (no random init:
+    the weights come from the file)."""
+    with torch.device("meta"):
+        try:
+            return gpen_bfr(size)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
 
 
 class Restorer:
@@ -121,8 +110,10 @@ class Restorer:
         if mode == "full":
             if weights.retinaface is None or weights.parsenet is None:
                 raise UsageError("full mode needs 'retinaface' and 'parsenet' weights as well")
-            detector = load_into(RetinaFace(), weights.retinaface)
-            parser = load_into(ParseNet(), weights.parsenet)
+            with torch.device("meta"):
+                detector, parser = RetinaFace(), ParseNet()
+            load_into(detector, weights.retinaface)
+            load_into(parser, weights.parsenet)
         generator = load_into(build_generator(size), weights.gpen)
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
