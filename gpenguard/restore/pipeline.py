@@ -36,7 +36,7 @@ from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore import align, paste
 from gpenguard.restore.detect import Face, FaceDetector
 from gpenguard.restore.images import SplitImage
-from gpenguard.restore.weights import load_into
+from gpenguard.restore.weights import WeightSource, load_into
 
 Mode = Literal["full", "aligned"]
 
@@ -46,23 +46,37 @@ SMALL_FACE = 100
 _SMOOTH = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 
 
-@dataclass(frozen=True)
-class RestorerWeights:
-    """Paths of the converted (``.safetensors``) weights. ``aligned`` mode needs only ``gpen``."""
+#: Accepted names for each role: ours, and the sandbox worker's.
+_ROLES = {"gpen": "gpen", "retinaface": "retinaface", "detector": "retinaface",
+          "parsenet": "parsenet", "parser": "parsenet"}  # fmt: skip
 
-    gpen: Path
-    retinaface: Path | None = None
-    parsenet: Path | None = None
+
+@dataclass(frozen=True, eq=False)
+class RestorerWeights:
+    """Where each network's weights come from: a ``.safetensors`` path, or a mapping of
+    tensors the caller has already read and verified. ``aligned`` mode needs only ``gpen``."""
+
+    gpen: WeightSource
+    retinaface: WeightSource | None = None
+    parsenet: WeightSource | None = None
 
     @classmethod
-    def from_mapping(cls, paths: Mapping[str, str | Path]) -> RestorerWeights:
-        unknown = set(paths) - {"gpen", "retinaface", "parsenet"}
+    def from_mapping(
+        cls, sources: Mapping[str, str | Path | Mapping[str, torch.Tensor]]
+    ) -> RestorerWeights:
+        """Roles: ``gpen``, ``retinaface`` (alias ``detector``), ``parsenet`` (alias ``parser``)."""
+        unknown = set(sources) - set(_ROLES)
         if unknown:
             raise UsageError(f"unknown weight roles: {', '.join(sorted(unknown))}")
-        if "gpen" not in paths:
+        resolved: dict[str, WeightSource] = {}
+        for role, source in sources.items():
+            name = _ROLES[role]
+            if name in resolved:
+                raise UsageError(f"weights for {name} given twice")
+            resolved[name] = source if isinstance(source, Mapping) else Path(source)
+        if "gpen" not in resolved:
             raise UsageError("weights need a 'gpen' entry")
-        opt = {k: Path(paths[k]) for k in ("retinaface", "parsenet") if k in paths}
-        return cls(gpen=Path(paths["gpen"]), **opt)
+        return cls(**resolved)
 
 
 @dataclass(frozen=True)
@@ -86,15 +100,16 @@ def build_generator(size: int) -> nn.Module:
 class Restorer:
     """GPEN face restoration; networks are built and loaded once, at construction.
 
-    ``weights``: a `RestorerWeights` or a mapping with keys ``gpen``, ``retinaface`` and
-    ``parsenet`` (the last two only for ``mode="full"``), each a ``.safetensors`` path.
+    ``weights``: a `RestorerWeights` or a mapping with keys ``gpen``, ``retinaface`` (or
+    ``detector``) and ``parsenet`` (or ``parser``), the last two only for ``mode="full"``;
+    each value a ``.safetensors`` path or a mapping of already-verified tensors.
     ``dtype`` applies to GPEN; the detector and parser always run in float32.
     ``face_alpha`` blends the restored face with the original crop (GPEN's ``--alpha``).
     """
 
     def __init__(
         self,
-        weights: RestorerWeights | Mapping[str, str | Path],
+        weights: RestorerWeights | Mapping[str, str | Path | Mapping[str, torch.Tensor]],
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         size: int = 2048,
@@ -112,9 +127,9 @@ class Restorer:
                 raise UsageError("full mode needs 'retinaface' and 'parsenet' weights as well")
             with torch.device("meta"):
                 detector, parser = RetinaFace(), ParseNet()
-            load_into(detector, weights.retinaface)
-            load_into(parser, weights.parsenet)
-        generator = load_into(build_generator(size), weights.gpen)
+            load_into(detector, weights.retinaface, role="retinaface")
+            load_into(parser, weights.parsenet, role="parsenet")
+        generator = load_into(build_generator(size), weights.gpen, role="gpen")
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )

@@ -22,6 +22,9 @@ _PREFIX = "module."
 _COUNTER = "num_batches_tracked"
 
 M = TypeVar("M", bound=nn.Module)
+#: Where a network's weights come from: a ``.safetensors`` path, or tensors already read (and
+#: verified) by the caller, so the bytes that were hashed are the bytes that are used.
+WeightSource = Path | Mapping[str, torch.Tensor]
 
 
 def normalise_keys(
@@ -37,12 +40,17 @@ def normalise_keys(
     return fitted
 
 
-def load_into(module: M, path: str | Path) -> M:
-    """Strictly load a ``.safetensors`` file into ``module`` (in place) and return it.
+def load_into(module: M, source: str | WeightSource, *, role: str = "weights") -> M:
+    """Strictly load a ``.safetensors`` file, or tensors already in memory, into ``module``
+    (in place) and return it.
 
-    ``module`` may live on the meta device; it then receives the file's tensors directly.
+    ``module`` may live on the meta device; it then receives the tensors directly.
     """
-    path = Path(path)
+    if isinstance(source, Mapping):
+        tensors = normalise_keys(module, source)
+        loading.load_state_dict_strict(module, tensors, source=f"<{role} tensors>")
+        return module
+    path = Path(source)
     if path.suffix != ".safetensors":
         raise ModelError(
             "weights must be a .safetensors file (run `gpenguard convert` on the checkpoint)",
