@@ -22,14 +22,20 @@ def _save(module: nn.Module, path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    monkeypatch.setattr(pipeline, "build_generator", lambda size: Constant())
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("weights")
     return {
-        "gpen": _save(Constant(), tmp_path / "gpen.safetensors"),
-        "retinaface": _save(rigged_retinaface(faces=False), tmp_path / "r50.safetensors"),
-        "parsenet": _save(ParseNet(), tmp_path / "parse.safetensors"),
+        "gpen": _save(Constant(), root / "gpen.safetensors"),
+        "retinaface": _save(rigged_retinaface(faces=False), root / "r50.safetensors"),
+        "parsenet": _save(ParseNet(), root / "parse.safetensors"),
     }
+
+
+@pytest.fixture
+def weights(weight_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    monkeypatch.setattr(pipeline, "build_generator", lambda size: Constant())
+    return weight_files
 
 
 def test_aligned_crops_are_restored_and_the_run_is_labelled(
