@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gpenguard.trust import oms
 from gpenguard.trust.fingerprint import TensorInfo, fingerprint
@@ -132,6 +135,12 @@ def build_world(
     return world
 
 
+@pytest.fixture
+def formats_available() -> Iterator[None]:
+    """Kept for tests written while the formats branch was pending; the real reader is used."""
+    yield
+
+
 class Evil:
     """Pickles as a call to os.getpid: harmless if executed, and exactly what a scanner must flag."""
 
@@ -144,4 +153,4 @@ def expired(days: int = 1) -> datetime:
 
 
 __all__ = ["MODEL_FILE", "MODEL_NAME", "NOW", "Evil", "World", "arch_of", "build_world", "expired",
-           "iso", "save_checkpoint", "sha256_of", "tiny_state_dict"]
+           "formats_available", "iso", "save_checkpoint", "sha256_of", "tiny_state_dict"]

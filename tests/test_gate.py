@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,56 @@ def test_pin_edits_a_flow_style_file_entry(tmp_path: Path) -> None:
     assert reg.version == 8
     assert reg.artifacts[0].files[0].size == 10 and reg.artifacts[0].files[0].sha256 == "cd" * 32
     assert new.endswith("# one file\n")
+
+
+def test_progress_is_reported_and_the_package_exports_verify(tmp_path: Path) -> None:
+    import gpenguard
+
+    assert gpenguard.verify is verify
+    w = build_world(tmp_path)
+    seen: list[tuple[int, int]] = []
+    d = verify(w.model, registry=w.registry, progress=lambda done, total: seen.append((done, total)))
+    assert d.passed and seen and seen[-1] == (d.size, d.size)
+
+
+def test_verify_source_catches_a_path_swapped_after_the_caller_opened_it(tmp_path: Path) -> None:
+    from gpenguard.gate import verify_source
+
+    w = build_world(tmp_path)
+    with Source.open(w.model) as src:
+        twin = w.model.with_suffix(".twin")
+        twin.write_bytes(w.model.read_bytes())
+        twin.replace(w.model)  # identical bytes, but the path now names another file
+        d = verify_source(src, registry=w.registry)
+    assert d.verdict is Verdict.BLOCK
+    assert any("changed on disk" in r for r in d.reasons)
+
+
+def test_verify_source_leaves_the_callers_mapping_open_for_the_next_stage(tmp_path: Path) -> None:
+    from gpenguard.gate import verify_source
+
+    w = build_world(tmp_path)
+    with Source.open(w.model) as src:
+        d = verify_source(src, registry=w.registry)
+        assert d.passed, d.reasons
+        assert bytes(src.buf[:2]) == b"PK"  # still mapped: convert reads these same bytes
+
+
+def test_a_file_rewritten_in_place_during_the_check_is_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = build_world(tmp_path)
+    import gpenguard.gate as gate
+
+    real = gate._scan
+
+    def scan_then_touch(run: gate._Run, src: Source) -> None:
+        real(run, src)
+        with w.model.open("r+b") as f:  # same inode, same size, bytes rewritten in place
+            f.seek(0)
+            f.write(f.read(1))
+        st = w.model.stat()
+        os.utime(w.model, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # even with mtime forged
+
+    monkeypatch.setattr(gate, "_scan", scan_then_touch)
+    d = verify(w.model, registry=w.registry)
+    assert d.verdict is Verdict.BLOCK
+    assert any("changed on disk" in r for r in d.reasons)

@@ -65,7 +65,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     target = tmp_path / "out.png"
     target.write_bytes(b"old")
     write_image(_pattern(8, 8), target)
-    assert Image.open(target).size == (8, 8)
+    with Image.open(target) as written:
+        assert written.size == (8, 8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 

@@ -245,3 +245,39 @@ class AllFaceWithWeights(AllFace):
     def __init__(self) -> None:
         super().__init__()
         self.other = nn.Parameter(torch.zeros(2))
+
+
+def test_in_memory_tensors_under_the_worker_role_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sandbox worker hashes the bytes, parses them once, and hands over the tensors.
+    monkeypatch.setattr(pipeline, "build_generator", lambda size: Constant())
+    restorer = Restorer(
+        {
+            "gpen": Constant().state_dict(),
+            "detector": {f"module.{k}": v for k, v in rigged_retinaface().state_dict().items()},
+            "parser": ParseNet().state_dict(),
+        },
+        size=SIZE,
+    )
+    assert restorer.detector is not None
+    torch.testing.assert_close(
+        restorer.detector.net.ClassHead[2].conv1x1.bias, torch.tensor([-8.0, 8.0, 8.0, -8.0])
+    )
+    with pytest.raises(UsageError, match="twice"):
+        RestorerWeights.from_mapping({"gpen": "a", "parser": "b", "parsenet": "c"})
+    with pytest.raises(ModelError, match="<gpen tensors>"):
+        Restorer({"gpen": {"nope": torch.zeros(1)}}, size=SIZE, mode="aligned")
+
+
+def test_real_gpen_generator_end_to_end() -> None:
+    from gpenguard.nets.gpen import FullGenerator
+
+    torch.manual_seed(0)
+    gen = FullGenerator(SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=1 / 32)
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    result = make(gen, spread=0.25).restore(Image.fromarray(noise, "RGB"))
+    out = np.asarray(result.image)
+    assert out.shape == noise.shape and len(result.faces) >= 2
+    touched = _footprints(result.faces, 400, 300)
+    assert np.array_equal(out[~touched], noise[~touched])
+    assert not np.array_equal(out[touched], noise[touched])
