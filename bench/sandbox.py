@@ -35,13 +35,13 @@ def _stored_weights(folder: Path, size: int) -> Any:
     import torch
 
     from gpenguard.convert import convert
+    from gpenguard.nets.gpen import gpen_bfr
     from gpenguard.pipeline import StoredInput, recheck
-    from gpenguard.restore.pipeline import build_generator
     from gpenguard.store import Store
 
     torch.manual_seed(0)
     checkpoint = folder / f"gpen-bench-{size}.pth"
-    torch.save(build_generator(size).state_dict(), checkpoint)
+    torch.save(gpen_bfr(size).state_dict(), checkpoint)
     record = convert(checkpoint, None, store=Store(folder / "store"))
     stored = StoredInput("gpen", checkpoint, record.output, record.provenance, record.sha256)
     recheck(stored)

@@ -34,11 +34,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPEN-256 state_dict with random weights, written by torch.save."""
     import torch
 
-    from gpenguard.restore.pipeline import build_generator
+    from gpenguard.nets.gpen import gpen_bfr
 
     torch.manual_seed(7)
     path = tmp_path_factory.mktemp("weights") / "gpen-bfr-256.pth"
-    torch.save(build_generator(SIZE).state_dict(), path)
+    torch.save(gpen_bfr(SIZE).state_dict(), path)
     return path
 
 
