@@ -187,6 +187,9 @@ def test_build_spec_refuses(change: dict[str, dict[str, object]], message: str) 
         {"binds": (Bind("/data/in", "/in/x"), Bind("/data/out", "/out", False), Bind("/data/o2", "/out2", False))},
         {"binds": (Bind("/data/in", "/in/x", False),)},
         {"binds": (Bind("/data/in", "/usr/lib/x"),)},
+        {"seccomp": "unconfined"},
+        {"seccomp": '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}'},
+        {"seccomp": '{"defaultAction": "SCMP_ACT_LOG"}'},
     ],
 )
 def test_validate_refuses_a_weakened_spec(weaken: dict[str, object]) -> None:
