@@ -21,6 +21,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,65 +210,66 @@ def _temp_beside(dest: Path, suffix: str = ".tmp") -> Iterator[tuple[int, Path]]
 def _write_tmp(state: StateDict, fd: int, tmp: Path, metadata: Mapping[str, str]) -> WrittenWeights:
     layout = _layout(state)
     header = _header(layout, metadata)
+    size = len(header) + (layout[-1][2] if layout else 0)
     try:
-        _write_all(fd, header)
-        for rec, _begin, _end in layout:
-            _write_all(fd, state.tensor_bytes(rec))
+        digest = _stream(state, fd, tmp, header, layout)
         os.fsync(fd)
+        if os.fstat(fd).st_size != size:
+            raise ConversionError(f"written file is {os.fstat(fd).st_size} bytes, expected {size}", path=tmp)
+        if os.pread(fd, len(header), 0) != header:
+            raise ConversionError("header read back differs from the header written", path=tmp)
     except OSError as exc:
         raise InputError(f"cannot write: {exc.strerror or exc}", path=tmp) from exc
-    digest = _verify_written(state, tmp, header, layout, metadata)
-    size = len(header) + (layout[-1][2] if layout else 0)
+    _check_header_json(header[8:], layout, metadata, tmp)
+    _check_with_safetensors(tmp, layout, metadata)
     return WrittenWeights(tmp, digest, size, len(header) - 8, tuple(r.name for r, _, _ in layout))
 
 
-def _verify_written(
-    state: StateDict,
-    path: Path,
-    header: bytes,
-    layout: list[tuple[TensorRecord, int, int]],
-    metadata: Mapping[str, str],
-) -> str:
-    """Re-read the file from disk: header as intended, every tensor equal to its source bytes.
+def _pieces(state: StateDict, header: bytes, layout: list[tuple[TensorRecord, int, int]]) -> Iterator[tuple[memoryview, TensorRecord | None, bool]]:
+    """The file's bytes in order: (piece, tensor it belongs to, last piece of that tensor)."""
+    yield memoryview(header), None, True
+    for rec, _begin, _end in layout:
+        data = state.tensor_bytes(rec)
+        if not len(data):
+            continue
+        for off in range(0, len(data), _CHUNK):
+            yield data[off : off + _CHUNK], rec, off + _CHUNK >= len(data)
 
-    Returns the sha256 of the bytes on disk. Reads go through one reused buffer (not a
-    mapping), so checking adds a fixed amount of memory, not the file's size.
+
+def _stream(
+    state: StateDict, fd: int, path: Path, header: bytes, layout: list[tuple[TensorRecord, int, int]]
+) -> str:
+    """Write every piece, read it straight back from the file, compare, and hash what was read.
+
+    The sha256 is of the bytes read back, so it is the digest of the file on disk. Hashing runs
+    in a worker thread (hashlib releases the GIL) on one of two alternating buffers while the
+    next piece is written and compared; each tensor's source pages are handed back once it is
+    done, so memory stays at a few chunks however large the checkpoint is.
     """
     h = hashlib.sha256()
-    expected_size = len(header) + (layout[-1][2] if layout else 0)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise InputError(f"cannot re-open: {exc.strerror or exc}", path=path) from exc
-    try:
-        if os.fstat(fd).st_size != expected_size:
-            raise ConversionError(
-                f"written file is {os.fstat(fd).st_size} bytes, expected {expected_size}", path=path
-            )
-        head = os.pread(fd, len(header), 0)
-        if head != header:
-            raise ConversionError("header read back differs from the header written", path=path)
-        h.update(head)
-        _check_header_json(head[8:], layout, metadata, path)
-        buf = bytearray(_CHUNK)
-        pos = len(header)
-        for rec, _begin, _end in layout:
-            want = state.tensor_bytes(rec)
-            for off in range(0, len(want), _CHUNK):
-                piece = want[off : off + _CHUNK]
-                got = buf if len(piece) == _CHUNK else bytearray(len(piece))
-                if os.preadv(fd, [got], pos) != len(piece) or got != piece:
-                    raise ConversionError(
-                        f"tensor {rec.name!r} read back from the output differs from the source",
-                        path=path,
-                    )
-                h.update(got)
-                pos += len(piece)
-    except OSError as exc:
-        raise InputError(f"cannot read back: {exc.strerror or exc}", path=path) from exc
-    finally:
-        os.close(fd)
-    _check_with_safetensors(path, layout, metadata)
+    buffers = [bytearray(_CHUNK), bytearray(_CHUNK)]
+    pending: list[Future[None] | None] = [None, None]
+    pos = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpenguard-sha256") as pool:
+        for i, (piece, rec, last) in enumerate(_pieces(state, header, layout)):
+            _write_all(fd, piece)
+            slot = i % 2
+            waiting = pending[slot]
+            if waiting is not None:
+                waiting.result()
+            got = buffers[slot] if len(piece) == _CHUNK else bytearray(len(piece))
+            if os.preadv(fd, [got], pos) != len(piece) or got != piece:
+                what = f"tensor {rec.name!r}" if rec is not None else "the header"
+                raise ConversionError(
+                    f"{what} read back from the output differs from the source", path=path
+                )
+            pending[slot] = pool.submit(h.update, got)
+            pos += len(piece)
+            if rec is not None and last:
+                state.release(rec)
+        for waiting in pending:
+            if waiting is not None:
+                waiting.result()
     return h.hexdigest()
 
 

@@ -17,6 +17,8 @@ contiguous, a materialised copy when it is a strided view.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -228,6 +230,17 @@ class StateDict:
             start = rec.byte_span[0]
             return self._buffers[rec.storage_key][start : start + rec.nbytes]
         return self.array(rec).reshape(-1).view(np.uint8).data
+
+    def release(self, rec: TensorRecord) -> None:
+        """Hand `rec`'s source pages back to the kernel: done with them, for now.
+
+        For a file mapping, the pages leave this process's resident set but stay in the page
+        cache, so a later read just maps them again. Streaming a large checkpoint this way keeps
+        memory at one tensor's worth instead of the whole file. A no-op for in-memory sources.
+        """
+        start, end = rec.byte_span
+        if end > start:
+            _release_pages(self._buffers[rec.storage_key][start:end])
 
     def array(self, rec: TensorRecord) -> np.ndarray[Any, np.dtype[Any]]:
         """`rec` as a C-contiguous numpy array of a same-width type (bf16 -> uint16, bool -> uint8)."""
@@ -514,6 +527,21 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _show(value: Any, limit: int = 40) -> str:
+    """A short, safe rendering of an untrusted value for a message (no deep or huge repr)."""
+    if value is None or isinstance(value, bool | float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 128 else f"<{value.bit_length()}-bit integer>"
+    if isinstance(value, str | bytes):
+        return repr(value[:limit]) + ("…" if len(value) > limit else "")
+    if isinstance(value, tuple) and len(value) <= 8 and all(
+        v is None or isinstance(v, int | str | bool) for v in value
+    ):
+        return "(" + ", ".join(_show(v, 16) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return _describe(value)
+
+
 def _opcode_label(code: int) -> str:
     import pickletools
 
@@ -575,7 +603,7 @@ def _parse_int(m: _Machine, text: str) -> int:
     try:
         return int(text, 10)
     except ValueError:
-        m.fail(f"{m.op_name} argument {text[:40]!r} is not an integer")
+        m.fail(f"{m.op_name} argument {_show(text)} is not an integer")
 
 
 def _op_binint(m: _Machine) -> None:
@@ -606,7 +634,7 @@ def _op_float_text(m: _Machine) -> None:
     try:
         m.push(float(text))
     except ValueError:
-        m.fail(f"FLOAT argument {text[:40]!r} is not a number")
+        m.fail(f"FLOAT argument {_show(text)} is not a number")
 
 
 def _op_binfloat(m: _Machine) -> None:
@@ -705,10 +733,11 @@ def _set_items(m: _Machine, target: Any, items: list[Any]) -> None:
         target[key] = value
 
 
-def _hashable(key: Any) -> bool:
+def _hashable(key: Any, depth: int = 0) -> bool:
+    """Plain scalars, or tuples of them nested a few levels (optimizer state uses int keys)."""
     if isinstance(key, _HASHABLE):
         return True
-    return isinstance(key, tuple) and all(_hashable(k) for k in key)
+    return isinstance(key, tuple) and depth < 8 and all(_hashable(k, depth + 1) for k in key)
 
 
 def _op_setitem(m: _Machine) -> None:
@@ -862,7 +891,7 @@ out-of-band buffers...) ends the read with an error naming it."""
 
 def _int(m: _Machine, value: Any, what: str, *, low: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        m.fail(f"{what} must be an integer >= {low}, got {value!r:.60}")
+        m.fail(f"{what} must be an integer >= {low}, got {_show(value)}")
     return value
 
 
@@ -884,7 +913,7 @@ def _check_metadata(m: _Machine, metadata: Any) -> None:
     if metadata is None or (isinstance(metadata, dict) and not any(metadata.values())):
         return
     # torch records the conj/neg bits here; a set bit changes what the bytes mean.
-    m.fail(f"tensor metadata {metadata!r:.80} (conj/neg views) is not supported")
+    m.fail("tensor metadata sets conj/neg bits; such views are not supported")
 
 
 def _tensor(
@@ -895,7 +924,7 @@ def _tensor(
     shape = _ints(m, size, "tensor size")
     strides = _ints(m, stride, "tensor stride")
     if len(shape) != len(strides):
-        m.fail(f"tensor size {shape} and stride {strides} differ in length")
+        m.fail(f"tensor size {_show(shape)} and stride {_show(strides)} differ in length")
     return _Tensor(storage, _int(m, offset, "storage offset"), shape, strides, dtype or storage.dtype)
 
 
@@ -1001,23 +1030,23 @@ def interpret_pickle(
         assert storages is not None
         want = 6 if legacy else 5
         if not isinstance(pid, tuple) or len(pid) != want or pid[0] != "storage":
-            m.fail(f"persistent id {pid!r:.80} is not a {want}-field ('storage', ...) record")
+            m.fail(f"persistent id {_show(pid)} is not a {want}-field ('storage', ...) record")
         _, stype, key, location, numel, *view = pid
         if not isinstance(stype, _Builtin) or stype.storage_dtype is None:
             m.fail(f"persistent id names {_describe(stype)}, not a torch storage type")
         if not isinstance(key, str) or not key or not isinstance(location, str):
-            m.fail(f"persistent id has a malformed key {key!r:.40} or location {location!r:.40}")
+            m.fail(f"persistent id has a malformed key {_show(key)} or location {_show(location)}")
         count = _int(m, numel, "storage numel")
         if view and view[0] is not None:
-            m.fail(f"storage {key!r} is a legacy storage view; these are not supported")
+            m.fail(f"storage {_show(key)} is a legacy storage view; these are not supported")
         known = storages.get(key)
         itemsize = DTYPES[stype.storage_dtype].itemsize
         if known is None:
             storages[key] = StorageRecord(key, stype.storage_dtype, count, count * itemsize)
         elif known.dtype != stype.storage_dtype or known.numel != count:
             m.fail(
-                f"storage {key!r} declared twice, as {known.dtype}x{known.numel} and "
-                f"{stype.storage_dtype}x{count}"
+                f"storage {_show(key)} declared twice, as {known.dtype}x{_show(known.numel)} and "
+                f"{stype.storage_dtype}x{_show(count)}"
             )
         return _StorageRef(key, stype.storage_dtype, count)
 
@@ -1063,20 +1092,20 @@ def read_tensors(
     seen: set[str] = set()
     for raw_name, value in chosen.items():
         if not isinstance(raw_name, str):
-            raise ConversionError(f"state_dict key {raw_name!r:.60} is not a string", path=path)
+            raise ConversionError(f"state_dict key {_show(raw_name)} is not a string", path=path)
         name = raw_name
         if strip_prefix and name.startswith(strip_prefix):
             name = name[len(strip_prefix) :]
         if not name:
-            raise ConversionError(f"key {raw_name!r} is empty after stripping", path=path)
+            raise ConversionError(f"key {_show(raw_name)} is empty after stripping", path=path)
         if name in seen:
             raise ConversionError(
-                f"two entries are named {name!r} after stripping {strip_prefix!r}", path=path
+                f"two entries are named {_show(name)} after stripping {strip_prefix!r}", path=path
             )
         seen.add(name)
         if not isinstance(value, _Tensor):
             raise ConversionError(
-                f"entry {raw_name!r} is {_describe(value)}, not a tensor"
+                f"entry {_show(raw_name)} is {_describe(value)}, not a tensor"
                 + _candidates_hint(chosen),
                 path=path,
             )
@@ -1124,14 +1153,14 @@ def _zip_buffers(container: Container, storages: dict[str, StorageRecord]) -> di
         raw = container.storages.get(key)
         if raw is None:
             raise ConversionError(
-                f"storage {key!r} is referenced by the pickle but missing from the archive",
+                f"storage {_show(key)} is referenced by the pickle but missing from the archive",
                 path=container.path,
             )
         view = raw if raw.format == "B" and raw.ndim == 1 else raw.cast("B")
         if len(view) != rec.nbytes:
             raise ConversionError(
-                f"storage {key!r} holds {len(view)} bytes but the pickle declares "
-                f"{rec.numel} x {rec.dtype} = {rec.nbytes}",
+                f"storage {_show(key)} holds {len(view)} bytes but the pickle declares "
+                f"{_show(rec.numel)} x {rec.dtype} = {_show(rec.nbytes)}",
                 path=container.path,
             )
         buffers[key] = view
@@ -1154,7 +1183,7 @@ def _read_legacy(
     if magic != LEGACY_MAGIC:
         raise ConversionError("legacy torch stream has the wrong magic number", path=path)
     if protocol != LEGACY_PROTOCOL:
-        raise ConversionError(f"legacy torch protocol {protocol!r:.40} is not 1001", path=path)
+        raise ConversionError(f"legacy torch protocol {_show(protocol)} is not 1001", path=path)
     if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
         raise ConversionError(
             "legacy torch stream is not marked little-endian; only little-endian storages are read",
@@ -1173,25 +1202,25 @@ def _read_legacy(
     pos = 0
     for key in keys:
         if key in buffers:
-            raise ConversionError(f"storage {key!r} is listed twice in the storage keys", path=path)
+            raise ConversionError(f"storage {_show(key)} is listed twice in the storage keys", path=path)
         rec = storages.get(key)
         if rec is None:
             raise ConversionError(
-                f"storage {key!r} is listed in the storage keys but no tensor declares it",
+                f"storage {_show(key)} is listed in the storage keys but no tensor declares it",
                 path=path,
             )
         if pos + 8 > len(tail):
-            raise ConversionError(f"storage {key!r} is truncated (no size header)", path=path)
+            raise ConversionError(f"storage {_show(key)} is truncated (no size header)", path=path)
         numel = int.from_bytes(tail[pos : pos + 8], "little", signed=True)
         pos += 8
         if numel != rec.numel:
             raise ConversionError(
-                f"storage {key!r} records {numel} elements but the pickle declares {rec.numel}",
+                f"storage {_show(key)} records {numel} elements but the pickle declares {_show(rec.numel)}",
                 path=path,
             )
         if pos + rec.nbytes > len(tail):
             raise ConversionError(
-                f"storage {key!r} is truncated: {rec.nbytes} bytes declared, "
+                f"storage {_show(key)} is truncated: {_show(rec.nbytes)} bytes declared, "
                 f"{len(tail) - pos} left in the file",
                 path=path,
             )
@@ -1200,7 +1229,7 @@ def _read_legacy(
     missing = [k for k in storages if k not in buffers]
     if missing:
         raise ConversionError(
-            f"storage {missing[0]!r} is used by a tensor but absent from the storage keys",
+            f"storage {_show(missing[0])} is used by a tensor but absent from the storage keys",
             path=path,
         )
     if pos != len(tail):
@@ -1235,7 +1264,7 @@ def _candidates_hint(node: Any) -> str:
     if not isinstance(node, dict):
         return ""
     found = [
-        str(k)
+        k if isinstance(k, str) else _show(k)
         for k, v in node.items()
         if isinstance(v, dict) and any(isinstance(x, _Tensor) for x in v.values())
     ]
@@ -1246,7 +1275,7 @@ def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorR
     dtype = DTYPES[t.dtype]
     if storage.dtype != "U8" and storage.dtype != t.dtype:
         raise ConversionError(
-            f"tensor {name!r} is {t.dtype} over a {storage.dtype} storage", path=path
+            f"tensor {_show(name)} is {t.dtype} over a {storage.dtype} storage", path=path
         )
     numel = 1
     for d in t.shape:
@@ -1266,8 +1295,9 @@ def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorR
     start, end = rec.byte_span
     if (numel and end > storage.nbytes) or start > storage.nbytes:
         raise ConversionError(
-            f"tensor {name!r} (offset {t.offset}, size {t.shape}, stride {t.stride}) reaches "
-            f"byte {end} of storage {storage.key!r}, which holds {storage.nbytes}",
+            f"tensor {_show(name)} (offset {_show(t.offset)}, size {_show(t.shape)}, stride "
+            f"{_show(t.stride)}) reaches byte {_show(end)} of storage {_show(storage.key)}, "
+            f"which holds {_show(storage.nbytes)}",
             path=path,
         )
     return rec
@@ -1280,7 +1310,7 @@ def _check_expansion(records: list[TensorRecord], lim: Limits, path: str) -> Non
         spanned = end - start
         if rec.nbytes > EXPANSION_FLOOR and rec.nbytes > EXPANSION_RATIO * max(spanned, 1):
             raise LimitExceeded(
-                f"tensor {rec.name!r} would expand {spanned} stored bytes into {rec.nbytes}",
+                f"tensor {_show(rec.name)} would expand {_show(spanned)} stored bytes into {_show(rec.nbytes)}",
                 path=path,
             )
         total += rec.nbytes
@@ -1289,6 +1319,24 @@ def _check_expansion(records: list[TensorRecord], lim: Limits, path: str) -> Non
             f"tensors total {total} bytes, over the limit of {lim.max_uncompressed_bytes}",
             path=path,
         )
+
+
+_PAGE = mmap.PAGESIZE
+
+
+def _release_pages(view: memoryview) -> None:
+    base = view.obj
+    if not isinstance(base, mmap.mmap) or not len(view) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    # The view's offset inside the mapping, from the two buffers' addresses (no copy made).
+    offset = _address(view) - _address(memoryview(base))
+    start = offset - offset % _PAGE
+    with contextlib.suppress(OSError, ValueError):
+        base.madvise(mmap.MADV_DONTNEED, start, offset + len(view) - start)
+
+
+def _address(view: memoryview) -> int:
+    return int(np.frombuffer(view, dtype=np.uint8, count=1).ctypes.data)
 
 
 def _span(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:

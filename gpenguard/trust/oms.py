@@ -64,7 +64,7 @@ def parse_bundle(data: bytes, source: str) -> OmsBundle:
     """Parse a bundle's JSON; only the public-key form is accepted (no certificates, no Sigstore)."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError(f"signature bundle is not valid JSON: {exc}", path=source) from exc
     if not isinstance(obj, dict):
         raise SignatureError("signature bundle must be a JSON object", path=source)
@@ -102,7 +102,7 @@ def _statement(bundle: OmsBundle) -> dict[str, Any]:
         raise SignatureError(f"bundle payloadType is {bundle.envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}", path=src)
     try:
         statement = json.loads(bundle.envelope.payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError(f"bundle payload is not JSON: {exc}", path=src) from exc
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise SignatureError(f"bundle payload is not an in-toto {STATEMENT_TYPE} statement", path=src)

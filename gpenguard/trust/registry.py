@@ -40,6 +40,8 @@ from gpenguard.trust.signatures import verify_registry_envelope
 SCHEMA_VERSION = 1
 SIG_SUFFIX = ".sig"
 MAX_REGISTRY_BYTES = 16 * 2**20
+MAX_DEPTH = 32
+"""Deepest YAML nesting accepted; the schema itself needs 6 levels."""
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
 ANY_PYTORCH = "pytorch"
@@ -53,21 +55,31 @@ T = TypeVar("T")
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases, naming the line.
+    """SafeLoader that refuses anchors, aliases and deep nesting, naming the line.
 
     Aliases let one node appear in many places (and "billion laughs" expansion); a registry has
     no need for them. Duplicate keys are refused while the composed tree is walked
     (`_Doc.mapping`), where the line of both occurrences is known.
     """
 
+    depth = 0
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            mark = event.start_mark
             raise yaml.constructor.ConstructorError(
-                None, None, "YAML anchors and aliases are not allowed", mark
+                None, None, "YAML anchors and aliases are not allowed", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            # PyYAML composes recursively: "[[[[..." would otherwise end in a RecursionError.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _kind(value: object) -> str:

@@ -361,3 +361,21 @@ def test_every_failure_is_a_gpenguard_error(tmp_path: Path) -> None:
     path = write_zip(tmp_path / "x.pth", hand_pickle(b"\xff"), {})
     with pytest.raises(GpenguardError, match=r"opcode 0xff is not allowed"):
         read(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # a dict key nested 3000 tuples deep (TUPLE1 repeated): refused, no RecursionError
+        (b"}K\x01" + b"\x85" * 3000 + b"K\x02s", r"SETITEM with a tuple as a dict key"),
+        # a 4096-byte integer as a storage numel: the message stays short and renders
+        (b"(U\x07storagectorch\nFloatStorage\nU\x010U\x03cpu\x8b\x00\x10\x00\x00" + b"\x01" * 4096 + b"tQ",
+         r"storage '0' holds 4 bytes but the pickle declares <\d+-bit integer> x F32"),
+    ],
+    ids=["deep-key", "huge-int"],
+)
+def test_hostile_values_give_short_messages(tmp_path: Path, body: bytes, message: str) -> None:
+    path = write_zip(tmp_path / "evil.pth", hand_pickle(body), {"0": bytes(4)})
+    with pytest.raises(ConversionError, match=message) as err:
+        read(path)
+    assert len(str(err.value)) < 400

@@ -39,7 +39,9 @@ def _safetensors(tmp_path: Path) -> bytes:
 def test_each_format_detected_by_content_not_extension(tmp_path: Path, name: str) -> None:
     cases = {
         Format.TORCH_ZIP: _torch_bytes({"w": torch.zeros(2)}),
-        Format.TORCH_LEGACY: _torch_bytes({"w": torch.zeros(2)}, _use_new_zipfile_serialization=False),
+        Format.TORCH_LEGACY: _torch_bytes(
+            {"w": torch.zeros(2)}, _use_new_zipfile_serialization=False
+        ),
         Format.PICKLE: pickle.dumps({"a": 1}, protocol=0),
         Format.NUMPY: _npy(np.arange(3)),
         Format.SAFETENSORS: _safetensors(tmp_path),
@@ -66,10 +68,19 @@ def test_bare_pickles_of_every_protocol(proto: int) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"hello world, this is text\n", b"\x00" * 64, bytes(range(256)), b"I like cheese\n", b"GIF89a" + b"\x00" * 20, b"{\"json\": true}"],
+    [
+        b"hello world, this is text\n",
+        b"\x00" * 64,
+        bytes(range(256)),
+        b"I like cheese\n",
+        b"GIF89a" + b"\x00" * 20,
+        b'{"json": true}',
+    ],
 )
 def test_unknown_content_is_a_format_error_naming_the_file(data: bytes) -> None:
-    with pytest.raises(FormatError, match=r"blob\.txt: not a checkpoint: unrecognised content \(first bytes"):
+    with pytest.raises(
+        FormatError, match=r"blob\.txt: not a checkpoint: unrecognised content \(first bytes"
+    ):
         read_bytes(data)
 
 
@@ -92,7 +103,10 @@ def test_torch_zip_storages_are_zero_copy_views_of_the_mapping(tmp_path: Path) -
         assert box.root == "My-Model"
         assert [p.member for p in box.pickles] == ["My-Model/data.pkl"]
         views = dict(box.storages)
-        assert {bytes(v) for v in views.values()} == {t.numpy().tobytes(), t.half().numpy().tobytes()}
+        assert {bytes(v) for v in views.values()} == {
+            t.numpy().tobytes(),
+            t.half().numpy().tobytes(),
+        }
         for v in views.values():
             assert v.obj is src.buf.obj  # a view of the file's mapping, not a copy
         del views, box, v
@@ -155,7 +169,12 @@ def _real_legacy_tar(t: torch.Tensor) -> bytes:
     )  # fmt: skip
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in (("sys_info", pickle.dumps({}, protocol=2)), ("pickle", body.getvalue()), ("storages", storages), ("tensors", tensors)):
+        for name, data in (
+            ("sys_info", pickle.dumps({}, protocol=2)),
+            ("pickle", body.getvalue()),
+            ("storages", storages),
+            ("tensors", tensors),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))

@@ -29,7 +29,11 @@ def _problems(data: bytes, limits: Limits | None = None) -> list[str]:
 
 
 def test_real_file_is_valid(tmp_path: Path) -> None:
-    save_file({"a": torch.zeros(3, 2), "b": torch.ones(5, dtype=torch.bfloat16), "e": torch.zeros(0)}, str(tmp_path / "f"), metadata={"k": "v"})
+    save_file(
+        {"a": torch.zeros(3, 2), "b": torch.ones(5, dtype=torch.bfloat16), "e": torch.zeros(0)},
+        str(tmp_path / "f"),
+        metadata={"k": "v"},
+    )
     assert _problems((tmp_path / "f").read_bytes()) == []
 
 
@@ -39,7 +43,11 @@ T = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
 @pytest.mark.parametrize(
     ("header", "data", "needle"),
     [
-        ('{"a": ' + json.dumps(T) + ', "a": ' + json.dumps(T) + "}", b"\0" * 8, "duplicate key 'a'"),
+        (
+            '{"a": ' + json.dumps(T) + ', "a": ' + json.dumps(T) + "}",
+            b"\0" * 8,
+            "duplicate key 'a'",
+        ),
         ({"a": {**T, "dtype": "F33"}}, b"\0" * 8, "unknown dtype"),
         ({"a": {**T, "shape": [3]}}, b"\0" * 8, "needs 12 bytes"),
         ({"a": T, "b": {**T, "data_offsets": [4, 12]}}, b"\0" * 12, "overlaps"),
@@ -60,7 +68,10 @@ def test_invalid_headers(header: dict[str, object] | str, data: bytes, needle: s
 
 
 def test_header_size_bound() -> None:
-    assert any("exceeds" in p for p in _problems(_file({"a": T}, b"\0" * 8), Limits(max_safetensors_header=16)))
+    assert any(
+        "exceeds" in p
+        for p in _problems(_file({"a": T}, b"\0" * 8), Limits(max_safetensors_header=16))
+    )
 
 
 def test_length_beyond_file_is_not_safetensors() -> None:

@@ -36,7 +36,9 @@ def _repack(root: str = "archive", **trick: object) -> bytes:
         ("modèle", {"flags": 0x800, "local_flags": 0}, "GG206"),
     ],
 )
-def test_tricks_torch_loads_are_read_and_flagged(root: str, trick: dict[str, object], rule: str) -> None:
+def test_tricks_torch_loads_are_read_and_flagged(
+    root: str, trick: dict[str, object], rule: str
+) -> None:
     data = _repack(root, **trick)
     with pytest.raises(zipfile.BadZipFile):  # what made other scanners give up
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -52,15 +54,30 @@ def test_tricks_torch_loads_are_read_and_flagged(root: str, trick: dict[str, obj
 
 def test_every_pickle_member_is_found_whatever_its_name() -> None:
     evil = pickle.dumps({"x": 1}, protocol=2)
-    data = torch_like_zip("anyroot", evil, [ZipEntry("anyroot/hidden.dat", evil), ZipEntry("anyroot/notes.pkl", evil)])
+    data = torch_like_zip(
+        "anyroot", evil, [ZipEntry("anyroot/hidden.dat", evil), ZipEntry("anyroot/notes.pkl", evil)]
+    )
     box = read_bytes(data)
     assert box.root == "anyroot"
-    assert sorted(p.member or "" for p in box.pickles) == ["anyroot/data.pkl", "anyroot/hidden.dat", "anyroot/notes.pkl"]
+    assert sorted(p.member or "" for p in box.pickles) == [
+        "anyroot/data.pkl",
+        "anyroot/hidden.dat",
+        "anyroot/notes.pkl",
+    ]
     assert "GG214" in rule_ids(box)
 
 
 def test_duplicate_and_traversal_names() -> None:
-    box = read_bytes(build_zip([ZipEntry("a/data.pkl", b"N."), ZipEntry("a/data.pkl", b"N."), ZipEntry("/etc/x", b"1"), ZipEntry("a/../../y", b"2")]))
+    box = read_bytes(
+        build_zip(
+            [
+                ZipEntry("a/data.pkl", b"N."),
+                ZipEntry("a/data.pkl", b"N."),
+                ZipEntry("/etc/x", b"1"),
+                ZipEntry("a/../../y", b"2"),
+            ]
+        )
+    )
     ids = [f.rule_id for f in box.findings]
     assert ids.count("GG200") == 1 and ids.count("GG201") == 2
     assert len(box.pickles) == 2  # both duplicates are scanned
@@ -73,11 +90,18 @@ def test_encrypted_member_is_not_checked() -> None:
 
 
 def test_compression_ratio_bound() -> None:
-    bomb = build_zip([ZipEntry("a/data.pkl", b"\x80\x02N."), ZipEntry("a/blob", b"\0" * (8 * 2**20), deflate=True)])
+    bomb = build_zip(
+        [
+            ZipEntry("a/data.pkl", b"\x80\x02N."),
+            ZipEntry("a/blob", b"\0" * (8 * 2**20), deflate=True),
+        ]
+    )
     assert "GG203" in rule_ids(read_bytes(bomb))
     relaxed = Limits(max_compression_ratio=1e6)
     assert "GG203" not in rule_ids(read_bytes(bomb, limits=relaxed))
-    assert "GG203" in rule_ids(read_bytes(bomb, limits=Limits(max_compression_ratio=1e6, max_uncompressed_bytes=2**20)))
+    assert "GG203" in rule_ids(
+        read_bytes(bomb, limits=Limits(max_compression_ratio=1e6, max_uncompressed_bytes=2**20))
+    )
 
 
 def test_declared_size_lies_are_caught() -> None:
@@ -89,7 +113,9 @@ def test_declared_size_lies_are_caught() -> None:
 
 
 def test_member_count_bound() -> None:
-    box = read_bytes(build_zip([ZipEntry(f"a/{i}.txt", b"x") for i in range(10)]), limits=Limits(max_members=3))
+    box = read_bytes(
+        build_zip([ZipEntry(f"a/{i}.txt", b"x") for i in range(10)]), limits=Limits(max_members=3)
+    )
     assert "GG204" in rule_ids(box)
 
 
@@ -117,5 +143,7 @@ def test_corrupt_directory_is_a_format_error() -> None:
 
 
 def test_torchscript_archive_is_flagged(tmp_path: object) -> None:
-    box = read_bytes(torch_like_zip("m", b"\x80\x02N.", [ZipEntry("m/constants.pkl", b"\x80\x02).")]))
+    box = read_bytes(
+        torch_like_zip("m", b"\x80\x02N.", [ZipEntry("m/constants.pkl", b"\x80\x02).")])
+    )
     assert "GG210" in rule_ids(box)

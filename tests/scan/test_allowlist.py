@@ -35,7 +35,9 @@ def test_python2_names_are_normalised() -> None:
 def test_known_dangerous_are_critical(name: str) -> None:
     module, _, attr = name.rpartition(".")
     verdict = judge(module, attr, Policy())
-    assert verdict is not None and verdict.severity is Severity.CRITICAL and verdict.rule_id == "GG100"
+    assert (
+        verdict is not None and verdict.severity is Severity.CRITICAL and verdict.rule_id == "GG100"
+    )
 
 
 def test_unknown_is_high_and_not_silently_allowed() -> None:
@@ -73,6 +75,8 @@ def test_unknown_profile_fails_closed_to_strict() -> None:
         ("torch.nn.modules.conv", "Conv2d.forward", False),
     ],
 )
-def test_stock_nn_modules_are_checked_against_installed_torch(module: str, name: str, allowed: bool) -> None:
+def test_stock_nn_modules_are_checked_against_installed_torch(
+    module: str, name: str, allowed: bool
+) -> None:
     assert (judge(module, name, Policy()) is None) is allowed
     assert judge(module, name, Policy(scan_profile="strict")) is not None

@@ -23,23 +23,55 @@ def rules(data: bytes, limits: WalkLimits | None = None) -> list[str]:
 
 
 def test_stack_global_operands_through_memo() -> None:
-    prog = P4 + op_str("os") + b"\x94" + op_str("system") + b"\x94" + b"00" + b"h\x00h\x01\x93" + STOP
+    prog = (
+        P4 + op_str("os") + b"\x94" + op_str("system") + b"\x94" + b"00" + b"h\x00h\x01\x93" + STOP
+    )
     assert imports(prog) == ["os.system"]
 
 
 def test_stack_global_operands_through_long_binget_and_put() -> None:
-    prog = P4 + op_str("subprocess") + b"r\x10\x00\x00\x00" + b"0" + op_str("Popen") + b"p7\n0" + b"j\x10\x00\x00\x00g7\n\x93" + STOP
+    prog = (
+        P4
+        + op_str("subprocess")
+        + b"r\x10\x00\x00\x00"
+        + b"0"
+        + op_str("Popen")
+        + b"p7\n0"
+        + b"j\x10\x00\x00\x00g7\n\x93"
+        + STOP
+    )
     assert imports(prog) == ["subprocess.Popen"]
 
 
 def test_stack_global_through_dup_and_tuple_tricks() -> None:
     # DUP the module name, drop one copy, then build the pair from a tuple that is never used
-    prog = P4 + op_str("os") + b"2" + b"0" + op_str("system") + b"\x86" + b"0" + op_str("os") + op_str("system") + b"\x93" + STOP
+    prog = (
+        P4
+        + op_str("os")
+        + b"2"
+        + b"0"
+        + op_str("system")
+        + b"\x86"
+        + b"0"
+        + op_str("os")
+        + op_str("system")
+        + b"\x93"
+        + STOP
+    )
     assert imports(prog) == ["os.system"]
 
 
 def test_stack_global_with_computed_operand_is_unresolved() -> None:
-    prog = P4 + op_global("_codecs", "encode") + op_str("os") + op_str("latin1") + b"\x86R" + op_str("system") + b"\x93" + STOP
+    prog = (
+        P4
+        + op_global("_codecs", "encode")
+        + op_str("os")
+        + op_str("latin1")
+        + b"\x86R"
+        + op_str("system")
+        + b"\x93"
+        + STOP
+    )
     res = walk(memoryview(prog))
     assert [p.rule_id for p in res.problems] == ["GG103"]
     assert res.problems[0].call == "find_class(_codecs.encode('os', 'latin1'), 'system')"
@@ -54,7 +86,15 @@ def registered_extension() -> Iterator[int]:
 
 
 def test_ext_code_resolves_through_registry_read_at_scan_time(registered_extension: int) -> None:
-    prog = P2 + b"\x83" + struct.pack("<H", registered_extension) + op_str("true") + TUPLE1 + b"R" + STOP
+    prog = (
+        P2
+        + b"\x83"
+        + struct.pack("<H", registered_extension)
+        + op_str("true")
+        + TUPLE1
+        + b"R"
+        + STOP
+    )
     res = walk(memoryview(prog))
     assert [g.qualname for g in res.imports] == ["posix.system"]
     assert res.imports[0].via == "EXT2"
@@ -80,7 +120,17 @@ def test_inst_and_obj() -> None:
 
 
 def test_reduce_with_memoized_callable_records_first_call() -> None:
-    prog = P2 + op_global("posix", "system") + b"q\x00" + b"0" + b"h\x00" + op_str("a") + TUPLE1 + b"R" + STOP
+    prog = (
+        P2
+        + op_global("posix", "system")
+        + b"q\x00"
+        + b"0"
+        + b"h\x00"
+        + op_str("a")
+        + TUPLE1
+        + b"R"
+        + STOP
+    )
     res = walk(memoryview(prog))
     assert render(res.imports[0].first_call) == "posix.system('a')"
 
