@@ -214,12 +214,12 @@ def verify_artifact_signatures(
         else:  # pre-hint model-signing bundles: the role key whose signature verifies
             key = next((registry.keys[k] for k in role_ids if _verifies(bundle, registry.keys[k], sha256, file_path)), None)
         if key is None:
-            why = (
+            unmatched = (
                 f"no artifact-role key matches the bundle's key hint {bundle.key_hint}"
                 if bundle.key_hint is not None
                 else "the bundle names no key, and no artifact-role key verifies it"
             )
-            reject(ref.path, why, ref.key_id)
+            reject(ref.path, unmatched, ref.key_id)
             continue
         if key.key_id not in role_ids:
             reject(ref.path, f"key {key.key_id} ({key.owner}) is not an artifact-role key", key.key_id)
