@@ -3,8 +3,8 @@
 `verify` opens the input once as a `Source` (one read-only mapping). The sha256, the scan and
 the architecture fingerprint all read that mapping, so they describe one set of bytes
 (DESIGN invariant 2). A file replaced or rewritten on disk while it is being checked is caught
-by comparing the path's identity before opening and after the last check: device, inode,
-size, mtime and ctime (ctime cannot be set back by an unprivileged writer, so an in-place
+by comparing the identity of the file actually mapped (fstat of its descriptor) with what the
+path names after the last check: device, inode, size, mtime and ctime (ctime cannot be set back by an unprivileged writer, so an in-place
 rewrite that restores mtime is caught too). The decision then blocks: what was checked is
 no longer what a caller would load from that path.
 
@@ -22,12 +22,12 @@ name (so a tampered ``GPEN-BFR-2048.pth`` is held to that entry instead of looki
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,6 @@ from gpenguard.scan.findings import FileReport, Severity, Verdict
 from gpenguard.trust.fingerprint import Fingerprint
 from gpenguard.trust.hashing import Progress, digests_equal, hash_source
 from gpenguard.trust.model import Artifact, FileSpec, Registry, Status
-
-REGISTRY_FILE = "weights-registry.yaml"
 
 
 class Outcome(StrEnum):
@@ -89,6 +87,8 @@ class GateDecision:
     """``name@version`` of the registry entry the file was held to, if any."""
     artifact_status: str | None = None
     fingerprint: str | None = None
+    state_dict_key: str | None = None
+    """The nested state_dict the fingerprint was taken of (the entry's ``state_dict_key``)."""
     registry_path: str | None = None
     registry_name: str | None = None
     registry_version: int | None = None
@@ -105,12 +105,11 @@ class GateDecision:
 
 
 def default_registry_path() -> Path | None:
-    """The registry shipped with gpenguard: package data first, then a source checkout's root."""
-    packaged = resources.files("gpenguard").joinpath("data", REGISTRY_FILE)
-    if packaged.is_file():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[1] / REGISTRY_FILE
-    return checkout if checkout.is_file() else None
+    """The registry shipped with gpenguard (package data, else the source checkout's root)."""
+    from gpenguard.trust.registry import default_registry_path as shipped
+
+    path = shipped()
+    return path if path.is_file() else None
 
 
 def _resolve_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:
@@ -120,6 +119,22 @@ def _resolve_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:
 def _identity(path: Path) -> tuple[int, ...] | None:
     try:
         st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _mapped_identity(src: Source, fallback: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """Identity of the file actually mapped (fstat of its descriptor), else `fallback`.
+
+    The baseline must be the open file, not the path: a path swapped between the caller's
+    open and this check would otherwise look unchanged at the end.
+    """
+    fd = getattr(src, "_fd", None)
+    if fd is None:
+        return fallback
+    try:
+        st = os.fstat(fd)
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -191,6 +206,7 @@ def verify(
     now: datetime | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    source: Source | None = None,
 ) -> GateDecision:
     """Decide whether the checkpoint at `path` may be used, under `policy` (default: ``default``).
 
@@ -206,13 +222,40 @@ def verify(
         return run.decision()
     try:
         _decide(run, registry=registry, name=name, trust_root=trust_root, now=now,
-                state_dir=state_dir, progress=progress)
+                state_dir=state_dir, progress=progress, source=source)
     except GpenguardError as exc:  # anything unforeseen still ends in a decision, never a pass
         run.error("gate", str(exc))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
+        # NOTE: a bug or an environment failure must not crash into exit 1 ("blocked") or
+        # look like a decision that was reached; it is an error, and it is logged as one.
+        run.error("gate", f"internal error: {type(exc).__name__}: {exc}")
     decision = run.decision()
     if log_path is not None:
         decision = _log(decision, log_path)
     return decision
+
+
+def verify_source(
+    source: Source,
+    *,
+    registry: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+    trust_root: str | os.PathLike[str] | None = None,
+    audit_log: str | os.PathLike[str] | None = None,
+    now: datetime | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> GateDecision:
+    """`verify` on an already-open `Source`, which the caller keeps and goes on using.
+
+    This is how a later stage (convert) uses exactly the bytes the gate hashed and scanned
+    (DESIGN invariant 2): one mapping, checked here, read there. The caller owns and closes it.
+    """
+    return verify(
+        source.name, registry=registry, name=name, policy=policy, trust_root=trust_root,
+        audit_log=audit_log, now=now, state_dir=state_dir, progress=progress, source=source,
+    )
 
 
 def _log(decision: GateDecision, log_path: Path) -> GateDecision:
@@ -275,7 +318,8 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
         return None
     run.values.update(registry_name=reg.name, registry_version=reg.version,
                       registry_sha256=reg.sha256, registry_signed_by=tuple(reg.signed_by))
-    signed = f", signed by {len(reg.signed_by)} key(s)" if reg.signed_by else ", unsigned"
+    signed = (f", signature verified ({len(reg.signed_by)} trust-root key(s))" if reg.signed_by
+              else ", signature not verified")
     run.ok("registry", f"{reg.name} version {reg.version}{signed}")
     if root is None:
         run.skip("registry signature", "no trust root given")
@@ -324,18 +368,23 @@ def _pick_file(files: Iterable[FileSpec], base: str, size: int, digest: str | No
 
 def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | None,
             trust_root: str | os.PathLike[str] | None, now: datetime | None,
-            state_dir: str | os.PathLike[str] | None, progress: Progress | None) -> None:
+            state_dir: str | os.PathLike[str] | None, progress: Progress | None,
+            source: Source | None = None) -> None:
     pol = run.policy
     reg = _load_registry(run, registry, trust_root, now, state_dir)
     if run.errors:
         return
     before = _identity(run.path)
-    try:
-        src = Source.open(run.path)
-    except InputError as exc:
-        run.error("file", exc.message)
-        return
-    with src:
+    if source is not None:
+        src_cm: contextlib.AbstractContextManager[Source] = contextlib.nullcontext(source)
+    else:
+        try:
+            src_cm = Source.open(run.path)
+        except InputError as exc:
+            run.error("file", exc.message)
+            return
+    with src_cm as src:
+        before = _mapped_identity(src, before)
         run.values["size"] = src.size
         digest_cache: dict[str, str] = {}
 
@@ -359,6 +408,9 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             run.skip("architecture", f"entry {art.name} has no architecture fingerprint",
                      required=pol.require_architecture)
         after = _identity(run.path)
+        in_memory = getattr(src, "_fd", None) is None and source is not None
+    if in_memory:
+        return  # bytes handed over in memory: there is no path that could change
     if before is None or after is None or before != after:
         run.fail("file", "the file changed on disk while it was being checked; what was "
                  "checked is not what is at the path now")
@@ -433,7 +485,8 @@ def _check_signatures(run: _Run, reg: Registry, art: Artifact, src: Source, now:
         run.fail("signatures", str(exc))
         return
     if result.passed:
-        run.ok("signatures", f"{len(result.valid_key_ids)} of {result.threshold} required valid signature(s)")
+        vouched = "" if reg.signed_by else " (by keys of a registry whose own signature was not verified)"
+        run.ok("signatures", f"{len(result.valid_key_ids)} of {result.threshold} required valid signature(s){vouched}")
         return
     why = "; ".join(f"{r.path}: {r.reason}" for r in result.rejected)
     if result.threshold == 0:
@@ -479,6 +532,7 @@ def _check_architecture(run: _Run, src: Source, art: Artifact) -> None:
         run.fail("architecture", f"not checked: the state_dict could not be read ({exc.message})")
         return
     run.values["fingerprint"] = fp.digest
+    run.values["state_dict_key"] = arch.state_dict_key
     if digests_equal(fp.digest, arch.fingerprint):
         run.ok("architecture", f"{arch.family}: {fp.tensor_count} tensors, {fp.parameter_count:,} parameters")
         return
@@ -506,4 +560,4 @@ def fingerprint_source(src: Source, *, state_dict_key: str | None = None) -> Fin
     return fingerprint(state_dict)
 
 
-__all__ = ["Check", "GateDecision", "Outcome", "Severity", "default_registry_path", "fingerprint_source", "verify"]
+__all__ = ["Check", "GateDecision", "Outcome", "Severity", "default_registry_path", "fingerprint_source", "verify", "verify_source"]

@@ -8,7 +8,6 @@ half-written SARIF file, and a failed write leaves the previous file untouched.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from gpenguard.cli._common import guarded
 from gpenguard.errors import GpenguardError, UsageError
-from gpenguard.policy import Policy
+from gpenguard.policy import Policy, load_policy, with_overrides
 from gpenguard.report import ReportFormat, exit_code_for
 from gpenguard.report.interface import printable
 from gpenguard.scan.findings import FileReport, ScanReport, Severity, Verdict
@@ -65,9 +64,10 @@ def scan(
                      "[default: the policy's, else high].", show_default=False),
     ] = None,
     policy: Annotated[
-        Path | None,
-        typer.Option("--policy", help="Gate policy YAML (policies/*.yaml).", exists=True,
-                     dir_okay=False, readable=True, show_default=False),
+        str | None,
+        typer.Option("--policy", metavar="FILE|NAME",
+                     help="Gate policy: a YAML file, or a shipped one (default, strict, ci) "
+                     "[default: default].", show_default=False),
     ] = None,
     jobs: Annotated[
         int | None,
@@ -79,9 +79,7 @@ def scan(
     from gpenguard.scan import scan_paths  # NOTE: deferred so `gpenguard --help` stays fast
 
     threshold = _parse_severity(fail_on)
-    chosen = _load_policy(policy)
-    if threshold is not None:
-        chosen = dataclasses.replace(chosen, fail_on=threshold)
+    chosen = with_overrides(load_policy(policy), fail_on=threshold)
     report_format = fmt or _policy_format(chosen)
 
     with _progress() as on_file:
@@ -111,22 +109,6 @@ def _parse_severity(value: str | None) -> Severity | None:
         return Severity.parse(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--fail-on'") from None
-
-
-def _load_policy(path: Path | None) -> Policy:
-    if path is None:
-        return Policy()
-    import gpenguard.policy as policy_module
-
-    # NOTE: load_policy comes from the gate stage; an older build without it must refuse
-    # --policy loudly rather than scan under defaults the user did not ask for.
-    loader = getattr(policy_module, "load_policy", None)
-    if loader is None:
-        raise UsageError("this build cannot read policy files (gpenguard.policy.load_policy is missing)")
-    loaded = loader(path)
-    if not isinstance(loaded, Policy):
-        raise UsageError(f"policy loader returned {type(loaded).__name__}, not a Policy", path=path)
-    return loaded
 
 
 def _policy_format(policy: Policy) -> ReportFormat:

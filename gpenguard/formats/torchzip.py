@@ -50,7 +50,7 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
             data = member_bytes(ctx, buf, m, check_crc=id(m) not in storage_members)
         except ZipReadError as exc:
             if not str(exc).startswith(("compression bound", "size mismatch")):
-                ctx.add("GG212", f"member not inspected: {exc}", member=m.name, offset=m.info.header_offset)
+                ctx.add("GG212", f"member not inspected: {exc}", member=m.name)
             continue
         if is_npy(data):
             npz_members += 1

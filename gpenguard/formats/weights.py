@@ -348,8 +348,8 @@ class _Machine:
 
     def where(self) -> str:
         member = f"member {self.stream.member}, " if self.stream.member else ""
-        if self.stream.member is None and self.stream.index:
-            member = f"pickle #{self.stream.index}, "
+        if self.stream.index:
+            member += f"pickle #{self.stream.index}, "
         return f"{member}offset {self.stream.offset + self.op_pos}"
 
     def fail(self, message: str) -> NoReturn:
@@ -509,6 +509,8 @@ def _describe(value: Any) -> str:
         return "a storage"
     if value is _MARK:
         return "a MARK"
+    if isinstance(value, dict):
+        return "a dict"
     return f"a {type(value).__name__}"
 
 
@@ -1140,7 +1142,8 @@ def _read_legacy(
     container: Container, lim: Limits, storages: dict[str, StorageRecord]
 ) -> tuple[Any, dict[str, memoryview]]:
     path = container.path
-    streams = sorted((p for p in container.pickles if p.member is None), key=lambda p: p.index)
+    by_index = {p.index: p for p in container.pickles}
+    streams = [by_index[i] for i in range(5) if i in by_index]
     if len(streams) < 5:
         raise ConversionError(
             f"legacy torch stream has {len(streams)} pickles; expected magic, protocol, "
@@ -1236,7 +1239,7 @@ def _candidates_hint(node: Any) -> str:
         for k, v in node.items()
         if isinstance(v, dict) and any(isinstance(x, _Tensor) for x in v.values())
     ]
-    return f"; state_dicts found under: {', '.join(found)} (choose one with select)" if found else ""
+    return f"; state_dicts found under: {', '.join(found)} (choose one with --select)" if found else ""
 
 
 def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorRecord:

@@ -58,17 +58,19 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     start_dir = getattr(zf, "start_dir", 0)
     if (infos and first > 0) or (not infos and start_dir > 0):
         ctx.add("GG208", f"{first or start_dir} bytes precede the first zip record", offset=0)
-    for name, count in Counter(i.filename for i in infos).items():
+    # torch compares raw name bytes; decoding every name the same way keeps that equality
+    # whatever the UTF-8 flag of each entry says (CVE-2025-1945 played on that flag).
+    names = [_raw_name(i).decode("utf-8", "surrogateescape") for i in infos]
+    for name, count in Counter(names).items():
         if count > 1:
             ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
     members = []
-    for info in infos:
-        name = info.filename
+    for info, name in zip(infos, names, strict=True):
         if _escapes(name):
             ctx.add("GG201", f"member name {name!r} is absolute or climbs out of the archive", member=name)
         if info.flag_bits & 0x1:
-            ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name, offset=info.header_offset)
-        members.append(Member(name, info, _locate(ctx, buf, info)))
+            ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name)
+        members.append(Member(name, info, _locate(ctx, buf, info, name)))
     return members
 
 
@@ -91,29 +93,28 @@ def _raw_name(info: zipfile.ZipInfo) -> bytes:
         return info.orig_filename.encode("utf-8", "surrogateescape")
 
 
-def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo) -> int | None:
+def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo, name: str) -> int | None:
     """The data offset from the local header, as miniz computes it; anomalies are findings."""
     off = info.header_offset
-    name = info.filename
     if off < 0 or off + _LOCAL.size > len(buf):
-        ctx.add("GG212", "local header lies outside the file", member=name, offset=off)
+        ctx.add("GG212", f"local header at byte {off} lies outside the file", member=name)
         return None
     fields: tuple[int, ...] = _LOCAL.unpack_from(buf, off)
     sig = bytes(buf[off : off + 4])
     flags, method, nlen, elen = fields[2], fields[3], fields[9], fields[10]
     if sig != _LOCAL_SIG:
-        ctx.add("GG212", "no local header signature where the directory points", member=name, offset=off)
+        ctx.add("GG212", f"no local header signature at byte {off}, where the directory points", member=name)
         return None
     local_name = bytes(buf[off + _LOCAL.size : off + _LOCAL.size + nlen])
     if local_name != _raw_name(info):
-        ctx.add("GG206", f"local header names the member {local_name[:80]!r}; the directory says {name!r}", member=name, offset=off)
+        ctx.add("GG206", f"local header at byte {off} names the member {local_name[:80]!r}; the directory says {name!r}", member=name)
     if (flags ^ info.flag_bits) & 0x0801:
-        ctx.add("GG206", f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}", member=name, offset=off)
+        ctx.add("GG206", f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}", member=name)
     if method != info.compress_type:
-        ctx.add("GG206", f"local header method {method} differs from the directory's {info.compress_type}", member=name, offset=off)
+        ctx.add("GG206", f"local header method {method} differs from the directory's {info.compress_type}", member=name)
     data = off + _LOCAL.size + nlen + elen
     if data + info.compress_size > len(buf):
-        ctx.add("GG212", "member data runs past the end of the file", member=name, offset=off)
+        ctx.add("GG212", f"member data (local header at byte {off}) runs past the end of the file", member=name)
         return None
     return data
 

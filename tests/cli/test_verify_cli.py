@@ -19,16 +19,12 @@ from tests._gatekit import (
     Evil,
     World,
     build_world,
-    formats_available,
     iso,
     save_checkpoint,
     sha256_of,
     tiny_state_dict,
 )
 from tests.trust.factory import new_key, write_trust_root
-
-pytestmark = pytest.mark.usefixtures("formats_available")
-__all__ = ["formats_available"]
 
 
 def run(*args: object) -> Any:
@@ -244,6 +240,58 @@ def test_a_trust_root_with_another_key_rejects_the_registry(tmp_path: Path) -> N
     assert "registry:" in r.stdout
 
 
+def test_registry_signed_by_an_expired_trust_root_key_blocks(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    write_trust_root(w.trust_root, [w.registry_key], expires=iso(NOW - timedelta(days=1)))
+    r = verify(w)
+    assert r.exit_code == 1, r.all
+    assert "expired at" in r.stdout
+
+
+def test_registry_signed_by_a_revoked_trust_root_key_blocks(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    write_trust_root(w.trust_root, [w.registry_key],
+                     revoked={"at": iso(NOW - timedelta(days=1)), "reason": "stolen laptop"})
+    r = verify(w)
+    assert r.exit_code == 1, r.all
+    assert "revoked" in r.stdout and "stolen laptop" in r.stdout
+
+
+def test_policy_file_supplies_registry_trust_root_and_audit_log(tmp_path: Path) -> None:
+    w = build_world(tmp_path, artifact_signatures=1)
+    p = w.dir / "site.yaml"
+    p.write_text(
+        "name: site-strict\nscan: {fail_on: low, profile: strict}\n"
+        "verify: {registry: weights-registry.yaml, trust_root: trust-root.yaml, require_registry_entry: true,"
+        " require_signed_registry: true, require_pinned_sha256: true, require_artifact_signatures: true}\n"
+        "audit: {log: logs/audit.jsonl, required: true}\n"
+    )
+    (w.dir / "logs").mkdir()
+    r = run("verify", w.model, "--policy", p)
+    assert r.exit_code == 0, r.all
+    rec = json.loads((w.dir / "logs" / "audit.jsonl").read_text())
+    assert rec["policy"] == "site-strict" and rec["verdict"] == "pass"
+
+
+def test_the_installed_entry_point_returns_the_exit_codes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    w = build_world(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    base = [sys.executable, "-m", "gpenguard", "verify", "--registry", str(w.registry), "--trust-root", str(w.trust_root)]
+    ok = subprocess.run([*base, str(w.model)], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    data = bytearray(w.model.read_bytes())
+    data[-200] ^= 0xFF
+    w.model.write_bytes(bytes(data))
+    bad = subprocess.run([*base, str(w.model)], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "BLOCK" in bad.stdout
+    missing = subprocess.run([*base, str(tmp_path / "nope.pth")], env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no such file" in missing.stdout
+
+
 # -- policies -----------------------------------------------------------------------------------------------
 
 
@@ -280,17 +328,31 @@ def test_json_output_carries_every_reason(tmp_path: Path) -> None:
     assert {c["name"] for c in doc["checks"] if c["outcome"] == "fail"} >= {"status", "sha256"}
 
 
-def test_sarif_output_is_valid_and_lists_gate_failures(tmp_path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+def test_sarif_output_lists_gate_failures_next_to_scan_results(tmp_path: Path) -> None:
     w = build_world(tmp_path, status="revoked")
     r = verify(w, "--format", "sarif")
     assert r.exit_code == 1
     log = json.loads(r.stdout)
-    results = log["runs"][0]["results"]
+    run_ = log["runs"][0]
+    results = run_["results"]
     assert any(res["ruleId"] == "verify/status" and "revoked" in res["message"]["text"] for res in results)
-    schema_path = Path(__file__).resolve().parents[1] / "report" / "sarif-schema-2.1.0.json"
-    if schema_path.is_file():
-        jsonschema.validate(log, json.loads(schema_path.read_text()))
+    rule_ids = [rule["id"] for rule in run_["tool"]["driver"]["rules"]]
+    assert all(rule_ids[res["ruleIndex"]] == res["ruleId"] for res in results)
+    assert run_["invocations"][0]["exitCode"] == 1
+
+
+def test_sarif_output_validates_against_the_official_schema(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from tests.report import sarif_schema
+
+    schema = sarif_schema.load()  # skips without the schema; fails under REQUIRE_SARIF_SCHEMA=1
+    w = build_world(tmp_path, status="revoked")
+    sd = tiny_state_dict()
+    sd["x"] = Evil()
+    save_checkpoint(w.model, sd)
+    r = verify(w, "--format", "sarif")
+    assert r.exit_code == 1
+    jsonschema.Draft4Validator(schema).validate(json.loads(r.stdout))
 
 
 def test_audit_log_option_appends_and_audit_verify_accepts_it(tmp_path: Path) -> None:
@@ -397,3 +459,29 @@ def test_pin_without_a_key_leaves_the_registry_unsigned_with_a_warning(tmp_path:
     assert "unsigned" in r.stderr
     assert not w.registry.with_name(w.registry.name + ".sig").exists()
     assert MODEL_FILE in r.stdout
+
+
+def test_pin_refuses_to_overwrite_a_different_pinned_digest(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    w.entry["files"][0]["sha256"] = "0" * 64
+    w.write(sign=False)
+    before = w.registry.read_bytes()
+    r = run("registry", "pin", MODEL_NAME, w.model, "--registry", w.registry)
+    assert r.exit_code == 1 and "already pins sha256" in r.stderr and "new artifact version" in r.stderr
+    assert w.registry.read_bytes() == before
+
+
+def test_pin_of_an_unknown_name_is_refused(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    r = run("registry", "pin", "nope", w.model, "--registry", w.registry)
+    assert r.exit_code == 2 and "no artifact named 'nope'" in r.stderr
+
+
+def test_usage_and_io_problems_exit_2(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    missing_reg = run("verify", w.model, "--registry", tmp_path / "none.yaml")
+    assert missing_reg.exit_code == 2 and "registry not found" in missing_reg.stdout
+    bad_format = run("verify", w.model, "--registry", w.registry, "--format", "html")
+    assert bad_format.exit_code == 2 and "--format must be one of text, json, sarif" in bad_format.stderr
+    a_dir = run("verify", tmp_path, "--registry", w.registry)
+    assert a_dir.exit_code == 2 and "file: not a regular file" in a_dir.stdout

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from gpenguard.errors import ConversionError, GpenguardError, LimitExceeded
-from gpenguard.formats.container import Container, Limits, PickleStream
+from gpenguard.formats.container import Container, Limits, PickleStream, read_container
 from gpenguard.formats.source import Source
 from gpenguard.formats.weights import StateDict, interpret_pickle, read_tensors
-from tests.convert._load import container_of
 from tests.convert.conftest import StorageStub, TensorStub, forge_pickle, write_zip
 
 torch = pytest.importorskip("torch")
@@ -25,7 +24,7 @@ FORMATS = [pytest.param(False, id="zip"), pytest.param(True, id="legacy")]
 
 
 def open_container(path: Path) -> Container:
-    return container_of(Source.from_bytes(path.read_bytes(), name=str(path)))
+    return read_container(Source.from_bytes(path.read_bytes(), name=str(path)))
 
 
 def read(path: Path, **kw: Any) -> StateDict:
