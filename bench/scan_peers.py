@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--setup", action="store_true", help="only create the peer venvs")
     parser.add_argument("--tools", default="", help="comma-separated subset of tools to run")
     parser.add_argument("--keep", type=Path, default=None, help="write the corpus here and keep it")
+    parser.add_argument("--limit", type=int, default=0, help="smoke test: first N items of each corpus")
     args = parser.parse_args(argv)
 
     wanted = {t.strip() for t in args.tools.split(",") if t.strip()}
@@ -169,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         malicious = make_malicious_corpus(workdir / "malicious")
         benign = make_benign_corpus(workdir / "benign")
+        if args.limit:
+            malicious, benign = malicious[: args.limit], benign[: args.limit]
         items = [(i, True) for i in malicious] + [(i, False) for i in benign]
 
         env = {**os.environ, **PEER_ENV}

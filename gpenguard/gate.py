@@ -3,8 +3,8 @@
 `verify` opens the input once as a `Source` (one read-only mapping). The sha256, the scan and
 the architecture fingerprint all read that mapping, so they describe one set of bytes
 (DESIGN invariant 2). A file replaced or rewritten on disk while it is being checked is caught
-by comparing the path's identity before opening and after the last check: device, inode,
-size, mtime and ctime (ctime cannot be set back by an unprivileged writer, so an in-place
+by comparing the identity of the file actually mapped (fstat of its descriptor) with what the
+path names after the last check: device, inode, size, mtime and ctime (ctime cannot be set back by an unprivileged writer, so an in-place
 rewrite that restores mtime is caught too). The decision then blocks: what was checked is
 no longer what a caller would load from that path.
 
@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,6 @@ from gpenguard.scan.findings import FileReport, Severity, Verdict
 from gpenguard.trust.fingerprint import Fingerprint
 from gpenguard.trust.hashing import Progress, digests_equal, hash_source
 from gpenguard.trust.model import Artifact, FileSpec, Registry, Status
-
-REGISTRY_FILE = "weights-registry.yaml"
 
 
 class Outcome(StrEnum):
@@ -108,12 +105,11 @@ class GateDecision:
 
 
 def default_registry_path() -> Path | None:
-    """The registry shipped with gpenguard: package data first, then a source checkout's root."""
-    packaged = resources.files("gpenguard").joinpath("data", REGISTRY_FILE)
-    if packaged.is_file():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[1] / REGISTRY_FILE
-    return checkout if checkout.is_file() else None
+    """The registry shipped with gpenguard (package data, else the source checkout's root)."""
+    from gpenguard.trust.registry import default_registry_path as shipped
+
+    path = shipped()
+    return path if path.is_file() else None
 
 
 def _resolve_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:
@@ -123,6 +119,22 @@ def _resolve_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:
 def _identity(path: Path) -> tuple[int, ...] | None:
     try:
         st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _mapped_identity(src: Source, fallback: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """Identity of the file actually mapped (fstat of its descriptor), else `fallback`.
+
+    The baseline must be the open file, not the path: a path swapped between the caller's
+    open and this check would otherwise look unchanged at the end.
+    """
+    fd = getattr(src, "_fd", None)
+    if fd is None:
+        return fallback
+    try:
+        st = os.fstat(fd)
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -302,7 +314,8 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
         return None
     run.values.update(registry_name=reg.name, registry_version=reg.version,
                       registry_sha256=reg.sha256, registry_signed_by=tuple(reg.signed_by))
-    signed = f", signed by {len(reg.signed_by)} key(s)" if reg.signed_by else ", unsigned"
+    signed = (f", signature verified ({len(reg.signed_by)} trust-root key(s))" if reg.signed_by
+              else ", signature not verified")
     run.ok("registry", f"{reg.name} version {reg.version}{signed}")
     if root is None:
         run.skip("registry signature", "no trust root given")
@@ -367,6 +380,7 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             run.error("file", exc.message)
             return
     with src_cm as src:
+        before = _mapped_identity(src, before)
         run.values["size"] = src.size
         digest_cache: dict[str, str] = {}
 
@@ -390,6 +404,9 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             run.skip("architecture", f"entry {art.name} has no architecture fingerprint",
                      required=pol.require_architecture)
         after = _identity(run.path)
+        in_memory = getattr(src, "_fd", None) is None and source is not None
+    if in_memory:
+        return  # bytes handed over in memory: there is no path that could change
     if before is None or after is None or before != after:
         run.fail("file", "the file changed on disk while it was being checked; what was "
                  "checked is not what is at the path now")
@@ -454,7 +471,7 @@ def _check_signatures(run: _Run, reg: Registry, art: Artifact, src: Source, now:
         return
     digest = run.values.get("sha256")
     if digest is None:
-        run.fail("signatures", "not checked: the file could not be hashed")
+        run.fail("signatures", "not checked: the file was not hashed (its size is already wrong)")
         return
     from gpenguard.trust.signatures import verify_artifact_signatures
 
@@ -464,7 +481,8 @@ def _check_signatures(run: _Run, reg: Registry, art: Artifact, src: Source, now:
         run.fail("signatures", str(exc))
         return
     if result.passed:
-        run.ok("signatures", f"{len(result.valid_key_ids)} of {result.threshold} required valid signature(s)")
+        vouched = "" if reg.signed_by else " (by keys of a registry whose own signature was not verified)"
+        run.ok("signatures", f"{len(result.valid_key_ids)} of {result.threshold} required valid signature(s){vouched}")
         return
     why = "; ".join(f"{r.path}: {r.reason}" for r in result.rejected)
     if result.threshold == 0:

@@ -5,16 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e .
+# GPENGUARD_DEMO_SKIP_INSTALL=1 reuses an existing install (CI, tests); GPENGUARD_DEMO_DIR
+# moves the generated files elsewhere (default ./demo/, which git ignores).
+if [ "${GPENGUARD_DEMO_SKIP_INSTALL:-0}" != "1" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e .
+fi
 
-rm -rf demo
-python3 - <<'PY'
-from gpenguard.demo import make_demo_pair
-
-make_demo_pair("demo")
-PY
-benign=demo/demo-random-weights-benign.pth
-poisoned=demo/demo-random-weights-POISONED-runs-os-system-true.pth
+dir="${GPENGUARD_DEMO_DIR:-demo}"
+rm -rf -- "$dir"
+python3 -c 'import sys; from gpenguard.demo import make_demo_pair; make_demo_pair(sys.argv[1])' "$dir"
+benign="$dir/demo-random-weights-benign.pth"
+poisoned="$dir/demo-random-weights-POISONED-runs-os-system-true.pth"
 
 status=0
 echo "== gpenguard scan $benign  (expect: pass, exit 0)"

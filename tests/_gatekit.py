@@ -135,39 +135,9 @@ def build_world(
     return world
 
 
-# -- stand-ins for the formats branch, used only while it has not landed -------------------------
-
-
-def _fake_scan_source(source: Any, policy: Any = None, limits: Any = None) -> Any:
-    """Flags a pickle that imports os.getpid (what the malicious fixtures do); else clean."""
-    from gpenguard.scan.findings import FileReport, Finding, Severity, Verdict
-
-    data = bytes(source.buf)
-    if b"getpid" in data:
-        f = Finding("global-not-allowed", Severity.CRITICAL, "imports posix.getpid", source.name,
-                    member="archive/data.pkl", offset=0, global_name="posix.getpid")
-        return FileReport(source.name, Verdict.BLOCK, "torch-zip", len(data), findings=(f,))
-    return FileReport(source.name, Verdict.PASS, "torch-zip", len(data))
-
-
 @pytest.fixture
-def formats_available(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Use the real scanner and container reader when present, else test-only stand-ins."""
-    import gpenguard.scan as scan_pkg
-    from gpenguard.formats import container
-
-    if not hasattr(scan_pkg, "scan_source"):
-        monkeypatch.setattr(scan_pkg, "scan_source", _fake_scan_source, raising=False)
-    try:
-        from gpenguard.formats.source import Source
-
-        container.read_container(Source.from_bytes(b"PK\x03\x04"))
-    except NotImplementedError:
-        from tests.convert._load import container_of
-
-        monkeypatch.setattr(container, "read_container", lambda src, limits=None: container_of(src))
-    except Exception:
-        pass
+def formats_available() -> Iterator[None]:
+    """Kept for tests written while the formats branch was pending; the real reader is used."""
     yield
 
 

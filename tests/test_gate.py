@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,9 @@ from tests._gatekit import (
     Evil,
     arch_of,
     build_world,
-    formats_available,
     save_checkpoint,
     tiny_state_dict,
 )
-
-pytestmark = pytest.mark.usefixtures("formats_available")
-__all__ = ["formats_available"]
 
 
 def test_an_approved_pinned_file_passes_with_its_checklist(tmp_path: Path) -> None:
@@ -160,3 +157,99 @@ def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
     w = build_world(tmp_path)
     d = verify(tmp_path / "nope.pth", registry=w.registry)
     assert d.verdict is Verdict.ERROR and "no such file" in d.reasons[0]
+
+
+def test_a_lookalike_named_like_the_shipped_gpen_entry_is_held_to_it(tmp_path: Path) -> None:
+    # Default registry (the shipped one): a small checkpoint posing as GPEN-BFR-2048.pth is
+    # matched by its file name and blocked on the architecture fingerprint, not waved through.
+    fake = save_checkpoint(tmp_path / "GPEN-BFR-2048.pth", tiny_state_dict())
+    d = verify(fake)
+    assert d.verdict is Verdict.BLOCK, d.reasons
+    assert d.artifact == "GPEN-BFR-2048@1"
+    assert any(r.startswith("architecture:") and "71,294,769" in r for r in d.reasons)
+
+
+def test_pin_edits_the_shipped_registry_text_in_place(tmp_path: Path) -> None:
+    from gpenguard.trust.pin import _apply, _edits
+    from gpenguard.trust.registry import default_registry_path, find_artifact, parse_registry
+
+    text = default_registry_path().read_text()
+    new = _apply(text, _edits(text, "r.yaml", "GPEN-BFR-2048", "1", "GPEN-BFR-2048.pth", 285_253_831, "ab" * 32, 1))
+    reg = parse_registry(new.encode(), "r.yaml")
+    assert reg.version == 2
+    art = find_artifact(reg, sha256="ab" * 32, size=285_253_831)
+    assert art is not None and art.name == "GPEN-BFR-2048"
+    # Only the pinned lines and the version changed; every comment survived.
+    old_lines, new_lines = text.splitlines(), new.splitlines()
+    assert [ln for ln in old_lines if ln.lstrip().startswith("#")] == [ln for ln in new_lines if ln.lstrip().startswith("#")]
+    added = [ln for ln in new_lines if ln not in old_lines]
+    assert added == ["  version: 2", "        size: 285253831", f'        sha256: "{"ab" * 32}"']
+
+
+def test_pin_edits_a_flow_style_file_entry(tmp_path: Path) -> None:
+    from gpenguard.trust.pin import _apply, _edits
+    from gpenguard.trust.registry import parse_registry
+
+    text = (
+        "schema_version: 1\nregistry: {name: r, version: 7, expires: 2099-01-01T00:00:00Z}\n"
+        "artifacts:\n  - name: m\n    version: '1'\n    status: approved\n"
+        "    files: [{path: m.pth, format: torch-zip}]  # one file\n"
+    )
+    new = _apply(text, _edits(text, "r.yaml", "m", "1", "m.pth", 10, "cd" * 32, 7))
+    reg = parse_registry(new.encode(), "r.yaml")
+    assert reg.version == 8
+    assert reg.artifacts[0].files[0].size == 10 and reg.artifacts[0].files[0].sha256 == "cd" * 32
+    assert new.endswith("# one file\n")
+
+
+def test_progress_is_reported_and_the_package_exports_verify(tmp_path: Path) -> None:
+    import gpenguard
+
+    assert gpenguard.verify is verify
+    w = build_world(tmp_path)
+    seen: list[tuple[int, int]] = []
+    d = verify(w.model, registry=w.registry, progress=lambda done, total: seen.append((done, total)))
+    assert d.passed and seen and seen[-1] == (d.size, d.size)
+
+
+def test_verify_source_catches_a_path_swapped_after_the_caller_opened_it(tmp_path: Path) -> None:
+    from gpenguard.gate import verify_source
+
+    w = build_world(tmp_path)
+    with Source.open(w.model) as src:
+        twin = w.model.with_suffix(".twin")
+        twin.write_bytes(w.model.read_bytes())
+        twin.replace(w.model)  # identical bytes, but the path now names another file
+        d = verify_source(src, registry=w.registry)
+    assert d.verdict is Verdict.BLOCK
+    assert any("changed on disk" in r for r in d.reasons)
+
+
+def test_verify_source_leaves_the_callers_mapping_open_for_the_next_stage(tmp_path: Path) -> None:
+    from gpenguard.gate import verify_source
+
+    w = build_world(tmp_path)
+    with Source.open(w.model) as src:
+        d = verify_source(src, registry=w.registry)
+        assert d.passed, d.reasons
+        assert bytes(src.buf[:2]) == b"PK"  # still mapped: convert reads these same bytes
+
+
+def test_a_file_rewritten_in_place_during_the_check_is_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = build_world(tmp_path)
+    import gpenguard.gate as gate
+
+    real = gate._scan
+
+    def scan_then_touch(run: gate._Run, src: Source) -> None:
+        real(run, src)
+        with w.model.open("r+b") as f:  # same inode, same size, bytes rewritten in place
+            f.seek(0)
+            f.write(f.read(1))
+        st = w.model.stat()
+        os.utime(w.model, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # even with mtime forged
+
+    monkeypatch.setattr(gate, "_scan", scan_then_touch)
+    d = verify(w.model, registry=w.registry)
+    assert d.verdict is Verdict.BLOCK
+    assert any("changed on disk" in r for r in d.reasons)

@@ -21,7 +21,12 @@ from gpenguard.errors import InputError, UsageError
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.model import Registry
-from gpenguard.trust.registry import default_registry_path, load_registry, load_trust_root
+from gpenguard.trust.registry import (
+    default_registry_path,
+    load_registry,
+    load_trust_root,
+    signature_path,
+)
 from gpenguard.trust.signatures import sign_registry, write_atomic
 
 keys_app = typer.Typer(name="keys", help="Create signing keys.", no_args_is_help=True)
@@ -59,18 +64,34 @@ def generate(
             raise UsageError("already exists; refusing to overwrite a key", path=p)
     _write_new(priv_path, keylib.private_pem(private), 0o600)
     _write_new(pub_path, keylib.public_pem(public).encode("ascii"), 0o644)
-    kid = keylib.key_id(public)
     console.print(f"private key: {priv_path} (keep it secret; never commit it)", markup=False)
     console.print(f"public key:  {pub_path}", markup=False)
+    _print_entry(public, owner)
+
+
+def _print_entry(public: keylib.PublicKey, owner: str) -> None:
+    kid = keylib.key_id(public)
     console.print(f"key id:      {kid}", markup=False)
+    if keylib.key_type_of(public) == "ecdsa-p256":
+        console.print(f"OMS hint:    {keylib.oms_hint(public)}", markup=False)
     pem = "\n".join("      " + line for line in keylib.public_pem(public).strip().splitlines())
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     console.print(
         "\nentry for trust.keys (or a trust root's keys):\n"
-        f"  - key_id: {kid}\n    type: {key_type}\n    owner: {owner}\n    not_before: {now}\n"
-        f"    public_key_pem: |\n{pem}",
+        f"  - key_id: {kid}\n    type: {keylib.key_type_of(public)}\n    owner: {owner}\n"
+        f"    not_before: {now}\n    public_key_pem: |\n{pem}",
         markup=False,
     )
+
+
+@keys_app.command("show")
+@guarded
+def show(
+    public_key: Annotated[Path, typer.Argument(help="A PEM public key (e.g. one used with model-signing).")],
+    owner: Annotated[str, typer.Option("--owner", help="Who holds the key, for the registry entry.")] = "unknown",
+) -> None:
+    """Print an existing public key's id, OMS hint and a registry/trust-root entry for it."""
+    _print_entry(keylib.load_public_key(public_key), owner)
 
 
 def sign_command(
@@ -152,7 +173,11 @@ def registry_show(
         typer.echo(json.dumps(_as_json(reg), indent=2))
         return
     # Digests are shortened here; `--json` prints them in full.
-    signed = ", ".join(reg.signed_by) if reg.signed_by else "not verified (no trust root given)" if root is None else "-"
+    if reg.signed_by:
+        signed = ", ".join(reg.signed_by)
+    else:
+        sig = signature_path(Path(reg.path))
+        signed = f"not verified: no trust root given ({sig.name} is present)" if sig.exists() else "unsigned"
     console.print(f"registry {reg.name} version {reg.version}  ({reg.path})", markup=False)
     console.print(f"  sha256   {reg.sha256}", markup=False)
     console.print(f"  expires  {_when(reg.expires)}", markup=False)

@@ -111,23 +111,9 @@ def pin_command(
         err_console.print(f"[yellow]warning:[/] {warning}", markup=True)
 
 
-def _registry_group(app: typer.Typer) -> typer.Typer:
-    """The one ``registry`` group (trustsig's, in _keys); created here only if it does not exist."""
-    try:
-        from gpenguard.cli._keys import registry_app  # type: ignore[attr-defined]
-    except ImportError:
-        registry_app = None
-    if isinstance(registry_app, typer.Typer):
-        return registry_app
-    for group in app.registered_groups:
-        if group.name == "registry" and group.typer_instance is not None:
-            return group.typer_instance
-    group_app = typer.Typer(name="registry", help="Sign, inspect and maintain the weights registry.", no_args_is_help=True)
-    app.add_typer(group_app, name="registry")
-    return group_app
-
-
 def register(app: typer.Typer) -> None:
     """Attach ``verify`` and ``registry pin``."""
+    from gpenguard.cli._keys import registry_app  # the one `registry` group, owned by _keys
+
     app.command("verify")(guarded(verify_command))
-    _registry_group(app).command("pin")(guarded(pin_command))
+    registry_app.command("pin")(guarded(pin_command))

@@ -45,7 +45,13 @@ class Ctx:
         severity: Severity | None = None,
         global_name: str | None = None,
     ) -> None:
-        """Record a container finding; `member` is relative to the current container."""
+        """Record a container finding; `member` is relative to the current container.
+
+        Offsets are inside the member when one is named (else inside the container), so a
+        finding without a more precise place points at the first byte.
+        """
+        if offset is None:
+            offset = 0
         self.findings.append(
             finding(
                 rule_id,

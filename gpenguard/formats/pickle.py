@@ -87,12 +87,22 @@ def split_stream(
         index = first_index + len(streams)
         if (streams or expect == 0) and not looks_like_pickle(buf, pos, max_ops=max_ops):
             if streams:
-                ctx.add("GG112", f"{len(buf) - pos} bytes of non-pickle data after the last STOP", member=member, offset=pos)
+                ctx.add(
+                    "GG112",
+                    f"{len(buf) - pos} bytes of non-pickle data after the last STOP",
+                    member=member,
+                    offset=pos,
+                )
             break
         p = probe(buf, pos, max_ops=max_ops)
         stop = p.end if p.end is not None else len(buf)
         if len(streams) >= expect:
-            ctx.add("GG113", f"pickle #{index + 1} follows where {expect} expected; scanned too", member=member, offset=pos)
+            ctx.add(
+                "GG113",
+                f"pickle #{index + 1} follows where {expect} expected; scanned too",
+                member=member,
+                offset=pos,
+            )
         streams.append(PickleStream(member=where, offset=pos, data=buf[pos:stop], index=index))
         if p.end is None or len(streams) >= ctx.limits.max_members:
             break

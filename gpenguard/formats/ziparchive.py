@@ -44,11 +44,22 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     try:
         zf = zipfile.ZipFile(MemFile(buf))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, OSError, NotImplementedError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        struct.error,
+        OSError,
+        NotImplementedError,
+        EOFError,
+    ) as exc:
         raise FormatError(f"zip archive is corrupt: {exc}", path=_label(ctx)) from exc
     lim = ctx.limits
     if len(infos) > lim.max_members:
-        ctx.add("GG204", f"{len(infos)} members, more than {lim.max_members}; only the first {lim.max_members} inspected")
+        ctx.add(
+            "GG204",
+            f"{len(infos)} members, more than {lim.max_members}; only the first {lim.max_members} inspected",
+        )
         infos = infos[: lim.max_members]
     ctx.budget.members += len(infos)
     if ctx.budget.members > lim.max_members * 4:
@@ -58,17 +69,23 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     start_dir = getattr(zf, "start_dir", 0)
     if (infos and first > 0) or (not infos and start_dir > 0):
         ctx.add("GG208", f"{first or start_dir} bytes precede the first zip record", offset=0)
-    for name, count in Counter(i.filename for i in infos).items():
+    # torch compares raw name bytes; decoding every name the same way keeps that equality
+    # whatever the UTF-8 flag of each entry says (CVE-2025-1945 played on that flag).
+    names = [_raw_name(i).decode("utf-8", "surrogateescape") for i in infos]
+    for name, count in Counter(names).items():
         if count > 1:
             ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
     members = []
-    for info in infos:
-        name = info.filename
+    for info, name in zip(infos, names, strict=True):
         if _escapes(name):
-            ctx.add("GG201", f"member name {name!r} is absolute or climbs out of the archive", member=name)
+            ctx.add(
+                "GG201",
+                f"member name {name!r} is absolute or climbs out of the archive",
+                member=name,
+            )
         if info.flag_bits & 0x1:
-            ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name, offset=info.header_offset)
-        members.append(Member(name, info, _locate(ctx, buf, info)))
+            ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name)
+        members.append(Member(name, info, _locate(ctx, buf, info, name)))
     return members
 
 
@@ -91,29 +108,48 @@ def _raw_name(info: zipfile.ZipInfo) -> bytes:
         return info.orig_filename.encode("utf-8", "surrogateescape")
 
 
-def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo) -> int | None:
+def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo, name: str) -> int | None:
     """The data offset from the local header, as miniz computes it; anomalies are findings."""
     off = info.header_offset
-    name = info.filename
     if off < 0 or off + _LOCAL.size > len(buf):
-        ctx.add("GG212", "local header lies outside the file", member=name, offset=off)
+        ctx.add("GG212", f"local header at byte {off} lies outside the file", member=name)
         return None
     fields: tuple[int, ...] = _LOCAL.unpack_from(buf, off)
     sig = bytes(buf[off : off + 4])
     flags, method, nlen, elen = fields[2], fields[3], fields[9], fields[10]
     if sig != _LOCAL_SIG:
-        ctx.add("GG212", "no local header signature where the directory points", member=name, offset=off)
+        ctx.add(
+            "GG212",
+            f"no local header signature at byte {off}, where the directory points",
+            member=name,
+        )
         return None
     local_name = bytes(buf[off + _LOCAL.size : off + _LOCAL.size + nlen])
     if local_name != _raw_name(info):
-        ctx.add("GG206", f"local header names the member {local_name[:80]!r}; the directory says {name!r}", member=name, offset=off)
+        ctx.add(
+            "GG206",
+            f"local header at byte {off} names the member {local_name[:80]!r}; the directory says {name!r}",
+            member=name,
+        )
     if (flags ^ info.flag_bits) & 0x0801:
-        ctx.add("GG206", f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}", member=name, offset=off)
+        ctx.add(
+            "GG206",
+            f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}",
+            member=name,
+        )
     if method != info.compress_type:
-        ctx.add("GG206", f"local header method {method} differs from the directory's {info.compress_type}", member=name, offset=off)
+        ctx.add(
+            "GG206",
+            f"local header method {method} differs from the directory's {info.compress_type}",
+            member=name,
+        )
     data = off + _LOCAL.size + nlen + elen
     if data + info.compress_size > len(buf):
-        ctx.add("GG212", "member data runs past the end of the file", member=name, offset=off)
+        ctx.add(
+            "GG212",
+            f"member data (local header at byte {off}) runs past the end of the file",
+            member=name,
+        )
         return None
     return data
 
@@ -128,24 +164,40 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
     method = info.compress_type
     if method == zipfile.ZIP_STORED:
         if info.file_size != info.compress_size:
-            ctx.add("GG206", f"stored member declares {info.file_size} bytes but holds {info.compress_size}", member=m.name)
+            ctx.add(
+                "GG206",
+                f"stored member declares {info.file_size} bytes but holds {info.compress_size}",
+                member=m.name,
+            )
         out = raw
     else:
         remaining = lim.max_uncompressed_bytes - ctx.budget.uncompressed
         ratio_cap = int(max(info.compress_size, 1) * lim.max_compression_ratio)
         declared = info.file_size
         if declared > remaining or (declared > 2**20 and declared > ratio_cap):
-            ctx.add("GG203", f"member expands to {declared} bytes from {info.compress_size} (bounds: ratio {lim.max_compression_ratio:g}, total {lim.max_uncompressed_bytes})", member=m.name)
+            ctx.add(
+                "GG203",
+                f"member expands to {declared} bytes from {info.compress_size} (bounds: ratio {lim.max_compression_ratio:g}, total {lim.max_uncompressed_bytes})",
+                member=m.name,
+            )
             raise ZipReadError("compression bound")
         data = _inflate(method, raw, declared + 1)
         if len(data) != declared:
-            ctx.add("GG206", f"member inflates to {len(data) if len(data) <= declared else 'more than ' + str(declared)} bytes, the directory says {declared}", member=m.name)
+            ctx.add(
+                "GG206",
+                f"member inflates to {len(data) if len(data) <= declared else 'more than ' + str(declared)} bytes, the directory says {declared}",
+                member=m.name,
+            )
             if len(data) > declared:
                 raise ZipReadError("size mismatch")
         ctx.budget.uncompressed += len(data)
         out = memoryview(data)
     if check_crc and len(out) <= _CRC_CHECK_MAX and zlib.crc32(out) != info.CRC:
-        ctx.add("GG205", f"CRC-32 mismatch (directory 0x{info.CRC:08x}); torch loads it anyway", member=m.name)
+        ctx.add(
+            "GG205",
+            f"CRC-32 mismatch (directory 0x{info.CRC:08x}); torch loads it anyway",
+            member=m.name,
+        )
     return out
 
 
@@ -180,7 +232,9 @@ class LazyStorages(Mapping[str, memoryview]):
         try:
             view = member_bytes(self._ctx, self._buf, m, check_crc=False)
         except ZipReadError as exc:
-            raise FormatError(f"storage {key!r} cannot be read: {exc}", path=_label(self._ctx)) from exc
+            raise FormatError(
+                f"storage {key!r} cannot be read: {exc}", path=_label(self._ctx)
+            ) from exc
         self._cache[key] = view
         return view
 

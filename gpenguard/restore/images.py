@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -80,7 +81,8 @@ def read_image(path: str | Path) -> Image.Image:
         raise InputError(f"image is too large to decode safely ({exc})", path=path) from exc
     except UnidentifiedImageError as exc:
         raise InputError("not an image Pillow can read", path=path) from exc
-    except OSError as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        # Pillow's decoders report damage with any of these; all mean "unreadable".
         raise InputError(f"cannot read image: {exc}", path=path) from exc
 
 

@@ -17,7 +17,6 @@ face region, so an image's size costs memory only for its pixels, not for float 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,45 +30,53 @@ from torch import nn
 from torch.nn import functional
 
 from gpenguard.errors import RestoreError, UsageError
+from gpenguard.nets.gpen import gpen_bfr
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore import align, paste
 from gpenguard.restore.detect import Face, FaceDetector
 from gpenguard.restore.images import SplitImage
-from gpenguard.restore.weights import load_into
+from gpenguard.restore.weights import WeightSource, load_into
 
 Mode = Literal["full", "aligned"]
 
-#: GPEN ``FullGenerator`` settings per model size: (channel_multiplier, narrow), as released.
-GPEN_SETTINGS: Mapping[int, tuple[int, float]] = {
-    256: (1, 0.5),
-    512: (2, 1.0),
-    1024: (2, 1.0),
-    2048: (2, 1.0),
-}
 PARSE_SIZE = 512
 #: Faces whose detector box is smaller than this (px, either side) are smoothed after GPEN.
 SMALL_FACE = 100
 _SMOOTH = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 
 
-@dataclass(frozen=True)
-class RestorerWeights:
-    """Paths of the converted (``.safetensors``) weights. ``aligned`` mode needs only ``gpen``."""
+#: Accepted names for each role: ours, and the sandbox worker's.
+_ROLES = {"gpen": "gpen", "retinaface": "retinaface", "detector": "retinaface",
+          "parsenet": "parsenet", "parser": "parsenet"}  # fmt: skip
 
-    gpen: Path
-    retinaface: Path | None = None
-    parsenet: Path | None = None
+
+@dataclass(frozen=True, eq=False)
+class RestorerWeights:
+    """Where each network's weights come from: a ``.safetensors`` path, or a mapping of
+    tensors the caller has already read and verified. ``aligned`` mode needs only ``gpen``."""
+
+    gpen: WeightSource
+    retinaface: WeightSource | None = None
+    parsenet: WeightSource | None = None
 
     @classmethod
-    def from_mapping(cls, paths: Mapping[str, str | Path]) -> RestorerWeights:
-        unknown = set(paths) - {"gpen", "retinaface", "parsenet"}
+    def from_mapping(
+        cls, sources: Mapping[str, str | Path | Mapping[str, torch.Tensor]]
+    ) -> RestorerWeights:
+        """Roles: ``gpen``, ``retinaface`` (alias ``detector``), ``parsenet`` (alias ``parser``)."""
+        unknown = set(sources) - set(_ROLES)
         if unknown:
             raise UsageError(f"unknown weight roles: {', '.join(sorted(unknown))}")
-        if "gpen" not in paths:
+        resolved: dict[str, WeightSource] = {}
+        for role, source in sources.items():
+            name = _ROLES[role]
+            if name in resolved:
+                raise UsageError(f"weights for {name} given twice")
+            resolved[name] = source if isinstance(source, Mapping) else Path(source)
+        if "gpen" not in resolved:
             raise UsageError("weights need a 'gpen' entry")
-        opt = {k: Path(paths[k]) for k in ("retinaface", "parsenet") if k in paths}
-        return cls(gpen=Path(paths["gpen"]), **opt)
+        return cls(**resolved)
 
 
 @dataclass(frozen=True)
@@ -81,31 +88,28 @@ class Restoration:
 
 
 def build_generator(size: int) -> nn.Module:
-    """An untrained GPEN ``FullGenerator`` for ``size`` with the released settings."""
-    if size not in GPEN_SETTINGS:
-        raise UsageError(
-            f"no released GPEN model of size {size}; use one of {sorted(GPEN_SETTINGS)}"
-        )
-    multiplier, narrow = GPEN_SETTINGS[size]
-    gpen = importlib.import_module("gpenguard.nets.gpen")
-    module: nn.Module = gpen.FullGenerator(
-        size, style_dim=512, n_mlp=8, channel_multiplier=multiplier, narrow=narrow
-    )
-    return module
+    """GPEN-BFR-``size`` with the released settings, on the meta device (no random init:
+    the weights come from the file)."""
+    with torch.device("meta"):
+        try:
+            return gpen_bfr(size)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
 
 
 class Restorer:
     """GPEN face restoration; networks are built and loaded once, at construction.
 
-    ``weights``: a `RestorerWeights` or a mapping with keys ``gpen``, ``retinaface`` and
-    ``parsenet`` (the last two only for ``mode="full"``), each a ``.safetensors`` path.
+    ``weights``: a `RestorerWeights` or a mapping with keys ``gpen``, ``retinaface`` (or
+    ``detector``) and ``parsenet`` (or ``parser``), the last two only for ``mode="full"``;
+    each value a ``.safetensors`` path or a mapping of already-verified tensors.
     ``dtype`` applies to GPEN; the detector and parser always run in float32.
     ``face_alpha`` blends the restored face with the original crop (GPEN's ``--alpha``).
     """
 
     def __init__(
         self,
-        weights: RestorerWeights | Mapping[str, str | Path],
+        weights: RestorerWeights | Mapping[str, str | Path | Mapping[str, torch.Tensor]],
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         size: int = 2048,
@@ -121,9 +125,11 @@ class Restorer:
         if mode == "full":
             if weights.retinaface is None or weights.parsenet is None:
                 raise UsageError("full mode needs 'retinaface' and 'parsenet' weights as well")
-            detector = load_into(RetinaFace(), weights.retinaface)
-            parser = load_into(ParseNet(), weights.parsenet)
-        generator = load_into(build_generator(size), weights.gpen)
+            with torch.device("meta"):
+                detector, parser = RetinaFace(), ParseNet()
+            load_into(detector, weights.retinaface, role="retinaface")
+            load_into(parser, weights.parsenet, role="parsenet")
+        generator = load_into(build_generator(size), weights.gpen, role="gpen")
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
@@ -196,7 +202,7 @@ class Restorer:
         """Restore one image and say which faces were restored."""
         split = SplitImage.of(image)
         if self.mode == "aligned":
-            crop = np.asarray(
+            crop = np.array(
                 split.rgb.resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.uint8
             )
             face = self._run_gpen(torch.from_numpy(crop).to(self.device).permute(2, 0, 1).float())
@@ -220,9 +226,7 @@ class Restorer:
         region = paste.footprint(crop_to_image, self.size, width, height)
         if region.empty:
             raise RestoreError("a detected face lies outside the image")
-        src = torch.from_numpy(
-            np.ascontiguousarray(pixels[region.y0 : region.y1, region.x0 : region.x1])
-        )
+        src = torch.from_numpy(pixels[region.y0 : region.y1, region.x0 : region.x1].copy())
         src = src.to(self.device).permute(2, 0, 1).float()[None]
         m = align.shift_source(image_to_crop, region.x0, region.y0)
         crop = align.warp_affine(src, m, (self.size, self.size))[0].round().clamp(0, 255)

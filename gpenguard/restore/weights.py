@@ -1,10 +1,9 @@
 """Loading the pipeline's weights: only ``.safetensors`` files, strictly, into our own modules.
 
-Safetensors cannot carry code, so reading one executes nothing. Every key and shape must
-match the module exactly; the only tolerated differences are the ones the original loaders
-tolerated by design: a DataParallel ``module.`` prefix (RetinaFace-R50 has one) and
-BatchNorm ``num_batches_tracked`` counters, which older checkpoints lack and which inference
-never reads.
+The strict check and the copy are `gpenguard.nets.loading`'s; this adds the two differences
+the original loaders tolerated by design, and nothing else: a DataParallel ``module.`` prefix
+on every key (RetinaFace-R50 has one), and missing BatchNorm ``num_batches_tracked`` counters
+(older checkpoints lack them; inference never reads them).
 """
 
 from __future__ import annotations
@@ -14,69 +13,49 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from gpenguard.errors import InputError, ModelError
+from gpenguard.errors import ModelError
+from gpenguard.nets import loading
 
 _PREFIX = "module."
 _COUNTER = "num_batches_tracked"
 
 M = TypeVar("M", bound=nn.Module)
+#: Where a network's weights come from: a ``.safetensors`` path, or tensors already read (and
+#: verified) by the caller, so the bytes that were hashed are the bytes that are used.
+WeightSource = Path | Mapping[str, torch.Tensor]
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a ``.safetensors`` file, on CPU; errors name the file."""
-    path = Path(path)
+def normalise_keys(
+    module: nn.Module, tensors: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Strip a ``module.`` prefix carried by every key; add absent BatchNorm counters as 0."""
+    if tensors and all(k.startswith(_PREFIX) for k in tensors):
+        tensors = {k[len(_PREFIX) :]: v for k, v in tensors.items()}
+    fitted = dict(tensors)
+    for key, value in module.state_dict().items():
+        if key.rsplit(".", 1)[-1] == _COUNTER and key not in fitted:
+            fitted[key] = torch.zeros(value.shape, dtype=value.dtype)
+    return fitted
+
+
+def load_into(module: M, source: str | WeightSource, *, role: str = "weights") -> M:
+    """Strictly load a ``.safetensors`` file, or tensors already in memory, into ``module``
+    (in place) and return it.
+
+    ``module`` may live on the meta device; it then receives the tensors directly.
+    """
+    if isinstance(source, Mapping):
+        tensors = normalise_keys(module, source)
+        loading.load_state_dict_strict(module, tensors, source=f"<{role} tensors>")
+        return module
+    path = Path(source)
     if path.suffix != ".safetensors":
         raise ModelError(
             "weights must be a .safetensors file (run `gpenguard convert` on the checkpoint)",
             path=path,
         )
-    try:
-        return load_file(str(path), device="cpu")
-    except FileNotFoundError as exc:
-        raise InputError("weights file not found", path=path) from exc
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"not a readable safetensors file: {exc}", path=path) from exc
-
-
-def fit_state_dict(
-    module: nn.Module, tensors: Mapping[str, torch.Tensor], *, source: str | Path
-) -> dict[str, torch.Tensor]:
-    """Check ``tensors`` against ``module``'s state_dict and return what to load.
-
-    Raises `ModelError` listing missing, unexpected and mis-shaped keys (a few of each).
-    """
-    if tensors and all(k.startswith(_PREFIX) for k in tensors):
-        tensors = {k[len(_PREFIX) :]: v for k, v in tensors.items()}
-    expected = module.state_dict()
-    fitted = dict(tensors)
-    for key, value in expected.items():
-        if key.endswith(_COUNTER) and key not in fitted:
-            fitted[key] = torch.zeros_like(value)
-    missing = [k for k in expected if k not in fitted]
-    unexpected = [k for k in fitted if k not in expected]
-    shapes = [
-        f"{k} {tuple(fitted[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in fitted and fitted[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if items:
-                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-                parts.append(f"{label}: {', '.join(items[:3])}{more}")
-        raise ModelError(
-            f"weights do not fit {type(module).__name__}: " + "; ".join(parts), path=source
-        )
-    return fitted
-
-
-def load_into(module: M, path: str | Path) -> M:
-    """Strictly load a ``.safetensors`` file into ``module`` (in place) and return it."""
-    fitted = fit_state_dict(module, read_safetensors(path), source=path)
-    module.load_state_dict(fitted, strict=True)
+    tensors = normalise_keys(module, loading.read_safetensors(path))
+    loading.load_state_dict_strict(module, tensors, source=path)
     return module

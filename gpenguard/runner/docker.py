@@ -6,13 +6,14 @@ wait, and always remove.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
 
 from gpenguard.errors import SandboxError, SandboxOOM, SandboxTimeout
 from gpenguard.runner.interface import EventSink, RunResult, parse_event, tail
-from gpenguard.runner.spec import SandboxSpec, check_binds_on_host, validate_spec
+from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec, check_binds_on_host, validate_spec
 
 DEFAULT_IMAGE = "gpenguard-sandbox:latest"
 STDOUT_LIMIT = 4 * 2**20
@@ -110,11 +111,17 @@ class DockerBackend:
             self._engine = client()
         return self._engine
 
+    def output_owner(self, user: tuple[int, int]) -> tuple[int, int]:
+        """The host uid/gid the container writes as: its own user (no userns-remap assumed)."""
+        return user
+
     def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
         import docker.errors
         import requests.exceptions
 
         validate_spec(spec)
+        if spec.image == HOST_IMAGE:
+            raise SandboxError("the docker backend needs an image id (sha256:...), not the bwrap host root")
         check_binds_on_host(spec)
         try:
             container = self.engine.containers.create(**container_kwargs(spec))
@@ -176,7 +183,7 @@ class _Collector:
         try:
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
                 self.feed(chunk)
-        except Exception:  # noqa: S110 - the container going away ends the stream; wait() reports why
+        except Exception:  # the container going away ends the stream; wait() says why
             pass
         if self._partial:
             self._line(self._partial)
@@ -202,14 +209,12 @@ class _Collector:
 
 
 def _kill(container: Any) -> None:
-    try:
+    # Already gone is fine; removal afterwards is forced anyway.
+    with contextlib.suppress(Exception):
         container.kill()
-    except Exception:  # noqa: S110 - already gone is fine; removal below is forced anyway
-        pass
 
 
 def _remove(container: Any) -> None:
-    try:
+    # Best effort; a leftover container carries the org.gpenguard.sandbox label.
+    with contextlib.suppress(Exception):
         container.remove(force=True)
-    except Exception:  # noqa: S110 - best effort; a leftover container is labelled org.gpenguard.sandbox
-        pass

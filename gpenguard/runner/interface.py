@@ -42,6 +42,10 @@ class Backend(Protocol):
 
     name: str
 
+    def output_owner(self, user: tuple[int, int]) -> tuple[int, int]:
+        """The host uid/gid files written by the sandbox user end up owned by."""
+        ...
+
     def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
         """Run to completion; raise SandboxTimeout / SandboxOOM / SandboxError on failure."""
         ...

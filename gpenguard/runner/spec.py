@@ -11,9 +11,12 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from gpenguard.errors import PolicyError, SandboxError
-from gpenguard.policy import Policy
+
+if TYPE_CHECKING:
+    from gpenguard.policy import Policy
 
 NOBODY = (65534, 65534)
 
@@ -38,7 +41,9 @@ SENSITIVE_PATHS = (
 # Trees nothing may be mounted from, even a single file inside them.
 FORBIDDEN_TREES = ("/proc", "/sys", "/dev", "/run", "/var/run", "/etc", "/boot", "/var/lib/docker")
 
-IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_ID = re.compile(r"^(?:sha256:[0-9a-f]{64}|bwrap:host)$")
+HOST_IMAGE = "bwrap:host"
+"""The bwrap backend's "image": the host's own read-only /usr and Python (see runner/bwrap.py)."""
 GPU_ID = re.compile(r"^(?:[0-9]{1,3}|GPU-[0-9a-fA-F-]{8,64}|MIG-[0-9a-zA-Z/-]{8,80})$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gpenguard.errors import ExitCode, GpenguardError, RestoreError, SandboxError, VerificationError
 
@@ -171,11 +171,12 @@ def write_atomically(image: Any, directory: Path, name: str) -> Path:
     target = directory / name
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the host user's group
         with os.fdopen(fd, "wb") as handle:
             image.save(handle, format="PNG")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -209,6 +210,7 @@ def run(job: WorkerJob) -> int:
     from PIL import Image, UnidentifiedImageError
 
     done = 0
+    used: set[str] = set()
     for index, source in enumerate(images):
         t0 = time.monotonic()
         try:
@@ -217,7 +219,11 @@ def run(job: WorkerJob) -> int:
         except (OSError, UnidentifiedImageError) as exc:
             raise RestoreError(f"cannot read image: {exc}", path=source) from exc
         restored = restorer.restore_image(picture)
-        written = write_atomically(_as_pil(restored), output, output_name(source))
+        name = output_name(source)
+        if name in used:  # two inputs with one stem (a.jpg, a.png) keep both results
+            name = f"{Path(name).stem}-{index:04d}.png"
+        used.add(name)
+        written = write_atomically(_as_pil(restored), output, name)
         done += 1
         emit(
             "image",
@@ -232,15 +238,40 @@ def run(job: WorkerJob) -> int:
 
 
 def build_restorer(job: WorkerJob, weights: Mapping[str, Mapping[str, Any]]) -> Any:
-    """The face restorer, built once from verified tensors (no file is opened here)."""
+    """The face restorer, built once from the verified tensors (no weight file is reopened).
+
+    Loading from the tensors already hashed, rather than handing `Restorer` the paths, keeps
+    DESIGN invariant 2 inside the sandbox too: the bytes checked are the bytes used.
+    """
     import torch
 
+    from gpenguard.nets.parsenet import ParseNet
+    from gpenguard.nets.retinaface import RetinaFace
     from gpenguard.restore import Restorer
+    from gpenguard.restore.pipeline import build_generator
+    from gpenguard.restore.weights import fit_state_dict
 
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(job.dtype)
     if dtype is None:
         raise SandboxError(f"unsupported dtype {job.dtype!r}")
-    return Restorer(weights, device=job.device, dtype=dtype, size=job.size, mode=job.mode)
+    if job.mode not in {"aligned", "full"}:
+        raise SandboxError(f"unknown mode {job.mode!r}")
+
+    def loaded(module: Any, role: str, source: str) -> Any:
+        module.load_state_dict(fit_state_dict(module, weights[role], source=source), strict=True)
+        return module
+
+    generator = loaded(build_generator(job.size), "gpen", job.gpen.path)
+    detector = parser = None
+    if job.mode == "full":
+        if job.detector is None or job.parser is None:
+            raise SandboxError("full mode needs detector and parser weights")
+        detector = loaded(RetinaFace(), "detector", job.detector.path)
+        parser = loaded(ParseNet(), "parser", job.parser.path)
+    mode: Literal["aligned", "full"] = "full" if job.mode == "full" else "aligned"
+    return Restorer.from_modules(
+        generator, detector=detector, parser=parser, device=job.device, dtype=dtype, size=job.size, mode=mode
+    )
 
 
 def _as_pil(image: Any) -> Any:

@@ -79,7 +79,7 @@ def parse_envelope(data: bytes, source: str) -> Envelope:
         raise SignatureError("DSSE envelope is too large", path=source)
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError(f"DSSE envelope is not valid JSON: {exc}", path=source) from exc
     return envelope_from_obj(obj, source)
 

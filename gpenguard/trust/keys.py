@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeAlias
 
@@ -152,6 +152,13 @@ def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def as_utc(now: datetime | None) -> datetime:
+    """The verification time: the clock when None; a naive time is taken as UTC."""
+    if now is None:
+        return datetime.now(UTC)
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now
 
 
 def unusable_reason(key: Key, now: datetime) -> str | None:

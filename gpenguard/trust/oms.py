@@ -33,6 +33,7 @@ LEGACY_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
 VCS_IGNORE_PATHS = frozenset({".git", ".gitattributes", ".github", ".gitignore"})
 """The only paths a bundle may leave unsigned: model-signing's defaults, all VCS metadata."""
 SINGLE_FILE_RESOURCE = "."
+HASH_CHUNK = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def parse_bundle(data: bytes, source: str) -> OmsBundle:
     """Parse a bundle's JSON; only the public-key form is accepted (no certificates, no Sigstore)."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError(f"signature bundle is not valid JSON: {exc}", path=source) from exc
     if not isinstance(obj, dict):
         raise SignatureError("signature bundle must be a JSON object", path=source)
@@ -101,7 +102,7 @@ def _statement(bundle: OmsBundle) -> dict[str, Any]:
         raise SignatureError(f"bundle payloadType is {bundle.envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}", path=src)
     try:
         statement = json.loads(bundle.envelope.payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SignatureError(f"bundle payload is not JSON: {exc}", path=src) from exc
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise SignatureError(f"bundle payload is not an in-toto {STATEMENT_TYPE} statement", path=src)
@@ -191,10 +192,12 @@ def verify_bundle(bundle: OmsBundle, key: Key, *, sha256: str, file_name: str) -
 def file_sha256(path: Path) -> str:
     """Stream a file's sha256 (for signing, where no scan has hashed it already)."""
     h = hashlib.sha256()
+    buf = bytearray(HASH_CHUNK)  # one reused buffer: no allocation per chunk
+    view = memoryview(buf)
     try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        with path.open("rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
     except IsADirectoryError as exc:
         raise InputError("is a directory; sign a single model file", path=path) from exc
     except OSError as exc:

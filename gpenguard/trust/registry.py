@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -40,6 +40,8 @@ from gpenguard.trust.signatures import verify_registry_envelope
 SCHEMA_VERSION = 1
 SIG_SUFFIX = ".sig"
 MAX_REGISTRY_BYTES = 16 * 2**20
+MAX_DEPTH = 32
+"""Deepest YAML nesting accepted; the schema itself needs 6 levels."""
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
 ANY_PYTORCH = "pytorch"
@@ -53,32 +55,44 @@ T = TypeVar("T")
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys and anchors/aliases, naming the line.
+    """SafeLoader that refuses anchors, aliases and deep nesting, naming the line.
 
-    Aliases are refused because they let one node appear in many places (and "billion laughs"
-    expansion); a registry has no need for them.
+    Aliases let one node appear in many places (and "billion laughs" expansion); a registry has
+    no need for them. Duplicate keys are refused while the composed tree is walked
+    (`_Doc.mapping`), where the line of both occurrences is known.
     """
+
+    depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            mark = event.start_mark
             raise yaml.constructor.ConstructorError(
-                None, None, "YAML anchors and aliases are not allowed", mark
+                None, None, "YAML anchors and aliases are not allowed", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            # PyYAML composes recursively: "[[[[..." would otherwise end in a RecursionError.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+
+def _kind(value: object) -> str:
+    """How a person would call a YAML value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "the boolean"
+    if isinstance(value, int | float):
+        return "the number"
+    if isinstance(value, datetime):
+        return "the timestamp"
+    return f"a {type(value).__name__}"
 
 
 def _line(node: yaml.Node) -> int:
@@ -152,7 +166,7 @@ class _Doc:
         if literal and isinstance(node, yaml.ScalarNode) and node.tag.rsplit(":", 1)[-1] in {"int", "float"}:
             value = str(node.value)
         if not isinstance(value, str) or not value:
-            got = "empty" if value == "" else f"a {type(value).__name__} ({node.value!r})"
+            got = "an empty string" if value == "" else f"{_kind(value)} {node.value!r}"
             self.fail(node, f"{what} must be a non-empty string, got {got}" + (f"; {hint}" if hint else ""))
         if pattern is not None and not pattern.fullmatch(value):
             self.fail(node, f"{what} {value!r} is malformed{'; ' + hint if hint else ''}")
@@ -416,7 +430,8 @@ def parse_registry(data: bytes, source: str, *, sha256: str | None = None) -> Re
     )
 
 
-def _read_limited(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """Read a whole small file once, refusing more than `limit` bytes (no unbounded reads)."""
     try:
         with path.open("rb") as fh:
             data = fh.read(limit + 1)
@@ -434,7 +449,7 @@ def _read_limited(path: Path, limit: int, what: str) -> bytes:
 def load_trust_root(path: Path) -> TrustRoot:
     """Read the pinned registry keys: YAML or JSON ``{schema_version: 1, threshold, keys: [...]}``."""
     source = str(path)
-    data = _read_limited(path, MAX_REGISTRY_BYTES, "trust root")
+    data = read_bounded(path, MAX_REGISTRY_BYTES, "trust root")
     doc = _Doc(source)
     root = doc.mapping(_compose(data, source), "trust root", required=("schema_version", "threshold", "keys"))
     _schema_version(doc, root)
@@ -466,7 +481,7 @@ def load_registry(
     signature is evidence of tampering, not something to ignore. Without a trust root nothing
     is verified and `Registry.signed_by` stays empty.
     """
-    now = now or datetime.now(UTC)
+    now = keylib.as_utc(now)
     source = str(path)
     if require_signature and trust_root is None:
         raise RegistryError(
@@ -474,13 +489,13 @@ def load_registry(
             path=source,
             hint="pass the pinned registry keys (policy trust_root / --trust-root)",
         )
-    data = _read_limited(path, MAX_REGISTRY_BYTES, "registry")
+    data = read_bounded(path, MAX_REGISTRY_BYTES, "registry")
     digest = hashlib.sha256(data).hexdigest()
     sig_path = signature_path(path)
     signed_by: tuple[str, ...] = ()
     if trust_root is not None:
         if sig_path.is_file():
-            sig_bytes = _read_limited(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature")
+            sig_bytes = read_bounded(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature")
             try:
                 envelope = parse_envelope(sig_bytes, str(sig_path))
             except SignatureError as exc:

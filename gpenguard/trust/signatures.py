@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from gpenguard.errors import InputError, RegistryError, SignatureError
@@ -102,12 +102,12 @@ def sign_registry(registry_path: Path, private_keys: Sequence[keylib.PrivateKey]
     """
     from gpenguard.trust.registry import (
         MAX_REGISTRY_BYTES,
-        _read_limited,
         parse_registry,
+        read_bounded,
         signature_path,
     )
 
-    data = _read_limited(registry_path, MAX_REGISTRY_BYTES, "registry")
+    data = read_bounded(registry_path, MAX_REGISTRY_BYTES, "registry")
     parse_registry(data, str(registry_path))  # never sign a registry that would not load
     sig_path = signature_path(registry_path)
     existing: tuple[DsseSignature, ...] = ()
@@ -177,7 +177,7 @@ def verify_artifact_signatures(
     digests are compared with it, so the file is never re-read here (what was hashed is what is
     used). Bundle paths are relative to the registry file.
     """
-    now = now or datetime.now(UTC)
+    now = keylib.as_utc(now)
     role = registry.roles.get("artifact")
     threshold = role.threshold if role is not None else 0
     role_ids = role.keyids if role is not None else ()

@@ -61,7 +61,7 @@ def _read(file: Path) -> dict[str, SeenVersion]:
         raw = json.loads(file.read_text("utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         # A state file we cannot read must not silently disable rollback protection.
         raise RegistryError(f"rollback state is unreadable: {exc}", path=file) from exc
     seen: dict[str, SeenVersion] = {}

@@ -15,16 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import gpenguard.scan
 from gpenguard.cli import app
 from gpenguard.demo import make_demo_pair
 
 ROOT = Path(__file__).resolve().parents[2]
-needs_scanner = pytest.mark.skipif(
-    not hasattr(gpenguard.scan, "scan_paths"),
-    reason="gpenguard.scan.scan_paths not merged into this branch yet",
-)
-
 
 @pytest.fixture(scope="module")
 def hook() -> dict[str, Any]:
@@ -62,7 +56,6 @@ def test_hook_entry_is_the_scan_command(hook: dict[str, Any]) -> None:
     assert shlex.split(hook["entry"])[:2] == ["gpenguard", "scan"]
 
 
-@needs_scanner
 def test_hook_entry_runs_and_blocks_a_poisoned_staged_file(
     hook: dict[str, Any], pair: tuple[Path, Path]
 ) -> None:
@@ -107,7 +100,6 @@ def test_action_scripts_never_interpolate_inputs(action: dict[str, Any]) -> None
         assert "${{" not in step.get("run", ""), step.get("name")
 
 
-@needs_scanner
 @pytest.mark.parametrize(("blocked", "expected"), [(False, "0"), (True, "1")])
 def test_action_scan_script_writes_sarif_and_reports_the_exit_code(
     action: dict[str, Any], pair: tuple[Path, Path], tmp_path: Path, blocked: bool, expected: str

@@ -24,13 +24,9 @@ from gpenguard.demo import make_demo_pair
 from gpenguard.policy import Policy
 from gpenguard.report.json import load_schema
 from gpenguard.scan.findings import FileReport, ScanReport, Severity, Verdict
+from tests.report import sarif_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-
-needs_scanner = pytest.mark.skipif(
-    not hasattr(gpenguard.scan, "scan_paths"),
-    reason="gpenguard.scan.scan_paths not merged into this branch yet",
-)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +47,12 @@ def invoke(runner: CliRunner, *args: str | Path) -> Any:
 # --- against the real scanner --------------------------------------------------------------
 
 
-@needs_scanner
 def test_benign_checkpoint_passes_with_exit_0(runner: CliRunner, pair: tuple[Path, Path]) -> None:
     result = invoke(runner, pair[0])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("PASS ") and "1 passed" in result.stdout
 
 
-@needs_scanner
 def test_poisoned_checkpoint_is_blocked_with_exit_1_and_names_the_call(
     runner: CliRunner, pair: tuple[Path, Path]
 ) -> None:
@@ -68,7 +62,6 @@ def test_poisoned_checkpoint_is_blocked_with_exit_1_and_names_the_call(
     assert "1 passed, 1 blocked" in result.stdout
 
 
-@needs_scanner
 def test_unreadable_input_is_exit_2_and_blocks_the_run(
     runner: CliRunner, pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -79,13 +72,11 @@ def test_unreadable_input_is_exit_2_and_blocks_the_run(
     assert "notes.pth" in result.output
 
 
-@needs_scanner
 def test_missing_file_is_exit_2_naming_it(runner: CliRunner, tmp_path: Path) -> None:
     result = invoke(runner, tmp_path / "nope.pth")
     assert result.exit_code == 2 and "nope.pth" in result.output
 
 
-@needs_scanner
 def test_json_output_follows_the_schema_and_the_exit_code(
     runner: CliRunner, pair: tuple[Path, Path]
 ) -> None:
@@ -97,7 +88,6 @@ def test_json_output_follows_the_schema_and_the_exit_code(
     assert any(f["global"] and f["global"].endswith("system") for f in doc["files"][1]["findings"])
 
 
-@needs_scanner
 def test_sarif_to_output_file_leaves_stdout_empty_and_no_temp_files(
     runner: CliRunner, pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -113,14 +103,24 @@ def test_sarif_to_output_file_leaves_stdout_empty_and_no_temp_files(
     assert sorted(p.name for p in out.parent.iterdir()) == ["gpenguard.sarif"]
 
 
-@needs_scanner
+def test_real_sarif_output_validates_against_the_official_schema(
+    runner: CliRunner, pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    schema = sarif_schema.load()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x04not really")
+    result = invoke(runner, "--format", "sarif", *pair, junk)
+    log = json.loads(result.stdout)
+    jsonschema.Draft4Validator(schema).validate(log)
+    assert {r["level"] for r in log["runs"][0]["results"]} >= {"error"}
+
+
 def test_shipped_ci_policy_defaults_to_sarif(runner: CliRunner, pair: tuple[Path, Path]) -> None:
     result = invoke(runner, "--policy", "ci", pair[0])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["version"] == "2.1.0"
 
 
-@needs_scanner
 def test_directory_needs_recursive_and_then_scans_everything(
     runner: CliRunner, pair: tuple[Path, Path]
 ) -> None:
@@ -129,7 +129,6 @@ def test_directory_needs_recursive_and_then_scans_everything(
     assert result.exit_code == 1 and doc["summary"]["files"] == 2
 
 
-@needs_scanner
 def test_real_process_exit_code(pair: tuple[Path, Path]) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gpenguard.errors import ModelError
+from gpenguard.errors import FormatError, ModelError
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore.weights import load_into
 
@@ -117,19 +117,29 @@ def test_strict_load_with_dataparallel_prefix(net: RetinaFace, tmp_path: Path) -
         torch.testing.assert_close(fresh.state_dict()[key], value)
 
 
-def test_file_without_batchnorm_counters_loads(tmp_path: Path) -> None:
+def test_file_without_batchnorm_counters_loads_onto_meta(tmp_path: Path) -> None:
     sd = {k: v for k, v in RetinaFace().state_dict().items() if "num_batches_tracked" not in k}
-    load_into(RetinaFace(), _save(sd, tmp_path / "r50.safetensors"))
+    with torch.device("meta"):
+        net = RetinaFace()
+    load_into(net, _save(sd, tmp_path / "r50.safetensors"))
+    assert not any(t.is_meta for t in net.state_dict().values())
+    assert int(net.state_dict()["body.bn1.num_batches_tracked"]) == 0
 
 
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
-        (lambda sd: sd.pop("BboxHead.2.conv1x1.bias"), "missing: BboxHead.2.conv1x1.bias"),
-        (lambda sd: sd.__setitem__("extra.weight", torch.zeros(1)), "unexpected: extra.weight"),
+        (
+            lambda sd: sd.pop("BboxHead.2.conv1x1.bias"),
+            "1 key(s) of RetinaFace missing: BboxHead.2.conv1x1.bias",
+        ),
+        (
+            lambda sd: sd.__setitem__("extra.weight", torch.zeros(1)),
+            "1 unexpected key(s) for RetinaFace: extra.weight",
+        ),
         (
             lambda sd: sd.__setitem__("ClassHead.0.conv1x1.bias", torch.zeros(6)),
-            "shape: ClassHead.0.conv1x1.bias (6,) != (4,)",
+            "ClassHead.0.conv1x1.bias: shape [6] in the file, RetinaFace expects [4]",
         ),
     ],
 )
@@ -153,5 +163,5 @@ def test_only_safetensors_files_are_read(tmp_path: Path) -> None:
 def test_corrupt_safetensors_is_a_model_error(tmp_path: Path) -> None:
     path = tmp_path / "r50.safetensors"
     path.write_bytes(b"\xff" * 64)
-    with pytest.raises(ModelError, match="not a readable safetensors"):
+    with pytest.raises(FormatError, match="not a valid safetensors"):
         load_into(RetinaFace(), path)

@@ -6,14 +6,13 @@ depending on what the scanner happens to find in a given fixture.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gpenguard.scan.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
+from tests.report import sarif_schema as sarif_schema_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA_A = "a" * 64
@@ -64,27 +63,6 @@ def clean_report(tmp_path: Path) -> ScanReport:
     return ScanReport(files=full.files[:1], tool_version="0.1.0", rules=RULES)
 
 
-def _sarif_schema_path() -> Path | None:
-    """The official OASIS SARIF 2.1.0 schema, if this checkout has it.
-
-    It is public spec text (oasis-tcs/sarif-spec, ``sarif-2.1/schema/sarif-schema-2.1.0.json``,
-    the errata01 OASIS Standard schema). It is looked up, not committed here: set
-    SARIF_SCHEMA_PATH to its path, or place it at ``shared/sarif-schema-2.1.0.json``.
-    """
-    candidates = [os.environ.get("SARIF_SCHEMA_PATH"), ROOT / "shared" / "sarif-schema-2.1.0.json"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
 @pytest.fixture(scope="session")
 def sarif_schema() -> dict[str, Any]:
-    path = _sarif_schema_path()
-    if path is None:
-        if os.environ.get("REQUIRE_SARIF_SCHEMA") == "1":
-            pytest.fail("REQUIRE_SARIF_SCHEMA=1 but the SARIF 2.1.0 schema was not found")
-        pytest.skip("official SARIF 2.1.0 schema not available (set SARIF_SCHEMA_PATH)")
-    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    assert schema["title"].startswith("Static Analysis Results Format (SARIF) Version 2.1.0")
-    return schema
+    return sarif_schema_module.load()

@@ -13,7 +13,14 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from gpenguard.errors import PolicyError, SandboxError
 from gpenguard.policy import Policy, SandboxPolicy
 from gpenguard.runner.docker import container_kwargs
-from gpenguard.runner.spec import Bind, Job, SandboxSpec, build_spec, check_binds_on_host, validate_spec
+from gpenguard.runner.spec import (
+    Bind,
+    Job,
+    SandboxSpec,
+    build_spec,
+    check_binds_on_host,
+    validate_spec,
+)
 
 IMAGE = "sha256:" + "ab" * 32
 PROFILE = '{"defaultAction": "SCMP_ACT_ERRNO"}'

@@ -53,6 +53,24 @@ def test_keys_generate_writes_a_private_key_only_the_owner_can_read(tmp_path: Pa
     assert "PRIVATE" not in out
 
 
+def test_keys_show_prints_an_entry_that_loads(tmp_path: Path) -> None:
+    """An existing key (say, one a team already uses with model-signing) becomes a registry entry."""
+    kp = new_key("ecdsa-p256")
+    _, pub = kp.write(tmp_path, "team")
+    code, out, err = run("keys", "show", pub, "--owner", "team")
+    assert code == 0, err
+    assert f"OMS hint:    {keylib.oms_hint(keylib.load_public_key(pub))}" in out
+    entry = out.split("entry for trust.keys (or a trust root's keys):\n", 1)[1]
+    root = tmp_path / "root.yaml"
+    root.write_text("schema_version: 1\nthreshold: 1\nkeys:\n" + entry)
+    from gpenguard.trust.registry import load_trust_root
+
+    assert list(load_trust_root(root).keys) == [kp.key_id]
+    (tmp_path / "junk.pub").write_text("junk")
+    code, _, err = run("keys", "show", tmp_path / "junk.pub")
+    assert code == 2 and "junk.pub: not a PEM public key" in err
+
+
 def test_keys_generate_never_overwrites(tmp_path: Path) -> None:
     assert run("keys", "generate", "--out", tmp_path / "k")[0] == 0
     before = (tmp_path / "k.key").read_bytes()
@@ -117,6 +135,8 @@ def test_registry_sign_then_show_verified(tmp_path: Path) -> None:
     assert code == 0, err
     shown = json.loads(out)
     assert shown["signed_by"] == [kps[0].key_id] and shown["artifacts"][0]["name"] == "demo-model"
+    code, out, _ = run("registry", "show", reg)  # no trust root: nothing is claimed as verified
+    assert code == 0 and "not verified: no trust root given (weights-registry.yaml.sig is present)" in out
 
 
 def test_registry_threshold_reached_by_signing_in_turn(tmp_path: Path) -> None:
@@ -234,3 +254,46 @@ def test_registry_show_defaults_to_the_shipped_registry() -> None:
     code, out, err = run("registry", "show", "--json")
     assert code == 0, err
     assert json.loads(out)["name"] == "gpenguard-default"
+
+
+@pytest.mark.parametrize(("name", "size"), [("GPEN-BFR-2048", 2048), ("GPEN-BFR-512", 512), ("GPEN-BFR-256", 256)])
+def test_shipped_gpen_fingerprints_match_our_network(name: str, size: int) -> None:
+    """The pinned structure is what gpenguard's own GPEN builds (on the meta device: no weights)."""
+    torch = pytest.importorskip("torch")
+    from gpenguard.nets.gpen import gpen_bfr
+    from gpenguard.trust.fingerprint import TensorInfo, fingerprint
+
+    with torch.device("meta"):
+        net = gpen_bfr(size)
+    fp = fingerprint(TensorInfo(k, str(v.dtype), tuple(v.shape)) for k, v in net.state_dict().items())
+    reg = load_registry(REPO / "weights-registry.yaml", now=NOW)
+    (art,) = [a for a in reg.artifacts if a.name == name]
+    assert art.architecture is not None
+    assert (art.architecture.fingerprint, art.architecture.tensor_count, art.architecture.parameter_count) == (
+        fp.digest, fp.tensor_count, fp.parameter_count,
+    )
+
+
+def test_encrypted_private_key_needs_the_password_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    kp = new_key("ecdsa-p256")
+    enc = tmp_path / "enc.key"
+    enc.write_bytes(
+        kp.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    model = tmp_path / "m.pth"
+    model.write_bytes(b"weights")
+    code, _, err = run("sign", model, "--key", enc)
+    assert code == 2 and "encrypted" in err and "GPENGUARD_KEY_PASSWORD" in err
+    monkeypatch.setenv("GPENGUARD_KEY_PASSWORD", "wrong")
+    code, _, err = run("sign", model, "--key", enc)
+    assert code == 2 and "enc.key" in err
+    monkeypatch.setenv("GPENGUARD_KEY_PASSWORD", "s3cret")
+    code, out, err = run("sign", model, "--key", enc)
+    assert code == 0, err
+    assert kp.key_id in out

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpenguard.errors import SignatureError
 from gpenguard.trust import keys as keylib
@@ -178,6 +180,7 @@ def test_tampered_payload_without_resigning_fails_signature(model: Path) -> None
     ("data", "words"),
     [
         (b"not json", "not valid JSON"),
+        (b"[" * 100_000, "not valid JSON"),
         (b"[]", "JSON object"),
         (json.dumps({"mediaType": "application/x"}).encode(), "mediaType"),
         (
@@ -192,3 +195,37 @@ def test_tampered_payload_without_resigning_fails_signature(model: Path) -> None
 def test_malformed_bundles(data: bytes, words: str) -> None:
     with pytest.raises(SignatureError, match=words):
         oms.parse_bundle(data, "b.sig")
+
+
+_json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.sampled_from([".", "sha256", "files", "demo.pth", "0" * 64, oms.PREDICATE_TYPE, oms.STATEMENT_TYPE]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(
+        st.sampled_from(["_type", "subject", "predicateType", "predicate", "serialization", "resources",
+                         "name", "digest", "sha256", "algorithm", "method", "hash_type", "ignore_paths"]),
+        inner,
+        max_size=5,
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json_value)
+def test_any_signed_statement_is_accepted_or_refused_cleanly(statement: object) -> None:
+    """A validly signed but arbitrary payload never escapes as anything but a SignatureError."""
+    kp = new_key("ecdsa-p256")
+    payload = json.dumps(statement).encode()
+    sig = keylib.sign(kp.private, pae(oms.PAYLOAD_TYPE, payload))
+    bundle = {
+        "mediaType": oms.BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": keylib.oms_hint(kp.private.public_key())}},
+        "dsseEnvelope": {"payloadType": oms.PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
+                         "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}]},
+    }
+    parsed = oms.parse_bundle(json.dumps(bundle).encode(), "fuzz.sig")
+    try:
+        oms.verify_bundle(parsed, _key(kp), sha256="0" * 64, file_name="demo.pth")
+    except SignatureError as exc:
+        assert exc.path == "fuzz.sig"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpenguard.errors import ExitCode, InputError, RegistryError
 from gpenguard.trust.model import Status
@@ -124,6 +126,11 @@ def test_yaml_aliases_and_syntax_errors(tmp_path: Path) -> None:
     assert "anchors and aliases" in _load_text(tmp_path, aliased).message
     broken = _load_text(tmp_path, "schema_version: 1\nregistry: [\n")
     assert "invalid YAML" in broken.message and "line" in broken.message
+
+
+def test_deep_nesting_is_refused_not_a_crash(tmp_path: Path) -> None:
+    err = _load_text(tmp_path, "schema_version: 1\nregistry: " + "[" * 50_000 + "\n")
+    assert "line 2" in err.message and "nesting deeper than 32 levels" in err.message
 
 
 def test_missing_registry_is_an_input_error(tmp_path: Path) -> None:
@@ -357,3 +364,54 @@ def test_trust_root_errors(tmp_path: Path) -> None:
     path.write_text('{"schema_version": 1, "threshold": 1, "keys": [], "keys": []}')
     with pytest.raises(RegistryError, match="duplicate key 'keys'"):
         load_trust_root(path)
+
+
+def test_naive_verification_time_is_taken_as_utc(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "r.yaml", registry_doc(expires=NOW))
+    with pytest.raises(RegistryError, match="expired at"):
+        load_registry(path, now=NOW.replace(tzinfo=None), state_dir=tmp_path / "s")
+    assert load_registry(path, now=(NOW - timedelta(seconds=1)).replace(tzinfo=None), state_dir=tmp_path / "s")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=3), st.text(": -\n[]{}&*!\"'#0a1.\t\\%@`|>", max_size=3)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_mangled_registries_fail_with_a_registry_error_or_load(edits: list[tuple[int, int, str]]) -> None:
+    """Any edit of a valid registry either still validates or is refused with a RegistryError
+    naming the file; no other exception escapes (fail closed, clear message)."""
+    text = VALID.format(sha="0" * 64)
+    for pos, cut, insert in edits:
+        pos %= len(text) + 1
+        text = text[:pos] + insert + text[pos + cut :]
+    try:
+        reg = parse_registry(text.encode(), "fuzz.yaml")
+    except RegistryError as exc:
+        assert exc.path == "fuzz.yaml" and exc.message
+    else:
+        assert reg.name and reg.artifacts is not None
+
+
+def test_key_rotation_with_old_and_new_signatures(tmp_path: Path) -> None:
+    """Sign with the outgoing and the incoming key; once the old one expires the new one carries it."""
+    old, new = new_key(), new_key("ecdsa-p256")
+    reg = write_yaml(tmp_path / "r.yaml", registry_doc())
+    sign_registry(reg, [old.private, new.private])
+    root_path = tmp_path / "root.yaml"
+    root_path.write_text(
+        yaml.safe_dump(
+            {
+                "schema_version": 1,
+                "threshold": 1,
+                "keys": [old.entry(expires=iso(NOW + timedelta(days=1))), new.entry()],
+            }
+        )
+    )
+    root = load_trust_root(root_path)
+    assert set(load_registry(reg, trust_root=root, now=NOW, state_dir=tmp_path / "s").signed_by) == {old.key_id, new.key_id}
+    later = load_registry(reg, trust_root=root, now=NOW + timedelta(days=2), state_dir=tmp_path / "s")
+    assert later.signed_by == (new.key_id,)
