@@ -12,6 +12,7 @@ gpenguard must report for it.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
@@ -42,6 +43,10 @@ class CorpusItem:
     expect_member: str | None = None
     """The member chain that finding must name (None: any / the file itself)."""
     malicious: bool = True
+    also_rules: tuple[str, ...] = ()
+    """Further rule ids the report must contain (e.g. the polyglot finding next to the payload)."""
+    expect_verdict: str = "block"
+    """``block`` for payloads; ``error`` where failing closed on an unreadable container is right."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,10 +250,11 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         sev: str,
         glob: str | None,
         member: str | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
         path = dest / filename
         path.write_bytes(data)
-        items.append(CorpusItem(path, name, klass, desc, rule, sev, glob, member))
+        items.append(CorpusItem(path, name, klass, desc, rule, sev, glob, member, also_rules=also))
 
     system = os_system_true(2)
 
@@ -555,16 +561,7 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "GG100",
         "CRITICAL",
         "builtins.getattr",
-    )
-    add(
-        "getattr_chain_call.pkl",
-        getattr_chain,
-        "call-on-computed",
-        "B: call of a computed callable",
-        "the result of getattr(...) is called",
-        "GG106",
-        "HIGH",
-        "builtins.getattr",
+        also=("GG106",),
     )
     partial = (
         P2
@@ -712,16 +709,7 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "GG100",
         "CRITICAL",
         "posix.system",
-    )
-    add(
-        "broken_after_payload_malformed.pkl",
-        system[:-1] + b"\xff\xfe garbage",
-        "broken-pickle-malformed",
-        "B: nullifAI broken pickle",
-        "the corruption itself is reported",
-        "GG111",
-        "HIGH",
-        None,
+        also=("GG111",),
     )
     add(
         "monkeypatch_build.pkl",
@@ -1061,16 +1049,19 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "CRITICAL",
         "posix.system",
         "[as zip-embedded]!archive/data.pkl",
+        also=("GG207",),
     )
-    add(
-        "polyglot_marker.pt",
-        polyglot,
-        "polyglot-finding",
-        "C: polyglot (pickle at 0, zip after it)",
-        "the ambiguity is itself reported",
-        "GG207",
-        "HIGH",
-        None,
+
+    path = dest / "wrapped.pt.gz"
+    path.write_bytes(gzip.compress(system))
+    items.append(
+        CorpusItem(
+            path,
+            "gzip-wrapped",
+            "C: compressed wrapper (nullifAI used 7z)",
+            "a pickle inside gzip: not a container torch opens, so it must fail closed, never pass",
+            expect_verdict="error",
+        )
     )
 
     class _Tiny(torch.nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -38,8 +39,11 @@ def analyse_stream(
     stream: PickleStream, *, path: str, policy: Policy, limits: Limits
 ) -> tuple[list[Finding], list[str]]:
     """Findings for one pickle program, and every import it makes (normalised names)."""
-    res = walk(stream.data, 0, _walk_limits(limits))
     base = stream.offset
+    if len(stream.data) > limits.max_pickle_bytes:
+        msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
+        return [finding("GG115", msg, path=path, member=stream.member, offset=base)], []
+    res = walk(stream.data, 0, _walk_limits(limits))
     out: list[Finding] = [
         finding(
             p.rule_id,
@@ -190,7 +194,11 @@ def scan_paths(
             if on_file is not None:
                 on_file(reports[i])  # type: ignore[arg-type]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver: workers never inherit the caller's threads or locks (a forked copy of a
+        # multi-threaded parent can deadlock), and start far faster than spawned interpreters.
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
+        ) as pool:
             futures = {pool.submit(scan_file, f, policy, limits): i for i, f in enumerate(files)}
             for fut in as_completed(futures):
                 i = futures[fut]
