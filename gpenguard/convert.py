@@ -20,7 +20,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -587,8 +587,20 @@ def convert(
 
         private = keylib.load_private_key(Path(sign_key))  # before any work: a bad key fails fast
 
+    if out is not None:
+        _check_output(Path(out), src_path)
+
     before = _identity(src_path)
     source = Source.open(src_path)
+
+    def unchanged() -> None:
+        # The mapping follows in-place rewrites of the file: if the file changed at all, the
+        # bytes converted are not provably the bytes the gate hashed. Checked before renaming.
+        if before is None or _identity(src_path) != before:
+            raise ConversionError(
+                "the file changed on disk during conversion; nothing was written", path=src_path
+            )
+
     try:
         decision = verify_source(
             source, registry=registry, name=name, policy=policy, trust_root=trust_root,
@@ -606,16 +618,9 @@ def convert(
         dest = Path(out) if out is not None else _store_staging(the_store)
         record = _convert_open(
             source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
-            private=private, started=started, limits=limits,
+            private=private, started=started, limits=limits, before_commit=unchanged,
         )
         record = dataclasses.replace(record, decision=decision)
-        if before is None or _identity(src_path) != before:
-            # The mapping may have followed an in-place rewrite: the bytes converted are not
-            # provably the bytes the gate hashed.
-            _unlink_pair(record.output)
-            raise ConversionError(
-                "the file changed on disk during conversion; nothing was written", path=src_path
-            )
     finally:
         _close(source)
 
@@ -623,14 +628,25 @@ def convert(
     if the_store is not None:
         try:
             stored = the_store.add(record.output, record.sha256, record.provenance)
-        finally:
-            if out is None:  # the output lived only in the staging folder
-                _unlink_pair(record.output)
-        if out is None:
+        except BaseException:
+            _unlink_pair(record.output)  # a failed run leaves nothing, not half its outputs
+            raise
+        if out is None:  # the output lived only in the staging folder
+            _unlink_pair(record.output)
             record = dataclasses.replace(
                 record, output=stored.path, provenance=stored.provenance or record.provenance
             )
     return dataclasses.replace(record, stored=stored)
+
+
+def _check_output(out: Path, src: Path) -> None:
+    if out.is_dir():
+        raise UsageError("the output is a directory; name the .safetensors file to write", path=out)
+    same = out.resolve() == src.resolve()
+    with contextlib.suppress(OSError):
+        same = same or (out.exists() and out.samefile(src))
+    if same:
+        raise UsageError("the output would replace the checkpoint being converted", path=out)
 
 
 def _convert_open(
@@ -643,6 +659,7 @@ def _convert_open(
     private: PrivateKey | None,
     started: datetime,
     limits: Limits | None,
+    before_commit: Callable[[], None] | None = None,
 ) -> ConversionRecord:
     container: Container = read_container(source, limits=limits)
     state = read_tensors(container, select=select, strip_prefix=strip_prefix, limits=limits)
@@ -672,6 +689,8 @@ def _convert_open(
             os.fsync(pfd)
         except OSError as exc:
             raise InputError(f"cannot write: {exc.strerror or exc}", path=prov_dest) from exc
+        if before_commit is not None:
+            before_commit()
         _rename(tmp, dest)
         try:
             _rename(ptmp, prov_dest)

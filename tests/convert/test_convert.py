@@ -261,20 +261,36 @@ def test_missing_output_folder_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_file_rewritten_during_conversion_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard import gate
+
     src = tmp_path / "model.pth"
     torch.save({"w": torch.ones(2)}, src)
-    real = convert_mod._convert_open
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"the user's previous output")
+    real = gate.verify_source
 
-    def and_touch(*args: Any, **kw: Any) -> Any:
-        result = real(*args, **kw)
+    def and_touch(source: Source, **kw: Any) -> Any:
+        decision = real(source, **kw)
         os.utime(src, ns=(1, 1))  # what any rewrite of the file does to its identity
-        return result
+        return decision
 
-    monkeypatch.setattr(convert_mod, "_convert_open", and_touch)
+    monkeypatch.setattr(gate, "verify_source", and_touch)
     before = listing(tmp_path)
     with pytest.raises(ConversionError, match="changed on disk during conversion"):
-        convert(src, tmp_path / "m.safetensors")
+        convert(src, out)
     assert listing(tmp_path) == before
+    assert out.read_bytes() == b"the user's previous output"  # refused before anything was renamed
+
+
+def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    original = src.read_bytes()
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(src, tmp_path / "." / "model.pth")
+    with pytest.raises(UsageError, match="is a directory"):
+        convert(src, tmp_path)
+    assert src.read_bytes() == original
 
 
 def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
