@@ -98,7 +98,7 @@ class ConversionRecord:
     size: int
     provenance: Path
     tensors: int
-    parameters: int
+    elements: int
     select: str | None
     strip_prefix: str | None
     shared: tuple[tuple[str, ...], ...]
@@ -706,7 +706,7 @@ def _convert_open(
         size=written.size,
         provenance=prov_dest,
         tensors=len(state),
-        parameters=state.parameter_count,
+        elements=state.element_count,
         select=state.select,
         strip_prefix=strip_prefix,
         shared=shared,

@@ -21,7 +21,7 @@ def _summary(record: Any) -> dict[str, Any]:
         "provenance": str(record.provenance),
         "signed_by": list(record.signed_by),
         "tensors": record.tensors,
-        "parameters": record.parameters,
+        "elements": record.elements,
         "select": record.select,
         "strip_prefix": record.strip_prefix,
         "shared": [list(g) for g in record.shared],
@@ -83,7 +83,7 @@ def convert_command(
         return
     typer.echo(f"converted {record.source} -> {record.output}")
     typer.echo(f"  sha256      {record.sha256}")
-    typer.echo(f"  tensors     {record.tensors} ({record.parameters:,} elements, {record.size:,} bytes)")
+    typer.echo(f"  tensors     {record.tensors} ({record.elements:,} elements, {record.size:,} bytes)")
     typer.echo(f"  source      sha256 {record.source_sha256}" + (f" ({record.artifact})" if record.artifact else ""))
     if record.select or record.strip_prefix:
         typer.echo(f"  selected    {record.select or '-'}; stripped {record.strip_prefix or '-'}")

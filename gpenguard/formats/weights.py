@@ -204,7 +204,8 @@ class StateDict:
         return sum(rec.nbytes for rec in self.tensors)
 
     @property
-    def parameter_count(self) -> int:
+    def element_count(self) -> int:
+        """Elements over all tensors, buffers included (nothing in a file says which is which)."""
         return sum(rec.numel for rec in self.tensors)
 
     def shared_groups(self) -> tuple[tuple[str, ...], ...]:
