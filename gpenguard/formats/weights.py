@@ -452,7 +452,7 @@ class _Machine:
     def resolve(self, module: str, name: str) -> None:
         found = _GLOBALS.get((module, name))
         if found is None:
-            self.fail(f"global {module}.{name} is not on the weights-only allowlist")
+            self.fail(f"global {_name(module)}.{_name(name)} is not on the weights-only allowlist")
         self.push(found)
 
     def reduce(self) -> None:
@@ -471,8 +471,6 @@ class _Machine:
             if not all(isinstance(k, str) for k in state):
                 self.fail("BUILD state of an OrderedDict has non-string attribute names")
             target.state.update(state)
-            return
-        if isinstance(target, _Tensor) and state is None:
             return
         self.fail(f"BUILD on {_describe(target)} with {_describe(state)} is not allowed")
 
@@ -526,6 +524,10 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a dict"
     return f"a {type(value).__name__}"
+
+
+def _name(text: str) -> str:
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _show(value: Any, limit: int = 40) -> str:
