@@ -1000,6 +1000,9 @@ def _build_globals() -> dict[tuple[str, str], _Builtin]:
     add("torch", "Size", call=_torch_size)
     for cls, dtype in _STORAGE_TYPES.items():
         add("torch", cls, storage_dtype=dtype)
+        if cls != "UntypedStorage":
+            # saved from a GPU by older torch; the location is ignored, the bytes are the same
+            add("torch.cuda", cls, storage_dtype=dtype)
     add("torch.storage", "UntypedStorage", storage_dtype="U8")  # how torch >= 2 names it
     for name, dtype in _V3_DTYPES.items():
         add("torch", name, dtype=dtype)

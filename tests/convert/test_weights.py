@@ -379,3 +379,13 @@ def test_hostile_values_give_short_messages(tmp_path: Path, body: bytes, message
     with pytest.raises(ConversionError, match=message) as err:
         read(path)
     assert len(str(err.value)) < 400
+
+
+def test_gpu_saved_storages_read_as_cpu(tmp_path: Path) -> None:
+    """Older torch pickled GPU tensors as torch.cuda.<T>Storage at 'cuda:0'; bytes are the same."""
+    values = torch.arange(6, dtype=torch.float16)
+    obj = {"w": TensorStub(StorageStub(torch.cuda.HalfStorage, "0", 6, "cuda:0"), 0, (2, 3), (3, 1))}
+    path = forged_zip(tmp_path, obj, {"0": values.numpy().tobytes()})
+    state = read(path)
+    assert state["w"].dtype == "F16"
+    assert bytes(state.tensor_bytes(state["w"])) == values.numpy().tobytes()
