@@ -619,6 +619,7 @@ def convert(
         record = _convert_open(
             source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
             private=private, started=started, limits=limits, before_commit=unchanged,
+            output_name=dest.name if out is not None else f"{src_path.stem}.safetensors",
         )
         record = dataclasses.replace(record, decision=decision)
     finally:
@@ -627,12 +628,12 @@ def convert(
     stored = None
     if the_store is not None:
         try:
-            stored = the_store.add(record.output, record.sha256, record.provenance)
+            # without -o the output was written into the store's staging folder: move it in
+            stored = the_store.add(record.output, record.sha256, record.provenance, move=out is None)
         except BaseException:
             _unlink_pair(record.output)  # a failed run leaves nothing, not half its outputs
             raise
-        if out is None:  # the output lived only in the staging folder
-            _unlink_pair(record.output)
+        if out is None:
             record = dataclasses.replace(
                 record, output=stored.path, provenance=stored.provenance or record.provenance
             )
@@ -660,6 +661,7 @@ def _convert_open(
     started: datetime,
     limits: Limits | None,
     before_commit: Callable[[], None] | None = None,
+    output_name: str | None = None,
 ) -> ConversionRecord:
     container: Container = read_container(source, limits=limits)
     state = read_tensors(container, select=select, strip_prefix=strip_prefix, limits=limits)
@@ -671,7 +673,7 @@ def _convert_open(
         written = _write_tmp(state, fd, tmp, meta)
         finished = datetime.now(UTC)
         statement = provenance_statement(
-            output_name=dest.name,
+            output_name=output_name or dest.name,
             sha256=written.sha256,
             source_name=Path(source.name).name,
             approval=approval,
@@ -722,12 +724,8 @@ def _convert_open(
 
 def _store_staging(store: Store | None) -> Path:
     assert store is not None
-    staging = store.root / "staging"
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the store: {exc.strerror or exc}", path=staging) from exc
-    return staging / f"{os.getpid()}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.safetensors"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    return store.staging() / f"{os.getpid()}-{stamp}.safetensors"
 
 
 def _unlink_pair(weights: Path) -> None:

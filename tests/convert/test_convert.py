@@ -353,7 +353,9 @@ def test_store_keeps_weights_by_digest(tmp_path: Path) -> None:
     assert record.output == tmp_path / "store" / "sha256" / f"{record.sha256}.safetensors"
     found = store.find(f"sha256:{record.sha256}", verify=True)
     assert found is not None and found.provenance is not None
-    assert read_provenance(found.provenance).subject_sha256 == record.sha256
+    prov = read_provenance(found.provenance)
+    assert prov.subject_sha256 == record.sha256
+    assert prov.statement["subject"][0]["name"] == "model.safetensors"
     assert not list((tmp_path / "store").glob("staging/*"))
     assert store.find("0" * 64) is None
     assert [e.sha256 for e in store.entries()] == [record.sha256]
