@@ -31,6 +31,7 @@ from gpenguard import __version__
 from gpenguard.errors import (
     Blocked,
     ConversionError,
+    ExitCode,
     FormatError,
     GpenguardError,
     InputError,
@@ -488,11 +489,12 @@ class _Approval:
 
 def _approval(decision: GateDecision, path: Path) -> _Approval:
     if not decision.passed:
-        raise Blocked(
-            f"the gate does not pass this file (verdict: {decision.verdict})",
-            reasons=decision.reasons,
-            path=path,
-        )
+        if str(decision.verdict) == "error":
+            err = Blocked("the gate could not decide on this file, so it is not converted",
+                          reasons=decision.reasons, path=path)
+            err.exit_code = ExitCode.ERROR  # as `gpenguard verify`: 2 means "could not decide"
+            raise err
+        raise Blocked("the gate blocks this file", reasons=decision.reasons, path=path)
     digest = (decision.sha256 or "").removeprefix("sha256:").lower()
     if len(digest) != 64:  # a pass always hashes; anything else is not a pass we can use
         raise Blocked("the gate passed the file without hashing it", path=path)
@@ -569,7 +571,8 @@ def convert(
 ) -> ConversionRecord:
     """Gate `path`, then convert what the gate passed into `out` (and/or the store).
 
-    Raises `Blocked` (exit 1) with the gate's reasons when the gate does not pass, and a
+    Raises `Blocked` with the gate's reasons when the gate does not pass (exit 1; exit 2 when
+    the gate could not decide, as for ``gpenguard verify``), and a
     `ConversionError`/`FormatError`/`InputError` (exit 2) when the weights cannot be read or
     written safely; in every failure no output file is left behind. `select` defaults to the
     state_dict the gate fingerprinted (the registry entry's ``architecture.state_dict_key``).

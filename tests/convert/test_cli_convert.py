@@ -43,7 +43,7 @@ def test_blocked_exits_1_with_every_reason(tmp_path: Path) -> None:
     torch.save({"x": Evil()}, src)
     code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "evil.safetensors"))
     assert code == 1
-    assert "the gate does not pass" in stderr and "getpid" in stderr
+    assert "the gate blocks this file" in stderr and "getpid" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth"]
 
 

@@ -229,6 +229,16 @@ def test_registry_entry_selects_the_fingerprinted_state_dict(tmp_path: Path) -> 
     assert not (tmp_path / "other.safetensors").exists()
 
 
+def test_gate_that_cannot_decide_exits_2(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    with pytest.raises(Blocked, match="could not decide") as err:
+        convert(src, tmp_path / "m.safetensors", registry=tmp_path / "missing.yaml")
+    assert err.value.exit_code == 2
+    assert any("registry" in r for r in err.value.reasons)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_registry_mismatch_blocks(tmp_path: Path) -> None:
     world = build_world(tmp_path)  # pins size and sha256
     torch.save({k: v + 1 for k, v in world.state_dict.items()}, world.model)  # same shapes, new bytes
@@ -386,7 +396,7 @@ def test_needs_an_output_or_a_store(tmp_path: Path) -> None:
 def test_non_checkpoints_are_blocked(tmp_path: Path) -> None:
     src = tmp_path / "notes.pth"
     src.write_bytes(b"just some text, not a checkpoint\n" * 10)
-    with pytest.raises(Blocked, match="the gate does not pass") as err:
+    with pytest.raises(Blocked, match="the gate blocks this file") as err:
         convert(src, tmp_path / "n.safetensors")
     assert any("not a checkpoint" in r for r in err.value.reasons)
     assert not (tmp_path / "n.safetensors").exists()
