@@ -1086,6 +1086,13 @@ def read_tensors(
         buffers = _zip_buffers(container, storages)
     elif container.format is Format.TORCH_LEGACY:
         root, buffers = _read_legacy(container, lim, storages)
+    elif container.format is Format.SAFETENSORS:
+        raise ConversionError("the file is already safetensors; there is nothing to convert", path=path)
+    elif container.format is Format.TORCH_TAR:
+        raise ConversionError(
+            "the pre-1.0 torch tar format is not read; re-save it with a current torch in a sandbox",
+            path=path,
+        )
     else:
         raise ConversionError(
             f"a {container.format} file holds no torch checkpoint to convert "

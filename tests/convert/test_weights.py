@@ -389,3 +389,12 @@ def test_gpu_saved_storages_read_as_cpu(tmp_path: Path) -> None:
     state = read(path)
     assert state["w"].dtype == "F16"
     assert bytes(state.tensor_bytes(state["w"])) == values.numpy().tobytes()
+
+
+def test_safetensors_input_is_named_as_such(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.ones(2)}, path)
+    with pytest.raises(ConversionError, match="already safetensors"):
+        read(path)
