@@ -169,16 +169,22 @@ def _layout(state: StateDict) -> list[tuple[TensorRecord, int, int]]:
     return out
 
 
-def _header(layout: list[tuple[TensorRecord, int, int]], metadata: Mapping[str, str]) -> bytes:
+def _header(
+    layout: list[tuple[TensorRecord, int, int]], metadata: Mapping[str, str], source: str
+) -> bytes:
     head: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
     for rec, begin, end in layout:
         if rec.name == "__metadata__":
-            raise ConversionError("a tensor is named '__metadata__', which safetensors reserves")
+            raise ConversionError(
+                "a tensor is named '__metadata__', which safetensors reserves", path=source
+            )
         head[rec.name] = {"dtype": rec.dtype, "shape": list(rec.shape), "data_offsets": [begin, end]}
     raw = json.dumps(head, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-(len(raw) + 8) % 8)  # data starts 8-byte aligned
     if len(raw) > MAX_HEADER:
-        raise ConversionError(f"safetensors header would be {len(raw)} bytes (limit {MAX_HEADER})")
+        raise ConversionError(
+            f"safetensors header would be {len(raw)} bytes (limit {MAX_HEADER})", path=source
+        )
     return struct.pack("<Q", len(raw)) + raw
 
 
@@ -210,7 +216,7 @@ def _temp_beside(dest: Path, suffix: str = ".tmp") -> Iterator[tuple[int, Path]]
 
 def _write_tmp(state: StateDict, fd: int, tmp: Path, metadata: Mapping[str, str]) -> WrittenWeights:
     layout = _layout(state)
-    header = _header(layout, metadata)
+    header = _header(layout, metadata, state.path)
     size = len(header) + (layout[-1][2] if layout else 0)
     try:
         digest = _stream(state, fd, tmp, header, layout)
@@ -263,7 +269,7 @@ def _stream(
                 waiting.result()
             got = buffers[slot] if len(piece) == _CHUNK else bytearray(len(piece))
             if os.preadv(rfd, [got], pos) != len(piece) or got != piece:
-                what = f"tensor {rec.name!r}" if rec is not None else "the header"
+                what = f"tensor {rec.name[:80]!r}" if rec is not None else "the header"
                 raise ConversionError(
                     f"{what} read back from the output differs from the source", path=path
                 )
