@@ -236,11 +236,10 @@ def _pieces(state: StateDict, header: bytes, layout: list[tuple[TensorRecord, in
     """The file's bytes in order: (piece, tensor it belongs to, last piece of that tensor)."""
     yield memoryview(header), None, True
     for rec, _begin, _end in layout:
-        data = state.tensor_bytes(rec)
-        if not len(data):
-            continue
-        for off in range(0, len(data), _CHUNK):
-            yield data[off : off + _CHUNK], rec, off + _CHUNK >= len(data)
+        done = 0
+        for piece in state.iter_bytes(rec, _CHUNK):
+            done += len(piece)
+            yield piece, rec, done >= rec.nbytes
 
 
 def _stream(

@@ -232,6 +232,25 @@ class StateDict:
             return self._buffers[rec.storage_key][start : start + rec.nbytes]
         return self.array(rec).reshape(-1).view(np.uint8).data
 
+    def iter_bytes(self, rec: TensorRecord, chunk: int = 8 * 2**20) -> Iterator[memoryview]:
+        """`tensor_bytes` in pieces of about `chunk` bytes, without ever holding all of a view.
+
+        Contiguous tensors are sliced from the mapping; a strided view is materialised a block
+        of leading-dimension rows at a time, so even a large transposed tensor costs one chunk.
+        """
+        if rec.nbytes == 0:
+            return
+        if rec.contiguous or not rec.shape:
+            data = self.tensor_bytes(rec)
+            for off in range(0, len(data), chunk):
+                yield data[off : off + chunk]
+            return
+        view = self._strided(rec)
+        row_bytes = rec.nbytes // rec.shape[0]
+        rows = max(1, chunk // max(row_bytes, 1))
+        for i in range(0, rec.shape[0], rows):
+            yield np.ascontiguousarray(view[i : i + rows]).reshape(-1).view(np.uint8).data
+
     def release(self, rec: TensorRecord) -> None:
         """Hand `rec`'s source pages back to the kernel: done with them, for now.
 
@@ -245,23 +264,27 @@ class StateDict:
 
     def array(self, rec: TensorRecord) -> np.ndarray[Any, np.dtype[Any]]:
         """`rec` as a C-contiguous numpy array of a same-width type (bf16 -> uint16, bool -> uint8)."""
-        dtype = DTYPES[rec.dtype]
-        buf = self._buffers[rec.storage_key]
         if rec.nbytes == 0:
-            return np.zeros(rec.shape, dtype=dtype.numpy)
+            return np.zeros(rec.shape, dtype=DTYPES[rec.dtype].numpy)
+        return np.ascontiguousarray(self._strided(rec))
+
+    def _strided(self, rec: TensorRecord) -> np.ndarray[Any, np.dtype[Any]]:
+        """A read-only numpy view of `rec` over the raw storage (no copy)."""
+        dtype = DTYPES[rec.dtype]
         start, end = rec.byte_span
-        elems = np.frombuffer(buf, dtype=dtype.numpy, count=(end - start) // dtype.itemsize, offset=start)
+        elems = np.frombuffer(
+            self._buffers[rec.storage_key], dtype=dtype.numpy, count=(end - start) // dtype.itemsize, offset=start
+        )
         if rec.contiguous:
             return elems[: rec.numel].reshape(rec.shape)
         # NOTE: `as_strided` trusts its arguments; read_tensors proved that every element it
         # can reach lies inside [start, end) of this storage before any record was handed out.
-        view = np.lib.stride_tricks.as_strided(
+        return np.lib.stride_tricks.as_strided(
             elems,
             shape=rec.shape,
-            strides=tuple(s * dtype.itemsize for s in rec.stride),
+            strides=tuple(st * dtype.itemsize for st in rec.stride),
             writeable=False,
         )
-        return np.ascontiguousarray(view)
 
 
 # --------------------------------------------------------------------------------------------

@@ -398,3 +398,16 @@ def test_safetensors_input_is_named_as_such(tmp_path: Path) -> None:
     save_file({"w": torch.ones(2)}, path)
     with pytest.raises(ConversionError, match="already safetensors"):
         read(path)
+
+
+@pytest.mark.parametrize("legacy", FORMATS)
+def test_iter_bytes_streams_views_in_bounded_pieces(save: Callable[..., Path], legacy: bool) -> None:
+    base = torch.randn(64, 48)
+    path = save({"t": base.t(), "c": base, "s": base[::3, 5:40]}, legacy=legacy)
+    state = read(path)
+    for rec in state:
+        pieces = list(state.iter_bytes(rec, chunk=1024))
+        assert b"".join(bytes(p) for p in pieces) == bytes(state.tensor_bytes(rec))
+        row = rec.nbytes // rec.shape[0]
+        assert max(len(p) for p in pieces) <= max(1024, row)
+        assert len(pieces) > 1
