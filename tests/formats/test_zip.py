@@ -176,9 +176,8 @@ def test_declared_entry_count_disagreement_reads_every_record() -> None:
 
 def test_zip64_archive_with_prepended_bytes() -> None:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        with zf.open("a/data.pkl", "w", force_zip64=True) as fh:
-            fh.write(pickle.dumps({"k": 1}, protocol=2))
+    with zipfile.ZipFile(buf, "w") as zf, zf.open("a/data.pkl", "w", force_zip64=True) as fh:
+        fh.write(pickle.dumps({"k": 1}, protocol=2))
     box = read_bytes(b"\x00" * 100 + buf.getvalue())
     assert [p.member for p in box.pickles] == ["a/data.pkl"]
     assert "GG208" in rule_ids(box)
