@@ -10,6 +10,7 @@ local header by hand, like miniz does, and every disagreement becomes a finding.
 from __future__ import annotations
 
 import bz2
+import lzma
 import struct
 import zipfile
 import zlib
@@ -197,9 +198,15 @@ def _inflate(method: int, raw: memoryview, cap: int) -> bytes:
         if method == zipfile.ZIP_BZIP2:
             return bz2.BZ2Decompressor().decompress(raw, cap)
         if method == zipfile.ZIP_LZMA:
-            lz = zipfile.LZMADecompressor()  # type: ignore[attr-defined]
-            return bytes(lz.decompress(bytes(raw)))[:cap]
-    except (zlib.error, OSError, EOFError, ValueError) as exc:
+            # zip's LZMA: 2-byte version, 2-byte property size, properties, raw LZMA1 data
+            if len(raw) < 4:
+                raise ZipReadError("truncated LZMA header")
+            psize = int.from_bytes(raw[2:4], "little")
+            props = bytes(raw[4 : 4 + psize])
+            lzma_filter = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            dec = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter])
+            return dec.decompress(raw[4 + psize :], cap)
+    except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
         raise ZipReadError(f"corrupt compressed data: {exc}") from exc
     raise ZipReadError(f"unsupported compression method {method}")
 

@@ -181,3 +181,16 @@ def test_zip64_archive_with_prepended_bytes() -> None:
     box = read_bytes(b"\x00" * 100 + buf.getvalue())
     assert [p.member for p in box.pickles] == ["a/data.pkl"]
     assert "GG208" in rule_ids(box)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_compressed_members_are_inflated_within_bounds(method: int) -> None:
+    buf = io.BytesIO()
+    payload = pickle.dumps({"k": list(range(300))}, protocol=2)
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        zf.writestr("a/x.pkl", payload)
+        zf.writestr("a/zeros", b"\0" * (16 * 2**20))
+    box = read_bytes(buf.getvalue())
+    (stream,) = box.pickles
+    assert bytes(stream.data) == payload
+    assert "GG203" in rule_ids(box)  # 16 MiB of zeros is far past the ratio bound
