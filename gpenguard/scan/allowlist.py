@@ -321,10 +321,35 @@ def normalize(module: str, name: str) -> str:
 
 # Attribute names that reach interpreter internals from any object (namespace escapes).
 _DUNDER_ESCAPES = frozenset(
-    """__builtins__ __globals__ __dict__ __class__ __subclasses__ __bases__ __mro__
-    __getattribute__ __getattr__ __setattr__ __delattr__ __import__ __loader__ __spec__
-    __code__ __closure__ __func__ __self__ __reduce__ __reduce_ex__ __setstate__ __init__
-    __new__ __call__ __getitem__ __setitem__ __module__""".split()
+    [
+        "__builtins__",
+        "__globals__",
+        "__dict__",
+        "__class__",
+        "__subclasses__",
+        "__bases__",
+        "__mro__",
+        "__getattribute__",
+        "__getattr__",
+        "__setattr__",
+        "__delattr__",
+        "__import__",
+        "__loader__",
+        "__spec__",
+        "__code__",
+        "__closure__",
+        "__func__",
+        "__self__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__setstate__",
+        "__init__",
+        "__new__",
+        "__call__",
+        "__getitem__",
+        "__setitem__",
+        "__module__",
+    ]
 )
 
 
