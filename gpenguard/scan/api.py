@@ -185,7 +185,7 @@ def _auto_workers(files: Sequence[str]) -> int:
     total = 0
     for f in files:
         with contextlib.suppress(OSError):
-            total += os.stat(f).st_size
+            total += Path(f).stat().st_size
     if len(files) < 2 or total < _POOL_MIN_BYTES:
         return 1
     return min(len(files), os.cpu_count() or 1)
