@@ -319,10 +319,47 @@ def normalize(module: str, name: str) -> str:
     return f"{module}.{name}"
 
 
+# Attribute names that reach interpreter internals from any object (namespace escapes).
+_DUNDER_ESCAPES = frozenset(
+    [
+        "__builtins__",
+        "__globals__",
+        "__dict__",
+        "__class__",
+        "__subclasses__",
+        "__bases__",
+        "__mro__",
+        "__getattribute__",
+        "__getattr__",
+        "__setattr__",
+        "__delattr__",
+        "__import__",
+        "__loader__",
+        "__spec__",
+        "__code__",
+        "__closure__",
+        "__func__",
+        "__self__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__setstate__",
+        "__init__",
+        "__new__",
+        "__call__",
+        "__getitem__",
+        "__setitem__",
+        "__module__",
+    ]
+)
+
+
 def is_dangerous(qualname: str) -> bool:
+    """Known to run code or reach the OS: a listed module or name, or a dunder escape."""
     if qualname in _DANGEROUS_NAMES:
         return True
     parts = qualname.split(".")
+    if any(p in _DUNDER_ESCAPES for p in parts):
+        return True
     for i in range(1, len(parts) + 1):
         prefix = ".".join(parts[:i])
         if prefix in _DANGEROUS_MODULES:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -38,8 +40,11 @@ def analyse_stream(
     stream: PickleStream, *, path: str, policy: Policy, limits: Limits
 ) -> tuple[list[Finding], list[str]]:
     """Findings for one pickle program, and every import it makes (normalised names)."""
-    res = walk(stream.data, 0, _walk_limits(limits))
     base = stream.offset
+    if len(stream.data) > limits.max_pickle_bytes:
+        msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
+        return [finding("GG115", msg, path=path, member=stream.member, offset=base)], []
+    res = walk(stream.data, 0, _walk_limits(limits))
     out: list[Finding] = [
         finding(
             p.rule_id,
@@ -169,6 +174,23 @@ def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
     return out
 
 
+_POOL_MIN_BYTES = 32 * 2**20
+
+
+def _auto_workers(files: Sequence[str]) -> int:
+    """One process per core for real work; inline when a pool would cost more than it saves.
+
+    Starting workers costs about a second; a directory of small files scans faster inline.
+    """
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += Path(f).stat().st_size
+    if len(files) < 2 or total < _POOL_MIN_BYTES:
+        return 1
+    return min(len(files), os.cpu_count() or 1)
+
+
 def scan_paths(
     paths: Sequence[str | Path],
     *,
@@ -182,7 +204,7 @@ def scan_paths(
     policy = policy or Policy()
     limits = limits or Limits()
     files = expand(paths, recursive=recursive)
-    workers = jobs if jobs is not None else min(len(files), os.cpu_count() or 1)
+    workers = jobs if jobs is not None else _auto_workers(files)
     reports: list[FileReport | None] = [None] * len(files)
     if workers <= 1 or len(files) <= 1:
         for i, f in enumerate(files):
@@ -190,7 +212,11 @@ def scan_paths(
             if on_file is not None:
                 on_file(reports[i])  # type: ignore[arg-type]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver: workers never inherit the caller's threads or locks (a forked copy of a
+        # multi-threaded parent can deadlock), and start far faster than spawned interpreters.
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
+        ) as pool:
             futures = {pool.submit(scan_file, f, policy, limits): i for i, f in enumerate(files)}
             for fut in as_completed(futures):
                 i = futures[fut]

@@ -475,3 +475,13 @@ def test_pin_of_an_unknown_name_is_refused(tmp_path: Path) -> None:
     w = build_world(tmp_path, pinned=False)
     r = run("registry", "pin", "nope", w.model, "--registry", w.registry)
     assert r.exit_code == 2 and "no artifact named 'nope'" in r.stderr
+
+
+def test_usage_and_io_problems_exit_2(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    missing_reg = run("verify", w.model, "--registry", tmp_path / "none.yaml")
+    assert missing_reg.exit_code == 2 and "registry not found" in missing_reg.stdout
+    bad_format = run("verify", w.model, "--registry", w.registry, "--format", "html")
+    assert bad_format.exit_code == 2 and "--format must be one of text, json, sarif" in bad_format.stderr
+    a_dir = run("verify", tmp_path, "--registry", w.registry)
+    assert a_dir.exit_code == 2 and "file: not a regular file" in a_dir.stdout

@@ -82,3 +82,11 @@ def test_second_pickle_in_data_pkl_is_scanned(tmp_path: Path) -> None:
     (f,) = scan(path).files
     rules = {x.rule_id for x in f.findings}
     assert {"GG113", "GG100"} <= rules
+
+
+def test_pickle_size_bound(tmp_path: Path) -> None:
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(list(range(1000)), protocol=2))
+    (f,) = scan_paths([path], limits=Limits(max_pickle_bytes=100), jobs=1).files
+    assert f.verdict is Verdict.BLOCK and any("exceeds" in x.message for x in f.findings)
+    assert f.not_checked

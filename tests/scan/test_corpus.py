@@ -32,6 +32,13 @@ def test_every_malicious_item_is_blocked_with_its_finding(malicious: list[Corpus
     misses = []
     for item in malicious:
         report = scan_file(str(item.path))
+        if item.expect_verdict == "error":
+            if report.verdict is not Verdict.ERROR or not report.error:
+                misses.append((item.name, report.verdict, []))
+            continue
+        rules = {f.rule_id for f in report.findings}
+        if not set(item.also_rules) <= rules:
+            misses.append((item.name, report.verdict, sorted(rules)))
         hits = [
             f
             for f in report.findings
