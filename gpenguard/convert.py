@@ -13,6 +13,7 @@ mapping, so memory does not grow with the number or size of tensors.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -134,6 +135,13 @@ class Provenance:
     def source_sha256(self) -> str:
         deps = self.statement["predicate"]["buildDefinition"]["resolvedDependencies"]
         return str(deps[0]["digest"]["sha256"])
+
+    def byproduct(self, name: str) -> Any:
+        """A JSON byproduct (``gate-decision``, ``shared-storage-groups``...), or None."""
+        for item in self.statement["predicate"]["runDetails"].get("byproducts", []):
+            if item.get("name") == name and "content" in item:
+                return json.loads(base64.b64decode(item["content"]))
+        return None
 
     def verified_by(self, keys: Sequence[PublicKey]) -> tuple[str, ...]:
         """Key ids among `keys` whose signature over this envelope verifies (empty if unsigned)."""
@@ -384,21 +392,17 @@ def provenance_statement(
             "version": approval.registry_version,
             "digest": {"sha256": approval.registry_sha256},
         }
-    byproducts: list[dict[str, Any]] = [
-        {
-            "name": "gate-decision",
-            "content": {
-                "verdict": "pass",
-                "checks": [{"check": c, "outcome": o} for c, o in approval.checks],
-                "warnings": list(approval.warnings),
-                "notChecked": list(approval.not_checked),
-            },
-        }
-    ]
+    gate = {
+        "verdict": "pass",
+        "checks": [{"check": c, "outcome": o} for c, o in approval.checks],
+        "warnings": list(approval.warnings),
+        "notChecked": list(approval.not_checked),
+    }
+    byproducts = [_json_descriptor("gate-decision", gate)]
     if shared:
-        byproducts.append({"name": "shared-storage-groups", "content": [list(g) for g in shared]})
+        byproducts.append(_json_descriptor("shared-storage-groups", [list(g) for g in shared]))
     if materialised:
-        byproducts.append({"name": "materialised-views", "content": list(materialised)})
+        byproducts.append(_json_descriptor("materialised-views", list(materialised)))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": output_name, "digest": {"sha256": sha256}}],
@@ -418,6 +422,17 @@ def provenance_statement(
                 "byproducts": byproducts,
             },
         },
+    }
+
+
+def _json_descriptor(name: str, value: Any) -> dict[str, Any]:
+    """An in-toto ResourceDescriptor carrying JSON: `content` is bytes, so base64 in JSON."""
+    raw = json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return {
+        "name": name,
+        "mediaType": "application/json",
+        "content": base64.b64encode(raw).decode("ascii"),
+        "digest": {"sha256": hashlib.sha256(raw).hexdigest()},
     }
 
 

@@ -84,6 +84,9 @@ def test_round_trip_bit_exact_with_torch_load(tmp_path: Path, legacy: bool) -> N
     assert record.tensors == len(ref)
     assert set(record.materialised) == {"transposed", "window", "expanded"}
     assert record.shared == (("transposed", "window", "row"),)
+    prov = read_provenance(record.provenance)
+    assert prov.byproduct("shared-storage-groups") == [["transposed", "window", "row"]]
+    assert set(prov.byproduct("materialised-views")) == set(record.materialised)
 
 
 def test_metadata_records_source_and_what_was_done(tmp_path: Path) -> None:
@@ -139,7 +142,7 @@ def test_provenance_statement_and_signature(tmp_path: Path) -> None:
     assert build["externalParameters"]["registry"]["name"] == "gpenguard-default"
     run = st["predicate"]["runDetails"]
     assert run["metadata"]["startedOn"] <= run["metadata"]["finishedOn"]
-    gate = next(b for b in run["byproducts"] if b["name"] == "gate-decision")["content"]
+    gate = prov.byproduct("gate-decision")
     assert gate["verdict"] == "pass"
     assert {"check": "scan", "outcome": "pass"} in gate["checks"]
     assert record.signed_by == (key.key_id,)
