@@ -387,11 +387,9 @@ def provenance_statement(
         "stripPrefix": strip_prefix,
     }
     if approval.registry_name is not None:
-        external["registry"] = {
-            "name": approval.registry_name,
-            "version": approval.registry_version,
-            "digest": {"sha256": approval.registry_sha256},
-        }
+        external["registry"] = {"name": approval.registry_name, "version": approval.registry_version}
+        if approval.registry_sha256:
+            external["registry"]["digest"] = {"sha256": approval.registry_sha256}
     gate = {
         "verdict": "pass",
         "checks": [{"check": c, "outcome": o} for c, o in approval.checks],
