@@ -586,6 +586,7 @@ def convert(
     audit_log: str | os.PathLike[str] | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ConversionRecord:
     """Gate `path`, then convert what the gate passed into `out` (and/or the store).
 
@@ -594,6 +595,7 @@ def convert(
     `ConversionError`/`FormatError`/`InputError` (exit 2) when the weights cannot be read or
     written safely; in every failure no output file is left behind. `select` defaults to the
     state_dict the gate fingerprinted (the registry entry's ``architecture.state_dict_key``).
+    `progress(done, total)` follows the gate's hashing of the source, the long part of the gate.
     """
     from gpenguard.gate import verify_source
 
@@ -625,7 +627,7 @@ def convert(
     try:
         decision = verify_source(
             source, registry=registry, name=name, policy=policy, trust_root=trust_root,
-            audit_log=audit_log, state_dir=state_dir,
+            audit_log=audit_log, state_dir=state_dir, progress=progress,
         )
         approval = _approval(decision, src_path)
         if decision.fingerprint is not None:

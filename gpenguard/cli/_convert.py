@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gpenguard.cli._common import err_console, guarded
 
+if TYPE_CHECKING:
+    from gpenguard.convert import ConversionRecord
 
-def _summary(record: Any) -> dict[str, Any]:
+
+def _summary(record: ConversionRecord) -> dict[str, Any]:
     return {
         "source": record.source,
         "source_sha256": record.source_sha256,
@@ -54,25 +58,29 @@ def convert_command(
     reads. Exit codes: 0 converted, 1 blocked by the gate (every reason printed), 2 usage, I/O
     or format error. No output file is left behind on any failure.
     """
-    from gpenguard.convert import convert
+    from gpenguard.convert import ConversionRecord, convert
     from gpenguard.store import Store
 
     the_store: Store | None = Store(store) if store is not None else None
     if output is None and the_store is None:
         the_store = Store()
-    record = convert(
-        file,
-        output,
-        registry=registry,
-        name=name,
-        policy=policy,
-        select=select,
-        strip_prefix=strip_prefix,
-        store=the_store,
-        sign_key=sign_key,
-        trust_root=trust_root,
-        audit_log=audit_log,
-    )
+
+    def run(progress: Callable[[int, int], None] | None = None) -> ConversionRecord:
+        return convert(
+            file, output, registry=registry, name=name, policy=policy, select=select,
+            strip_prefix=strip_prefix, store=the_store, sign_key=sign_key, trust_root=trust_root,
+            audit_log=audit_log, progress=progress,
+        )
+
+    if err_console.is_terminal:  # a bar for the gate's sha256 pass, only when someone watches
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("sha256", total=None)
+            record = run(lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        record = run()
     decision = record.decision
     for warning in getattr(decision, "warnings", ()):
         err_console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)

@@ -446,3 +446,11 @@ def test_corrupt_checkpoints_fail_with_the_reason_and_leave_nothing(tmp_path: Pa
     assert err.value.exit_code == 2
     assert err.value.path == str(src) and message in str(err.value)
     assert listing(tmp_path) == before
+
+
+def test_progress_follows_the_gate_hash(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.randn(64, 64)}, src)
+    seen: list[tuple[int, int]] = []
+    convert(src, tmp_path / "m.safetensors", progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (src.stat().st_size, src.stat().st_size)
