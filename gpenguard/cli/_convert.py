@@ -58,7 +58,7 @@ def convert_command(
     reads. Exit codes: 0 converted, 1 blocked by the gate (every reason printed), 2 usage, I/O
     or format error. No output file is left behind on any failure.
     """
-    from gpenguard.convert import ConversionRecord, convert
+    from gpenguard.convert import convert
     from gpenguard.store import Store
 
     the_store: Store | None = Store(store) if store is not None else None
