@@ -632,9 +632,10 @@ def convert(
         approval = _approval(decision, src_path)
         if decision.fingerprint is not None:
             if select is not None and select != decision.state_dict_key:
+                where = repr(decision.state_dict_key) if decision.state_dict_key else "the top level"
                 raise UsageError(
-                    f"the registry entry pins the state_dict at {decision.state_dict_key!r}; "
-                    f"converting {select!r} would write tensors the gate did not fingerprint",
+                    f"the registry entry pins the state_dict at {where}; converting {select!r} "
+                    "would write tensors the gate did not fingerprint",
                     path=src_path,
                 )
             select = decision.state_dict_key
