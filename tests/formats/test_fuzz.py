@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gpenguard.errors import GpenguardError
 from gpenguard.formats import Limits, Source, read_container
 from gpenguard.scan import Verdict, scan_source
-from gpenguard.scan.opcodes import OPCODE_BYTES
+from gpenguard.scan.opcodes import OPCODE_BYTES, DecodeError, Decoder, extent
 from gpenguard.scan.walker import render, walk
 from tests.corpus import ZipEntry, build_zip, legacy_stream, legacy_tar, npy_object, os_system_true
 
@@ -140,3 +140,26 @@ def test_real_pickles_walk_clean(value: object, proto: int) -> None:
     res = walk(memoryview(pickle.dumps(value, protocol=proto)))
     assert res.complete
     assert not [p for p in res.problems if p.rule_id not in ("GG116",)]
+
+
+def _decoder_end(data: bytes) -> tuple[int | None, str | None]:
+    try:
+        for op in Decoder(memoryview(data)):
+            if op.name == "STOP":
+                return op.end, None
+    except DecodeError as exc:
+        return None, exc.reason
+    return None, None
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(_OPS), st.binary(max_size=6)), max_size=60))
+def test_fast_extent_agrees_with_the_decoder(program: list[tuple[int, bytes]]) -> None:
+    data = b"".join(bytes([op]) + arg for op, arg in program) + b"."
+    full, reason = _decoder_end(data)
+    fast, _ops, _imports = extent(memoryview(data), max_ops=10_000)
+    if full is not None:
+        assert fast == full
+    elif fast is not None:
+        # the fast path skips argument contents; only content errors may separate them
+        assert reason is not None and ("UTF-8" in reason or "integer of" in reason), reason
