@@ -62,6 +62,11 @@ _PLAIN: dict[str, str] = {
         f"torch.{n}": "typed storage class; names the dtype of raw storage bytes"
         for n in _STORAGE_NAMES
     },
+    **{
+        f"torch.cuda.{n}": "storage class of a tensor saved from a GPU (legacy files); names a dtype only"
+        for n in _STORAGE_NAMES
+        if n != "UntypedStorage"
+    },
 }
 
 _DEFAULT: dict[str, str] = {
@@ -287,6 +292,8 @@ _DANGEROUS_NAMES = frozenset(
         "torch.from_file",
         "torch.classes",
         "torch.ops",
+        "torch.storage._load_from_bytes",
+        "torch._weights_only_unpickler.load",
         "numpy.load",
         "numpy.save",
         "numpy.fromfile",
