@@ -377,9 +377,10 @@ def is_dangerous(qualname: str) -> bool:
 
 
 def _matches(qualname: str, pattern: str) -> bool:
+    """``a.b.c`` matches ``a.b.c``, ``a.b.*`` and ``a.b`` (a module denies all it holds)."""
     if pattern.endswith(".*"):
         return qualname.startswith(pattern[:-1])
-    return qualname == pattern
+    return qualname == pattern or qualname.startswith(pattern + ".")
 
 
 def reason_allowed(qualname: str, module: str, name: str, profile: Profile) -> str | None:

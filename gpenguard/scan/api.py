@@ -104,7 +104,10 @@ def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Fin
 
 
 def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
-    return Verdict.BLOCK if any(f.severity >= policy.fail_on for f in findings) else Verdict.PASS
+    """BLOCK at the policy's threshold, and always when part of the file went unchecked."""
+    if any(f.severity >= policy.fail_on or f.rule_id in _NOT_CHECKED_RULES for f in findings):
+        return Verdict.BLOCK
+    return Verdict.PASS
 
 
 def scan_source(

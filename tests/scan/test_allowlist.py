@@ -53,6 +53,7 @@ def test_policy_allow_and_deny() -> None:
     deny = Policy(deny=("collections.*",))
     verdict = judge("collections", "OrderedDict", deny)
     assert verdict is not None and verdict.rule_id == "GG102"
+    assert judge("collections", "Counter", Policy(deny=("collections",))) is not None
     deny_exact = Policy(deny=("numpy.dtype",))
     assert judge("numpy", "dtype", deny_exact) is not None
     assert judge("numpy", "ndarray", deny_exact) is None
