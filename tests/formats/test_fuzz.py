@@ -163,3 +163,28 @@ def test_fast_extent_agrees_with_the_decoder(program: list[tuple[int, bytes]]) -
     elif fast is not None:
         # the fast path skips argument contents; only content errors may separate them
         assert reason is not None and ("UTF-8" in reason or "integer of" in reason), reason
+
+
+_DATA = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.text(max_size=4), kids, max_size=4)
+        | st.tuples(kids, kids)
+        | st.frozensets(st.integers(), max_size=3)
+        | st.sets(st.text(max_size=3), max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(_DATA, st.integers(0, 5))
+def test_plain_data_pickles_pass_the_default_profile(value: object, proto: int) -> None:
+    report = scan_source(Source.from_bytes(pickle.dumps(value, protocol=proto), "data.pkl"))
+    assert report.verdict is Verdict.PASS, report.findings
