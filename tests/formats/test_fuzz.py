@@ -188,3 +188,23 @@ _DATA = st.recursive(
 def test_plain_data_pickles_pass_the_default_profile(value: object, proto: int) -> None:
     report = scan_source(Source.from_bytes(pickle.dumps(value, protocol=proto), "data.pkl"))
     assert report.verdict is Verdict.PASS, report.findings
+
+
+class _Payload:
+    """Pickles as ``os.system('true')``; never unpickled here."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("true",))
+
+
+@FUZZ
+@given(st.lists(_DATA, max_size=5), st.integers(0, 5), st.data())
+def test_payload_anywhere_in_plain_data_is_blocked(
+    items: list[object], proto: int, data: st.DataObject
+) -> None:
+    where = data.draw(st.integers(0, len(items)))
+    items.insert(where, {"nested": (_Payload(),)})
+    report = scan_source(Source.from_bytes(pickle.dumps(items, protocol=proto), "mixed.pkl"))
+    assert report.verdict is Verdict.BLOCK
+    hits = [f for f in report.findings if f.rule_id == "GG100"]
+    assert hits and hits[0].global_name == "posix.system" and hits[0].call == "posix.system('true')"
