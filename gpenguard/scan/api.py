@@ -172,9 +172,12 @@ def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
-            out.extend(str(f) for f in sorted(walker) if f.is_file())
+        if path.is_dir() and recursive:
+            # os.walk does not follow directory symlinks, so a link loop cannot recurse forever
+            found = [Path(d) / n for d, _subdirs, names in os.walk(path) for n in names]
+            out.extend(str(f) for f in sorted(found) if f.is_file())
+        elif path.is_dir():
+            out.extend(str(f) for f in sorted(path.iterdir()) if f.is_file())
         else:
             out.append(str(path))
     return out

@@ -32,6 +32,8 @@ def test_directory_recursion(tmp_path: Path) -> None:
     assert deep.verdict is Verdict.BLOCK
     assert scan(root).verdict is Verdict.BLOCK
     assert len(scan(root).files) == 3
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    assert len(scan(root).files) == 3  # directory links are not followed
 
 
 def test_report_fields(tmp_path: Path) -> None:
