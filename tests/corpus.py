@@ -773,6 +773,7 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         ("threading", "Thread", "", "threading-thread"),
         ("torch.hub", "load", "x/y", "torch-hub-load"),
         ("torch.jit", "load", "/dev/null", "torch-jit-load"),
+        ("torch.storage", "_load_from_bytes", "", "torch-storage-load-from-bytes"),
         ("ctypes", "CDLL", "libc.so.6", "ctypes-cdll"),
         ("sys", "exit", "0", "sys-exit"),
         ("socket", "create_connection", "example.invalid", "socket-connect"),

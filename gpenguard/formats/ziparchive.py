@@ -40,6 +40,11 @@ class Member:
 class ZipReadError(Exception):
     """A member's bytes cannot be produced (message says why)."""
 
+    def __init__(self, message: str, *, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported
+        """True when a finding already says why (bounds, size lies)."""
+
 
 def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     """Parse the central directory and check every entry against its local header."""
@@ -169,7 +174,7 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
                 f"member expands to {declared} bytes from {info.compress_size} (bounds: ratio {lim.max_compression_ratio:g}, total {lim.max_uncompressed_bytes})",
                 member=m.name,
             )
-            raise ZipReadError("compression bound")
+            raise ZipReadError("compression bound", reported=True)
         data = _inflate(method, raw, declared + 1)
         if len(data) != declared:
             ctx.add(
@@ -178,7 +183,7 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
                 member=m.name,
             )
             if len(data) > declared:
-                raise ZipReadError("size mismatch")
+                raise ZipReadError("size mismatch", reported=True)
         ctx.budget.uncompressed += len(data)
         out = memoryview(data)
     if check_crc and len(out) <= _CRC_CHECK_MAX and zlib.crc32(out) != info.CRC:
@@ -214,11 +219,17 @@ def _inflate(method: int, raw: memoryview, cap: int) -> bytes:
 class LazyStorages(Mapping[str, memoryview]):
     """Storage key -> bytes; stored members are views, compressed ones inflate on first use."""
 
-    def __init__(self, ctx: Ctx, buf: memoryview, members: dict[str, Member]):
+    def __init__(
+        self,
+        ctx: Ctx,
+        buf: memoryview,
+        members: dict[str, Member],
+        ready: dict[str, memoryview] | None = None,
+    ):
         self._ctx = ctx
         self._buf = buf
         self._members = members
-        self._cache: dict[str, memoryview] = {}
+        self._cache: dict[str, memoryview] = dict(ready or {})
 
     def __getitem__(self, key: str) -> memoryview:
         if key in self._cache:

@@ -62,6 +62,11 @@ _PLAIN: dict[str, str] = {
         f"torch.{n}": "typed storage class; names the dtype of raw storage bytes"
         for n in _STORAGE_NAMES
     },
+    **{
+        f"torch.cuda.{n}": "storage class of a tensor saved from a GPU (legacy files); names a dtype only"
+        for n in _STORAGE_NAMES
+        if n != "UntypedStorage"
+    },
 }
 
 _DEFAULT: dict[str, str] = {
@@ -287,6 +292,8 @@ _DANGEROUS_NAMES = frozenset(
         "torch.from_file",
         "torch.classes",
         "torch.ops",
+        "torch.storage._load_from_bytes",
+        "torch._weights_only_unpickler.load",
         "numpy.load",
         "numpy.save",
         "numpy.fromfile",
@@ -370,9 +377,10 @@ def is_dangerous(qualname: str) -> bool:
 
 
 def _matches(qualname: str, pattern: str) -> bool:
+    """``a.b.c`` matches ``a.b.c``, ``a.b.*`` and ``a.b`` (a module denies all it holds)."""
     if pattern.endswith(".*"):
         return qualname.startswith(pattern[:-1])
-    return qualname == pattern
+    return qualname == pattern or qualname.startswith(pattern + ".")
 
 
 def reason_allowed(qualname: str, module: str, name: str, profile: Profile) -> str | None:

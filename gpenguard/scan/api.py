@@ -104,7 +104,10 @@ def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Fin
 
 
 def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
-    return Verdict.BLOCK if any(f.severity >= policy.fail_on for f in findings) else Verdict.PASS
+    """BLOCK at the policy's threshold, and always when part of the file went unchecked."""
+    if any(f.severity >= policy.fail_on or f.rule_id in _NOT_CHECKED_RULES for f in findings):
+        return Verdict.BLOCK
+    return Verdict.PASS
 
 
 def scan_source(
@@ -127,6 +130,9 @@ def scan_source(
             size=source.size,
             error="structure nests too deeply to analyse",
         )
+    except Exception as exc:  # a scanner bug must fail closed, never read as clean
+        why = f"internal scanner error ({type(exc).__name__}: {exc}); the file was not checked"
+        return FileReport(path=source.name, verdict=Verdict.ERROR, size=source.size, error=why)
     not_checked = tuple(
         f"{f.member + ': ' if f.member else ''}{f.message}"
         for f in findings
@@ -166,9 +172,12 @@ def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
-            out.extend(str(f) for f in sorted(walker) if f.is_file())
+        if path.is_dir() and recursive:
+            # os.walk does not follow directory symlinks, so a link loop cannot recurse forever
+            found = [Path(d) / n for d, _subdirs, names in os.walk(path) for n in names]
+            out.extend(str(f) for f in sorted(found) if f.is_file())
+        elif path.is_dir():
+            out.extend(str(f) for f in sorted(path.iterdir()) if f.is_file())
         else:
             out.append(str(path))
     return out
