@@ -75,6 +75,7 @@ P4 = b"\x80\x04"
 STOP = b"."
 REDUCE = b"R"
 TUPLE1 = b"\x85"
+K1 = b"K\x01"
 MARK = b"("
 
 
@@ -745,6 +746,102 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "B: GET of a slot never set",
         "BINGET 7 on an empty memo",
         "GG114",
+        "HIGH",
+        None,
+    )
+
+    # more denylist gaps named in the advisories: one import each, all must be CRITICAL
+    gaps = [
+        ("http.client", "HTTPConnection", "example.invalid", "network-exfiltration"),
+        ("requests", "get", "http://example.invalid", "requests-exfiltration"),
+        ("ssl", "get_server_certificate", "example.invalid", "ssl-network"),
+        ("pdb", "run", "None", "debugger-exec"),
+        ("doctest", "debug_script", "None", "doctest-exec"),
+        ("idlelib.pyshell", "main", "", "idlelib-exec"),
+        ("site", "addsitedir", "/nonexistent", "site-pth"),
+        ("atexit", "register", "", "atexit-hook"),
+        ("multiprocessing.util", "spawnv_passfds", "true", "multiprocessing-spawn"),
+        ("pandas", "read_csv", "http://example.invalid/x.csv", "pandas-read-url"),
+        ("mlflow.projects.backend.local", "_run_entry_point", "true", "mlflow-entry-point"),
+        ("importlib", "import_module", "os", "importlib-import"),
+        ("ensurepip", "_run_pip", "--version", "ensurepip-run-pip"),
+        ("venv", "create", "/nonexistent", "venv-create"),
+        ("code", "InteractiveInterpreter", "", "code-interpreter"),
+        ("shutil", "rmtree", "/nonexistent-gpenguard-corpus", "shutil-rmtree"),
+        ("tempfile", "mkdtemp", "", "tempfile-create"),
+        ("signal", "raise_signal", "0", "signal-raise"),
+        ("threading", "Thread", "", "threading-thread"),
+        ("torch.hub", "load", "x/y", "torch-hub-load"),
+        ("torch.jit", "load", "/dev/null", "torch-jit-load"),
+        ("torch.storage", "_load_from_bytes", "", "torch-storage-load-from-bytes"),
+        ("ctypes", "CDLL", "libc.so.6", "ctypes-cdll"),
+        ("sys", "exit", "0", "sys-exit"),
+        ("socket", "create_connection", "example.invalid", "socket-connect"),
+    ]
+    for module, attr, arg, name in gaps:
+        args = (arg,) if arg else ()
+        add(
+            f"{name}.pkl",
+            call(module, attr, *args),
+            name,
+            "A: incomplete denylist",
+            f"{module}.{attr}",
+            "GG100",
+            "CRITICAL",
+            f"{module}.{attr}",
+        )
+    gadget = P2 + op_global("numpy", "__builtins__") + b"}" + op_bstr("x") + K1 + b"s" + b"b" + STOP
+    add(
+        "numpy_builtins.pkl",
+        gadget,
+        "numpy-builtins-gadget",
+        "B: attribute gadget (modelscan#330)",
+        "numpy.__builtins__ then BUILD",
+        "GG100",
+        "CRITICAL",
+        "numpy.__builtins__",
+    )
+    eop = (
+        P2
+        + b"("
+        + op_global("posix", "system")
+        + op_bstr("true")
+        + TUPLE1
+        + REDUCE
+        + op_global("builtins", "int")
+        + op_bstr("not-a-number")
+        + TUPLE1
+        + REDUCE
+        + b"t"
+        + STOP
+    )
+    add(
+        "exception_oriented.pkl",
+        eop,
+        "exception-oriented",
+        "B: exception-oriented programming",
+        "payload, then a call that raises on purpose",
+        "GG100",
+        "CRITICAL",
+        "posix.system",
+    )
+    add(
+        "setitem_non_dict.pkl",
+        P2 + b"]" + b"K\x00K\x01s" + STOP,
+        "setitem-on-non-dict",
+        "D: SETITEM on a non-dict (CVE-2026-24747)",
+        "SETITEM applied to a list",
+        "GG110",
+        "HIGH",
+        None,
+    )
+    add(
+        "deep_marks.pkl",
+        P2 + b"(" * 20_001 + STOP,
+        "deep-mark-nesting",
+        "E: DoS by nesting",
+        "20001 nested MARKs",
+        "GG115",
         "HIGH",
         None,
     )

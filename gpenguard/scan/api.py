@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -103,7 +104,10 @@ def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Fin
 
 
 def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
-    return Verdict.BLOCK if any(f.severity >= policy.fail_on for f in findings) else Verdict.PASS
+    """BLOCK at the policy's threshold, and always when part of the file went unchecked."""
+    if any(f.severity >= policy.fail_on or f.rule_id in _NOT_CHECKED_RULES for f in findings):
+        return Verdict.BLOCK
+    return Verdict.PASS
 
 
 def scan_source(
@@ -126,6 +130,9 @@ def scan_source(
             size=source.size,
             error="structure nests too deeply to analyse",
         )
+    except Exception as exc:  # a scanner bug must fail closed, never read as clean
+        why = f"internal scanner error ({type(exc).__name__}: {exc}); the file was not checked"
+        return FileReport(path=source.name, verdict=Verdict.ERROR, size=source.size, error=why)
     not_checked = tuple(
         f"{f.member + ': ' if f.member else ''}{f.message}"
         for f in findings
@@ -165,12 +172,32 @@ def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
-            out.extend(str(f) for f in sorted(walker) if f.is_file())
+        if path.is_dir() and recursive:
+            # os.walk does not follow directory symlinks, so a link loop cannot recurse forever
+            found = [Path(d) / n for d, _subdirs, names in os.walk(path) for n in names]
+            out.extend(str(f) for f in sorted(found) if f.is_file())
+        elif path.is_dir():
+            out.extend(str(f) for f in sorted(path.iterdir()) if f.is_file())
         else:
             out.append(str(path))
     return out
+
+
+_POOL_MIN_BYTES = 32 * 2**20
+
+
+def _auto_workers(files: Sequence[str]) -> int:
+    """One process per core for real work; inline when a pool would cost more than it saves.
+
+    Starting workers costs about a second; a directory of small files scans faster inline.
+    """
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += Path(f).stat().st_size
+    if len(files) < 2 or total < _POOL_MIN_BYTES:
+        return 1
+    return min(len(files), os.cpu_count() or 1)
 
 
 def scan_paths(
@@ -186,7 +213,7 @@ def scan_paths(
     policy = policy or Policy()
     limits = limits or Limits()
     files = expand(paths, recursive=recursive)
-    workers = jobs if jobs is not None else min(len(files), os.cpu_count() or 1)
+    workers = jobs if jobs is not None else _auto_workers(files)
     reports: list[FileReport | None] = [None] * len(files)
     if workers <= 1 or len(files) <= 1:
         for i, f in enumerate(files):

@@ -58,6 +58,7 @@ class Op:
         return f"Op({self.name}, {self.arg!r}, {self.offset})"
 
 
+_U1 = struct.Struct("<B")
 _U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
 _U4 = struct.Struct("<I")
@@ -250,12 +251,6 @@ OPCODE_BYTES = frozenset(_TABLE)
 IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"})
 
 
-def opcode_name(byte: int) -> str | None:
-    """The pickle opcode a byte stands for, or None when it is none."""
-    entry = _TABLE.get(byte)
-    return entry[0] if entry else None
-
-
 def _parse_int(line: bytes, at: int, *, allow_bool: bool) -> int | bool:
     if allow_bool and line == b"00":
         return False
@@ -280,8 +275,8 @@ def _parse_quoted(line: bytes, at: int) -> str:
 # argument kind -> (prefix bytes, struct of the length prefix or None for a fixed size)
 _FIXED = {"uint1": 1, "uint2": 2, "int4": 4, "uint4": 4, "uint8": 8, "float8": 8}
 _PREFIXED = {
-    "long1": _U8.__class__("<B"), "string1": _U8.__class__("<B"), "bytes1": _U8.__class__("<B"),
-    "unicodestring1": _U8.__class__("<B"), "long4": _I4, "string4": _I4, "bytes4": _U4,
+    "long1": _U1, "string1": _U1, "bytes1": _U1,
+    "unicodestring1": _U1, "long4": _I4, "string4": _I4, "bytes4": _U4,
     "unicodestring4": _U4, "bytes8": _U8, "bytearray8": _U8, "unicodestring8": _U8,
 }  # fmt: skip
 _SKIP: dict[int, tuple[bool, int, struct.Struct | None]] = {}
@@ -341,19 +336,3 @@ def extent(buf: memoryview, start: int = 0, *, max_ops: int) -> tuple[int | None
         if code == _STOP:
             return pos, ops, imports
     return None, ops, imports
-
-
-def skim(buf: memoryview, start: int = 0, *, max_ops: int | None = None) -> int:
-    """Return the offset just after the STOP of the pickle at `start`, or raise DecodeError.
-
-    Only decodes; the stack is not modelled. Used to find where one pickle of a stream ends.
-    """
-    dec = Decoder(buf, start)
-    count = 0
-    while True:
-        op = dec.next_op()
-        count += 1
-        if max_ops is not None and count > max_ops:
-            raise DecodeError(op.offset, f"more than {max_ops} opcodes")
-        if op.name == "STOP":
-            return op.end

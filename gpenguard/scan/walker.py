@@ -166,35 +166,29 @@ class Walker:
     # -- driver -------------------------------------------------------------------------------
 
     def run(self) -> WalkResult:
-        dec = Decoder(self.buf, self.start)
         lim = self.limits
         res = self.result
+        next_op = Decoder(self.buf, self.start).next_op
+        dispatch = _DISPATCH
+        max_ops, max_items = lim.max_opcodes, lim.max_stack_items
         count = 0
         try:
             while True:
                 try:
-                    op = dec.next_op()
+                    op = next_op()
                 except DecodeError as exc:
                     rule = "GG111" if exc.reason.startswith("unknown opcode") else "GG110"
                     self._problem(rule, exc.offset, exc.reason)
                     raise _Stop from None
                 count += 1
-                if count > lim.max_opcodes:
+                if count > max_ops:
                     self._problem(
-                        "GG115",
-                        op.offset,
-                        f"more than {lim.max_opcodes} opcodes; not walked further",
+                        "GG115", op.offset, f"more than {max_ops} opcodes; not walked further"
                     )
                     raise _Stop
-                handler = _DISPATCH.get(op.name)
-                if handler is None:  # pragma: no cover - the table covers every opcode
-                    self._problem("GG111", op.offset, f"opcode {op.name} not modelled")
-                    raise _Stop
-                handler(self, op)
-                if len(self.stack) > lim.max_stack_items:
-                    self._problem(
-                        "GG115", op.offset, f"stack holds more than {lim.max_stack_items} items"
-                    )
+                dispatch[op.name](self, op)  # the table covers every opcode pickletools knows
+                if len(self.stack) > max_items:
+                    self._problem("GG115", op.offset, f"stack holds more than {max_items} items")
                     raise _Stop
                 if op.name == "STOP":
                     res.end = op.end

@@ -32,6 +32,8 @@ def test_directory_recursion(tmp_path: Path) -> None:
     assert deep.verdict is Verdict.BLOCK
     assert scan(root).verdict is Verdict.BLOCK
     assert len(scan(root).files) == 3
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    assert len(scan(root).files) == 3  # directory links are not followed
 
 
 def test_report_fields(tmp_path: Path) -> None:
@@ -90,3 +92,15 @@ def test_pickle_size_bound(tmp_path: Path) -> None:
     (f,) = scan_paths([path], limits=Limits(max_pickle_bytes=100), jobs=1).files
     assert f.verdict is Verdict.BLOCK and any("exceeds" in x.message for x in f.findings)
     assert f.not_checked
+
+
+def test_unchecked_content_blocks_whatever_the_threshold(tmp_path: Path) -> None:
+    from gpenguard.policy import Policy
+    from gpenguard.scan import Severity
+
+    torch.save({f"k{i}": torch.zeros(1) for i in range(50)}, tmp_path / "big.pt")
+    lenient = Policy(fail_on=Severity.CRITICAL)
+    (f,) = scan_paths(
+        [tmp_path / "big.pt"], policy=lenient, limits=Limits(max_opcodes=100), jobs=1
+    ).files
+    assert f.verdict is Verdict.BLOCK and f.not_checked

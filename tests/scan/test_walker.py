@@ -203,3 +203,9 @@ def test_constants_match_pickle_for_every_protocol(proto: int) -> None:
 def test_agrees_with_pickletools_on_opcode_count() -> None:
     data = pickle.dumps({"k": list(range(50)), "s": {1, 2}}, protocol=4)
     assert walk(memoryview(data)).opcodes == sum(1 for _ in pickletools.genops(data))
+
+
+def test_every_opcode_is_modelled() -> None:
+    from gpenguard.scan.walker import _DISPATCH
+
+    assert {op.name for op in pickletools.opcodes} <= set(_DISPATCH)
