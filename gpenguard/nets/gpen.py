@@ -199,17 +199,29 @@ class ModulatedConv2d(nn.Module):
         )
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
 
-    def modulated_weight(self, style: Tensor, *, gain: float = 1.0) -> Tensor:
-        """Per-sample weights [B, out, in, k, k], times `gain`, in float32 (or float64)."""
+    def modulated_weight(
+        self, style: Tensor, *, gain: float = 1.0, transposed: bool = False
+    ) -> Tensor:
+        """Per-sample weights times `gain`: [B, out, in, k, k], or [B, in, out, k, k] if
+        `transposed` (the layout conv_transpose2d wants); float32, or float64 for float64.
+        """
         dtype = torch.promote_types(style.dtype, torch.float32)
         s: Tensor = self.modulation(style.to(dtype)) * self.scale  # [B, in]
-        weight = self.weight.to(dtype) * s[:, None, :, None, None]
+        w = self.weight[0].to(dtype)  # [out, in, k, k]
         if self.demodulate:
-            demod = torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)
-            weight = weight * (demod * gain)[:, :, None, None, None]
-        elif gain != 1.0:
-            weight = weight * gain
-        return weight
+            # sum over (in, k, k) of (w*s)^2 == s^2 @ (sum over (k, k) of w^2): one read of
+            # the weight and no weight-sized temporary.
+            energy = torch.linalg.vector_norm(w, dim=(2, 3)).square()  # [out, in]
+            demod = torch.rsqrt(s.square() @ energy.T + 1e-8)  # [B, out]
+            coef = s[:, None, :] * (demod * gain)[:, :, None]  # [B, out, in]
+        else:
+            coef = (s * gain)[:, None, :].expand(-1, self.out_channel, -1)
+        if not transposed:
+            return w[None] * coef[..., None, None]
+        if not _inference(w) or not _inference(coef):
+            return (w.transpose(0, 1)[None] * coef.transpose(1, 2)[..., None, None]).contiguous()
+        out = w.new_empty((s.shape[0], self.in_channel, self.out_channel, *w.shape[2:]))
+        return torch.mul(w.transpose(0, 1)[None], coef.transpose(1, 2)[..., None, None], out=out)
 
     def forward(
         self, x: Tensor, style: Tensor, *, gain: float = 1.0, bias: Tensor | None = None
@@ -217,21 +229,19 @@ class ModulatedConv2d(nn.Module):
         """Convolve; the output is scaled by `gain`, and `bias` [out] added (unscaled)."""
         batch, _, height, width = x.shape
         k = self.kernel_size
-        weight = self.modulated_weight(style, gain=gain).to(x.dtype)
+        weight = self.modulated_weight(style, gain=gain, transposed=self.upsample).to(x.dtype)
         b = None if bias is None else bias.to(x.dtype).repeat(batch)
+        # One sample is a plain convolution; a batch is a grouped one, a group per sample.
+        x = x if batch == 1 else x.reshape(1, batch * self.in_channel, height, width)
         if self.upsample:
-            # conv_transpose2d wants [in, out, k, k] per group.
-            weight = weight.transpose(1, 2).reshape(batch * self.in_channel, self.out_channel, k, k)
-            x = x if batch == 1 else x.reshape(1, batch * self.in_channel, height, width)
+            weight = weight.reshape(batch * self.in_channel, self.out_channel, k, k)
             out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
             out = self.blur(out)
             if b is not None:
-                out = (
-                    out.add_(b.view(1, -1, 1, 1)) if _inference(out) else out + b.view(1, -1, 1, 1)
-                )
+                b = b.view(1, -1, 1, 1)
+                out = out.add_(b) if _inference(out) else out + b
         else:
             weight = weight.reshape(batch * self.out_channel, self.in_channel, k, k)
-            x = x if batch == 1 else x.reshape(1, batch * self.in_channel, height, width)
             out = F.conv2d(x, weight, b, padding=self.padding, groups=batch)
         return out if batch == 1 else out.reshape(batch, self.out_channel, *out.shape[2:])
 
@@ -414,7 +424,7 @@ class Generator(nn.Module):
             raise ValueError(f"expected {expected} noise maps, got {len(noise)}")
         dtype = noise[0].dtype
         w = self.style(z.to(torch.promote_types(z.dtype, torch.float32)))
-        out = self.input(z.shape[0], dtype)
+        out = self.input(z.shape[0], dtype).contiguous(memory_format=_memory_format(noise[-1]))
         out = self.conv1.inject(self.conv1.convolve(out, w), noise[0])
         skip: Tensor = self.to_rgb1(out, w)
         for k, to_rgb in enumerate(self.to_rgbs):
@@ -495,6 +505,8 @@ class FullGenerator(nn.Module):
         channels = channel_table(channel_multiplier, narrow)
         self.size = size
         self.log_size = int(math.log2(size))
+        #: Activation layout: None picks channels-last on the CPU and for half precision.
+        self.channels_last: bool | None = None
         self.generator = Generator(
             size,
             style_dim,
@@ -518,22 +530,38 @@ class FullGenerator(nn.Module):
         return [getattr(self, f"ecd{i}") for i in range(self.log_size - 1)]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Restore a batch; returns the image tensor [B, 3, size, size] (not a tuple).
+
+        On the CPU, samples run one at a time (peak memory is that of one sample; one image
+        already keeps the cores busy) and activations are kept channels-last, which oneDNN
+        convolves without reordering (measured about 2x faster than NCHW on CPU).
+        """
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (self.size, self.size):
             raise ValueError(
                 f"expected input [B, 3, {self.size}, {self.size}], got {tuple(x.shape)}"
             )
+        if x.device.type == "cpu" and x.shape[0] > 1:
+            return torch.cat([self._forward(x[i : i + 1]) for i in range(x.shape[0])])
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = x.device.type == "cpu" or x.dtype in (torch.float16, torch.bfloat16)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feats: list[Tensor] = []
         for ecd in self.encoders():
             x = ecd(x)
             feats.append(x)
-        flat = x.reshape(x.shape[0], -1)
+        flat = x.reshape(x.shape[0], -1)  # C, H, W order whatever the memory format
         z = self.final_linear(flat.to(torch.promote_types(flat.dtype, torch.float32)))
         # Each generator level takes the encoder map of its own resolution, twice (once per
         # styled conv), except 4x4, which only has conv1: [f_last, f_{last-1}, f_{last-1}, ...].
         noise = [feats[-1]] + [f for f in reversed(feats[:-1]) for _ in range(2)]
         del feats, x
         image: Tensor = self.generator(z, noise)
-        return image
+        return image.contiguous()
 
 
 #: Constructor settings of the released GPEN-BFR models, by input size.
