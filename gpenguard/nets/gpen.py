@@ -200,10 +200,18 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
 
     def modulated_weight(
-        self, style: Tensor, *, gain: float = 1.0, transposed: bool = False
+        self,
+        style: Tensor,
+        *,
+        gain: float = 1.0,
+        transposed: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> Tensor:
-        """Per-sample weights times `gain`: [B, out, in, k, k], or [B, in, out, k, k] if
-        `transposed` (the layout conv_transpose2d wants); float32, or float64 for float64.
+        """Per-sample weights times `gain`, stacked for a convolution grouped by sample.
+
+        Shape [B*out, in, k, k], or [B*in, out, k, k] if `transposed` (conv_transpose2d's
+        layout); float32, or float64 for float64 styles. Written straight into
+        `memory_format`, so the convolution need not reorder them.
         """
         dtype = torch.promote_types(style.dtype, torch.float32)
         s: Tensor = self.modulation(style.to(dtype)) * self.scale  # [B, in]
@@ -216,32 +224,39 @@ class ModulatedConv2d(nn.Module):
             coef = s[:, None, :] * (demod * gain)[:, :, None]  # [B, out, in]
         else:
             coef = (s * gain)[:, None, :].expand(-1, self.out_channel, -1)
-        if not transposed:
-            return w[None] * coef[..., None, None]
-        if not _inference(w) or not _inference(coef):
-            return (w.transpose(0, 1)[None] * coef.transpose(1, 2)[..., None, None]).contiguous()
-        out = w.new_empty((s.shape[0], self.in_channel, self.out_channel, *w.shape[2:]))
-        return torch.mul(w.transpose(0, 1)[None], coef.transpose(1, 2)[..., None, None], out=out)
+        if transposed:
+            w, coef = w.transpose(0, 1), coef.transpose(1, 2)
+        batch, (rows, cols, kh, kw) = s.shape[0], w.shape
+        if not (_inference(w) and _inference(coef)):
+            stacked = (w[None] * coef[..., None, None]).reshape(batch * rows, cols, kh, kw)
+            return stacked.contiguous(memory_format=memory_format)
+        out = torch.empty(
+            (batch * rows, cols, kh, kw),
+            dtype=w.dtype,
+            device=w.device,
+            memory_format=memory_format,
+        )
+        torch.mul(w[None], coef[..., None, None], out=out.view(batch, rows, cols, kh, kw))
+        return out
 
     def forward(
         self, x: Tensor, style: Tensor, *, gain: float = 1.0, bias: Tensor | None = None
     ) -> Tensor:
         """Convolve; the output is scaled by `gain`, and `bias` [out] added (unscaled)."""
         batch, _, height, width = x.shape
-        k = self.kernel_size
-        weight = self.modulated_weight(style, gain=gain, transposed=self.upsample).to(x.dtype)
-        b = None if bias is None else bias.to(x.dtype).repeat(batch)
         # One sample is a plain convolution; a batch is a grouped one, a group per sample.
         x = x if batch == 1 else x.reshape(1, batch * self.in_channel, height, width)
+        weight = self.modulated_weight(
+            style, gain=gain, transposed=self.upsample, memory_format=_memory_format(x)
+        ).to(x.dtype)
+        b = None if bias is None else bias.to(x.dtype).repeat(batch)
         if self.upsample:
-            weight = weight.reshape(batch * self.in_channel, self.out_channel, k, k)
             out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
             out = self.blur(out)
             if b is not None:
                 b = b.view(1, -1, 1, 1)
                 out = out.add_(b) if _inference(out) else out + b
         else:
-            weight = weight.reshape(batch * self.out_channel, self.in_channel, k, k)
             out = F.conv2d(x, weight, b, padding=self.padding, groups=batch)
         return out if batch == 1 else out.reshape(batch, self.out_channel, *out.shape[2:])
 
@@ -260,8 +275,16 @@ class NoiseInjection(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1))
 
     def forward(
-        self, image: Tensor, noise: Tensor, *, bias: Tensor | None = None, gain: float = 1.0
+        self,
+        image: Tensor,
+        noise: Tensor,
+        *,
+        bias: Tensor | None = None,
+        gain: float = 1.0,
+        out: Tensor | None = None,
     ) -> Tensor:
+        """`out`, if given, is a tensor nobody needs any more, of the result's shape and
+        layout; the fused path writes into it rather than allocating (no page faults)."""
         if noise.shape[0] != image.shape[0] or noise.shape[2:] != image.shape[2:]:
             raise ValueError(
                 f"noise {tuple(noise.shape)} does not fit features {tuple(image.shape)}"
@@ -275,12 +298,18 @@ class NoiseInjection(nn.Module):
             out = torch.cat((image, torch.addcmul(b, noise, weight * gain)), dim=1)
             return F.leaky_relu(out, LRELU_SLOPE)
         c = image.shape[1]
-        out = torch.empty(
-            (image.shape[0], c + noise.shape[1], *image.shape[2:]),
-            dtype=image.dtype,
-            device=image.device,
-            memory_format=_memory_format(image),
+        shape = (image.shape[0], c + noise.shape[1], *image.shape[2:])
+        fmt = _memory_format(image)
+        reusable = (
+            out is not None
+            and out.shape == shape
+            and out.dtype == image.dtype
+            and out.device == image.device
+            and _memory_format(out) == fmt
+            and _inference(out)
         )
+        if not reusable or out is None:
+            out = torch.empty(shape, dtype=image.dtype, device=image.device, memory_format=fmt)
         out[:, :c].copy_(image)
         torch.addcmul(b, noise, weight * gain, out=out[:, c:])
         return F.leaky_relu_(out, LRELU_SLOPE)
@@ -331,10 +360,13 @@ class StyledConv(nn.Module):
         out: Tensor = self.conv(x, style, gain=LRELU_GAIN, bias=self.activate.bias[:c] * LRELU_GAIN)
         return out
 
-    def inject(self, conv_out: Tensor, noise: Tensor) -> Tensor:
+    def inject(self, conv_out: Tensor, noise: Tensor, *, out: Tensor | None = None) -> Tensor:
+        """Second half of the layer; `out` may be a dead buffer to reuse (see NoiseInjection)."""
         c = self.conv.out_channel
-        out: Tensor = self.noise(conv_out, noise, bias=self.activate.bias[c:], gain=LRELU_GAIN)
-        return out
+        result: Tensor = self.noise(
+            conv_out, noise, bias=self.activate.bias[c:], gain=LRELU_GAIN, out=out
+        )
+        return result
 
 
 class ToRGB(nn.Module):
@@ -428,14 +460,15 @@ class Generator(nn.Module):
         out = self.conv1.inject(self.conv1.convolve(out, w), noise[0])
         skip: Tensor = self.to_rgb1(out, w)
         for k, to_rgb in enumerate(self.to_rgbs):
-            for conv, feat in (
-                (self.convs[2 * k], noise[2 * k + 1]),
-                (self.convs[2 * k + 1], noise[2 * k + 2]),
-            ):
-                assert isinstance(conv, StyledConv)
-                # Rebinding `out` frees the layer input before the output buffer exists.
-                out = conv.convolve(out, w)
-                out = conv.inject(out, feat)
+            up, same = self.convs[2 * k], self.convs[2 * k + 1]
+            assert isinstance(up, StyledConv) and isinstance(same, StyledConv)
+            # Rebinding `out` frees each layer's input before its output buffer exists; the
+            # second layer's input has its output's shape, so its buffer is reused outright.
+            out = up.convolve(out, w)
+            out = up.inject(out, noise[2 * k + 1])
+            conv_out = same.convolve(out, w)
+            out = same.inject(conv_out, noise[2 * k + 2], out=out)
+            del conv_out
             skip = to_rgb(out, w, skip)
         return skip
 

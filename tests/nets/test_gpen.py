@@ -218,7 +218,7 @@ def test_modulated_conv_equals_per_sample_loop(upsample: bool, demodulate: bool)
 def test_demodulated_filters_have_unit_norm() -> None:
     torch.manual_seed(4)
     conv = ModulatedConv2d(8, 4, 3, 16)
-    w = conv.modulated_weight(torch.randn(2, 16))
+    w = conv.modulated_weight(torch.randn(2, 16)).view(2, 4, 8, 3, 3)
     norms = w.pow(2).sum(dim=(2, 3, 4)).sqrt()
     torch.testing.assert_close(norms, torch.ones(2, 4), rtol=1e-5, atol=1e-5)
 
