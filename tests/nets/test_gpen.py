@@ -327,6 +327,19 @@ def test_output_shape_dtype_and_range() -> None:
     assert out.std() > 0 and out.abs().max() < 50
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_input_is_left_untouched(channels_last: bool) -> None:
+    """The in-place fast paths only ever overwrite tensors the network made itself."""
+    model = small()
+    x = image(2, 32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    with torch.inference_mode():
+        model(x)
+    assert torch.equal(x, before)
+
+
 def test_rejects_wrong_input_shape() -> None:
     with pytest.raises(ValueError, match=r"\[B, 3, 32, 32\]"):
         small()(torch.zeros(1, 3, 64, 64))
