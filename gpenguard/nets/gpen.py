@@ -12,8 +12,12 @@ Differences from the original that do not change the function computed:
 * the sqrt(2) activation gain is folded into the convolution weights and biases, the layer
   bias is fused into the convolution where it commutes, and ``concat → bias → leaky ReLU`` is
   one pass over a preallocated buffer; a layer's input is released before its output buffer
-  is allocated, which bounds peak memory at about three full-resolution maps;
-* modulation and demodulation are computed in float32 whatever the activation dtype;
+  is allocated (or is itself reused), which bounds peak memory at about three
+  full-resolution maps plus the encoder pyramid;
+* demodulation is computed from per-filter weight energies (one read of the weight), and the
+  modulated weights are written in the layout the convolution wants; all of it in float32
+  whatever the activation dtype;
+* on the CPU, activations are channels-last and a batch runs one sample at a time;
 * the forward takes the image only and returns the image tensor (the original returns the
   tuple ``(image, None)`` and accepts unused truncation and style-mixing arguments);
 * noise is never random: the generator requires the encoder features.

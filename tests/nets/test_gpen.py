@@ -124,11 +124,19 @@ def test_a_checkpoint_of_another_size_is_refused_naming_the_key(tmp_path: Path) 
         load_safetensors(gpen_bfr(512), path)
 
 
-def test_unknown_size_is_refused() -> None:
+def test_unknown_size_and_variant_are_refused() -> None:
     with pytest.raises(ValueError, match="GPEN-BFR"):
         gpen_bfr(128)
     with pytest.raises(ValueError, match="power of two"):
         FullGenerator(300)
+    with pytest.raises(ValueError, match="isconcat"):
+        FullGenerator(64, isconcat=False)
+
+
+def test_generator_needs_one_feature_map_per_styled_conv() -> None:
+    model = small()
+    with pytest.raises(ValueError, match="expected 7 noise maps, got 6"):
+        model.generator(torch.zeros(1, 64), [torch.zeros(1, 8, 4, 4)] * 6)
 
 
 # ------------------------------------------------------------------------- references (maths)
