@@ -209,12 +209,13 @@ class Restorer:
             return Restoration(split.merge(_to_pil(face)))
         assert self.detector is not None
         faces = self.detector.detect(split.rgb)
-        pixels = np.asarray(split.rgb, dtype=np.uint8)
-        pasted = [self._restore_face(pixels, face) for face in faces]
-        if not pasted:
+        if not faces:
             return Restoration(split.merge(split.rgb), ())
-        out = paste.composite(pixels, pasted)
-        return Restoration(split.merge(Image.fromarray(out, "RGB")), tuple(faces))
+        pixels = np.asarray(split.rgb, dtype=np.uint8)
+        canvas = paste.Compositor(pixels, self.device)
+        for face in faces:  # one restored face in memory at a time
+            canvas.add(self._restore_face(pixels, face))
+        return Restoration(split.merge(Image.fromarray(canvas.result(), "RGB")), tuple(faces))
 
     # -- steps -------------------------------------------------------------------------
 
