@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
+from PIL import Image
 from torch.nn import functional
 
 from gpenguard.restore import align
@@ -111,13 +112,16 @@ class Compositor:
     GPEN keeps a full-size mask and face canvas and blends once at the end. The same result
     comes from blending as faces arrive, given the *original* pixels as the base: where a new
     face's mask beats the running maximum, the pixel becomes ``base*(1-m) + face*m``. The
-    running maximum is stored in tiles allocated only where faces land, so memory follows the
-    area the faces cover, not the photo's size, and no restored face is held after its paste.
+    running maximum is stored in tiles allocated only where faces land, and pixels are read
+    and written by region, so beyond the input and the output image, memory follows the area
+    the faces cover, not the photo's size; no restored face is held after its paste.
     """
 
     TILE = 256
 
-    def __init__(self, image: npt.NDArray[np.uint8], device: torch.device | None = None) -> None:
+    def __init__(self, image: Image.Image, device: torch.device | None = None) -> None:
+        if image.mode != "RGB":
+            raise ValueError(f"compositing needs an RGB image, got {image.mode}")
         self.base = image
         self.out = image.copy()
         self.device = device or torch.device("cpu")
@@ -158,7 +162,7 @@ class Compositor:
 
     def add(self, face: PastedFace) -> None:
         """Paste one face; earlier faces keep the pixels where their mask is at least as high."""
-        height, width = self.base.shape[:2]
+        width, height = self.base.size
         region = footprint(face.crop_to_image, face.face.shape[-1], width, height)
         if region.empty:
             return
@@ -172,22 +176,32 @@ class Compositor:
         if not bool(wins.any()):
             return
         self._write_mask(region, torch.where(wins, w_mask, acc))
-        window = (slice(region.y0, region.y1), slice(region.x0, region.x1))
-        base = torch.from_numpy(self.base[window].copy()).to(self.device).permute(2, 0, 1).float()
+        box = (region.x0, region.y0, region.x1, region.y1)
+        base = read_region(self.base, box, self.device)
         blended = (base * (1 - w_mask) + w_face * w_mask).round().clamp(0, 255)
         patch = blended.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         # Only pixels where this face won change; every other byte stays as it was.
+        current = np.array(self.out.crop(box))
         hit = wins.cpu().numpy()
-        self.out[window][hit] = patch[hit]
+        current[hit] = patch[hit]
+        self.out.paste(Image.fromarray(current, "RGB"), box[:2])
 
-    def result(self) -> npt.NDArray[np.uint8]:
+    def result(self) -> Image.Image:
         return self.out
+
+
+def read_region(
+    image: Image.Image, box: tuple[int, int, int, int], device: torch.device
+) -> torch.Tensor:
+    """``[3,h,w]`` float pixels of one box of an RGB image, without touching the rest."""
+    arr = np.array(image.crop(box), dtype=np.uint8)
+    return torch.from_numpy(arr).to(device).permute(2, 0, 1).float()
 
 
 def composite(image: npt.NDArray[np.uint8], faces: list[PastedFace]) -> npt.NDArray[np.uint8]:
     """Blend ``faces`` into a copy of ``image`` (``[H,W,3]`` uint8); pixels outside every
     mask keep their exact values."""
-    canvas = Compositor(image, faces[0].face.device if faces else None)
+    canvas = Compositor(Image.fromarray(image, "RGB"), faces[0].face.device if faces else None)
     for face in faces:
         canvas.add(face)
-    return canvas.result()
+    return np.asarray(canvas.result())
