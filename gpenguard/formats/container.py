@@ -24,6 +24,7 @@ class Format(StrEnum):
     NUMPY = "npy"
     NUMPY_ZIP = "npz"
     ZIP = "zip"
+    TAR = "tar"
     SAFETENSORS = "safetensors"
 
 
@@ -41,6 +42,8 @@ class Limits:
     max_uncompressed_bytes: int = 64 * 2**30
     max_compression_ratio: float = 200.0
     max_safetensors_header: int = 100 * 2**20
+    max_stack_items: int = 1_000_000
+    """Values on one pickle stack frame (protocol 0 lists push every item before LIST)."""
 
 
 @dataclass(frozen=True)
@@ -81,4 +84,6 @@ def read_container(source: Source, *, limits: Limits | None = None) -> Container
     Raises `FormatError` (naming the file) when the bytes are no format we know, and
     `LimitExceeded` when a bound is hit.
     """
-    raise NotImplementedError("formats helper implements this")
+    from gpenguard.formats import detect
+
+    return detect.read_top(source, limits or Limits())

@@ -6,6 +6,8 @@ same mapping, so a file swapped on disk after it was opened cannot change what w
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import mmap
 import os
 import stat
@@ -18,7 +20,7 @@ from gpenguard.errors import InputError
 class Source:
     """A read-only view over the bytes of one input, from a file (mmapped) or from memory."""
 
-    def __init__(self, name: str, data: bytes | mmap.mmap, *, _fd: int | None = None):
+    def __init__(self, name: str, data: bytes | mmap.mmap | memoryview, *, _fd: int | None = None):
         self.name = name
         self._data = data
         self._fd = _fd
@@ -61,13 +63,22 @@ class Source:
         return cls(name, bytes(data))
 
     def close(self) -> None:
-        """Release the mapping; views taken from `buf` must not be used afterwards."""
-        self.buf.release()
-        if isinstance(self._data, mmap.mmap):
-            self._data.close()
+        """Release the mapping; views taken from `buf` must not be used afterwards.
+
+        Views still held elsewhere (a container kept past the ``with`` block) keep the
+        mapping alive until they are dropped; closing then only releases what it can.
+        """
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self.buf.release()
+        if isinstance(self._data, mmap.mmap):
+            try:
+                self._data.close()
+            except BufferError:
+                gc.collect()
+                with contextlib.suppress(BufferError):
+                    self._data.close()
 
     def __enter__(self) -> Source:
         return self

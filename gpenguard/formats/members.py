@@ -1,0 +1,52 @@
+"""What an archive member holds: a pickle, an .npy, another archive, or inert bytes.
+
+Shared by the zip and tar readers, so both look at members the same way: by content, with
+the name only deciding what is *expected* (one pickle in ``data.pkl``, raw bytes in a storage).
+"""
+
+from __future__ import annotations
+
+from gpenguard.formats._context import Ctx
+from gpenguard.formats.container import Container, PickleStream
+from gpenguard.formats.numpy import inspect_npy, is_npy
+from gpenguard.formats.pickle import looks_like_pickle, probe, split_stream
+
+
+def inspect(
+    ctx: Ctx,
+    name: str,
+    data: memoryview,
+    *,
+    storage: bool = False,
+    main_pickle: bool = False,
+    torch_zip: bool = False,
+) -> tuple[list[PickleStream], list[Container]]:
+    """Pickles found in member `name`, and containers nested in it."""
+    from gpenguard.formats import detect
+
+    if not data:
+        return [], []
+    if storage:
+        # Raw tensor bytes torch never unpickles; only a complete program that imports
+        # something is worth a look (a payload parked for a second-stage loader).
+        p = probe(data, 0, max_ops=min(ctx.limits.max_opcodes, 100_000))
+        if p.complete and p.imports and p.ops >= 3:
+            ctx.add(
+                "GG214",
+                "a storage record holds a complete pickle that imports something",
+                member=name,
+            )
+            return split_stream(ctx, data, member=name), []
+        return [], []
+    if detect.sniff_archive(data, ctx.limits) is not None:
+        child = detect.read_nested(ctx, name, data)
+        return [], [child] if child is not None else []
+    if is_npy(data):
+        return inspect_npy(ctx, data, name), []
+    if name.endswith((".pkl", ".pickle")) or looks_like_pickle(
+        data, max_ops=ctx.limits.max_opcodes
+    ):
+        if torch_zip and not main_pickle and not name.endswith("/constants.pkl"):
+            ctx.add("GG214", "pickle member other than data.pkl; scanned as well", member=name)
+        return split_stream(ctx, data, member=name), []
+    return [], []

@@ -1,0 +1,188 @@
+"""Tar containers, including torch's pre-1.0 tar serialization.
+
+The legacy torch tar has members ``sys_info``, ``pickle`` (the object graph), ``storages``
+and ``tensors``. The last two are record streams: a pickled count, then per record a pickle
+followed by raw bytes whose length depends on what that pickle says. torch unpickles every
+record, so every record pickle is located and scanned, by following the same layout.
+"""
+
+from __future__ import annotations
+
+import struct
+import tarfile
+from collections import Counter
+
+from gpenguard.errors import FormatError
+from gpenguard.formats import members as _members
+from gpenguard.formats._context import Ctx, MemFile
+from gpenguard.formats.container import Container, Format, PickleStream
+from gpenguard.formats.pickle import probe, split_stream
+from gpenguard.scan.walker import Global, WalkResult, constant, walk
+
+_BLOCK = 512
+
+ELEMENT_SIZE = {
+    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
+    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
+    "BoolStorage": 1, "ComplexDoubleStorage": 16, "ComplexFloatStorage": 8,
+    "QUInt8Storage": 1, "QInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1,
+    "QUInt2x4Storage": 1, "UntypedStorage": 1,
+}  # fmt: skip
+
+
+def is_tar(buf: memoryview) -> bool:
+    """A valid tar header checksum at offset 0 (what tarfile itself requires)."""
+    if len(buf) < _BLOCK:
+        return False
+    head = bytes(buf[:_BLOCK])
+    if head == b"\0" * _BLOCK:
+        return False
+    field = head[148:156].replace(b"\0", b" ").strip()
+    try:
+        stored = int(field, 8)
+    except ValueError:
+        return False
+    unsigned = sum(head[:148]) + 8 * 32 + sum(head[156:])
+    signed = (
+        sum(struct.unpack("148b", head[:148])) + 8 * 32 + sum(struct.unpack("356b", head[156:]))
+    )
+    return stored in (unsigned, signed)
+
+
+def read_tar(ctx: Ctx, buf: memoryview) -> Container:
+    """Read a tar archive; a torch legacy tar gets its record streams followed."""
+    try:
+        tf = tarfile.open(fileobj=MemFile(buf), mode="r:")  # noqa: SIM115 - nothing to close over a view
+        infos: list[tarfile.TarInfo] = []
+        while True:
+            info = tf.next()
+            if info is None:
+                break
+            infos.append(info)
+            if len(infos) > ctx.limits.max_members:
+                ctx.add(
+                    "GG204", f"more than {ctx.limits.max_members} members; the rest not inspected"
+                )
+                break
+    except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeError) as exc:
+        raise FormatError(
+            f"tar archive is corrupt: {exc}",
+            path=f"{ctx.path}!{ctx.where}" if ctx.where else ctx.path,
+        ) from exc
+    ctx.budget.members += len(infos)
+    for name, count in Counter(i.name for i in infos).items():
+        if count > 1:
+            ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
+    files: dict[str, memoryview] = {}
+    pickles: list[PickleStream] = []
+    children: list[Container] = []
+    for info in infos:
+        norm = info.name.replace("\\", "/")
+        if norm.startswith("/") or ".." in norm.split("/") or info.issym() or info.islnk():
+            ctx.add(
+                "GG201",
+                f"member {info.name!r} is absolute, climbs out, or is a link",
+                member=info.name,
+            )
+        if not info.isreg():
+            continue
+        start = info.offset_data
+        if start + info.size > len(buf):
+            ctx.add(
+                "GG212",
+                "member data runs past the end of the file",
+                member=info.name,
+                offset=info.offset,
+            )
+            continue
+        files.setdefault(info.name, buf[start : start + info.size])
+    legacy = "pickle" in files and "storages" in files and "tensors" in files
+    for name, data in files.items():
+        if legacy and name in ("storages", "tensors"):
+            pickles += _records(ctx, name, data)
+        elif legacy and name in ("pickle", "sys_info"):
+            pickles += split_stream(ctx, data, member=name)
+        else:
+            found, kids = _members.inspect(ctx, name, data)
+            pickles += found
+            children += kids
+    if legacy:
+        ctx.add("GG304", "legacy tar torch serialization", offset=0)
+    return Container(
+        path=ctx.path,
+        format=Format.TORCH_TAR if legacy else Format.TAR,
+        pickles=tuple(pickles),
+        children=tuple(children),
+        member=ctx.where,
+    )
+
+
+def _records(ctx: Ctx, name: str, data: memoryview) -> list[PickleStream]:
+    """Follow a ``storages`` or ``tensors`` record stream, returning every pickle in it."""
+    streams: list[PickleStream] = []
+    where = ctx.sub(name)
+
+    def take(pos: int) -> WalkResult | None:
+        p = probe(data, pos, max_ops=ctx.limits.max_opcodes)
+        stop = p.end if p.end is not None else len(data)
+        streams.append(
+            PickleStream(member=where, offset=pos, data=data[pos:stop], index=len(streams))
+        )
+        if p.end is None:
+            return None
+        return walk(data[pos:stop], 0, ctx.walk_limits)
+
+    def give_up(pos: int, why: str) -> list[PickleStream]:
+        ctx.add("GG306", f"{name} record stream cannot be followed: {why}", member=name, offset=pos)
+        if pos < len(data):
+            streams.extend(
+                split_stream(ctx, data, member=name, expect=0, first_index=len(streams), start=pos)
+            )
+        return streams
+
+    first = take(0)
+    if first is None:
+        return streams
+    try:
+        count = constant(first.value)
+    except ValueError:
+        return give_up(first.end or 0, "the record count is not a constant")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return give_up(first.end or 0, f"record count {count!r}")
+    pos = first.end or 0
+    for _ in range(count):
+        if pos >= len(data):
+            return give_up(pos, "fewer records than announced")
+        rec = take(pos)
+        if rec is None or rec.end is None:
+            return streams
+        pos += rec.end
+        skip = _payload_size(name, rec, data, pos)
+        if skip is None:
+            return give_up(pos, "cannot tell how many raw bytes follow the record")
+        pos += skip
+    if name == "storages" and pos < len(data):
+        view = take(pos)  # storage views list
+        if view is not None and view.end is not None:
+            pos += view.end
+    if pos < len(data):
+        ctx.add("GG112", f"{len(data) - pos} bytes after the last record", member=name, offset=pos)
+    return streams
+
+
+def _payload_size(name: str, rec: WalkResult, data: memoryview, pos: int) -> int | None:
+    value = rec.value
+    if name == "storages":
+        if not isinstance(value, tuple) or len(value) != 3 or not isinstance(value[2], Global):
+            return None
+        size = ELEMENT_SIZE.get(value[2].name)
+        if size is None or pos + 8 > len(data):
+            return None
+        (numel,) = struct.unpack_from("<q", data, pos)
+        total = 8 + numel * size
+        return total if numel >= 0 and pos + total <= len(data) else None
+    if pos + 8 > len(data):
+        return None
+    (ndim,) = struct.unpack_from("<i", data, pos)
+    total = 8 + 16 * ndim + 8
+    return total if 0 <= ndim <= 64 and pos + total <= len(data) else None

@@ -1,0 +1,224 @@
+"""Scan entry points: container -> pickle walks -> findings -> verdict per file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from gpenguard import __version__
+from gpenguard.errors import GpenguardError, InputError
+from gpenguard.formats.container import Container, Limits, PickleStream, read_container
+from gpenguard.formats.source import Source
+from gpenguard.policy import Policy
+from gpenguard.scan.allowlist import judge, normalize
+from gpenguard.scan.findings import FileReport, Finding, ScanReport, Verdict
+from gpenguard.scan.rules import RULES, finding
+from gpenguard.scan.walker import Global, WalkLimits, render, walk
+
+# Findings of these rules mean part of the file was not looked at.
+_NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"})
+
+
+def _walk_limits(limits: Limits) -> WalkLimits:
+    return WalkLimits(
+        limits.max_opcodes, limits.max_memo, limits.max_stack_depth, limits.max_stack_items
+    )
+
+
+def _containers(box: Container) -> Iterator[Container]:
+    yield box
+    for child in box.children:
+        yield from _containers(child)
+
+
+def analyse_stream(
+    stream: PickleStream, *, path: str, policy: Policy, limits: Limits
+) -> tuple[list[Finding], list[str]]:
+    """Findings for one pickle program, and every import it makes (normalised names)."""
+    res = walk(stream.data, 0, _walk_limits(limits))
+    base = stream.offset
+    out: list[Finding] = [
+        finding(
+            p.rule_id,
+            p.message,
+            path=path,
+            member=stream.member,
+            offset=base + p.offset,
+            global_name=p.global_name,
+            call=p.call,
+        )
+        for p in res.problems
+    ]
+    seen: list[str] = []
+    by_name: dict[str, list[Global]] = {}
+    for g in res.imports:
+        name = normalize(g.module, g.name)
+        if name not in by_name:
+            seen.append(name)
+        by_name.setdefault(name, []).append(g)
+    for name, uses in by_name.items():
+        first = uses[0]
+        verdict = judge(first.module, first.name, policy)
+        if verdict is None:
+            continue
+        called = next((g for g in uses if g.first_call is not None), None)
+        raw = f"{first.module}.{first.name}"
+        alias = f" (as {raw})" if raw != name else ""
+        times = f"; imported {len(uses)} times" if len(uses) > 1 else ""
+        out.append(
+            finding(
+                verdict.rule_id,
+                f"imports {name}{alias} via {first.via}: {verdict.reason}{times}",
+                path=path,
+                member=stream.member,
+                offset=base + first.offset,
+                global_name=name,
+                call=render(called.first_call)
+                if called is not None and called.first_call is not None
+                else None,
+                severity=verdict.severity,
+            )
+        )
+    return out, seen
+
+
+def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Finding], list[str]]:
+    """Findings for a container and everything nested in it, and all imports seen."""
+    findings: list[Finding] = []
+    seen: dict[str, None] = {}
+    for sub in _containers(box):
+        findings.extend(sub.findings)
+        for stream in sub.pickles:
+            found, names = analyse_stream(stream, path=box.path, policy=policy, limits=limits)
+            findings.extend(found)
+            seen.update(dict.fromkeys(names))
+    return findings, list(seen)
+
+
+def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
+    return Verdict.BLOCK if any(f.severity >= policy.fail_on for f in findings) else Verdict.PASS
+
+
+def scan_source(
+    source: Source, *, policy: Policy | None = None, limits: Limits | None = None
+) -> FileReport:
+    """Scan the bytes of an open `Source`; unreadable content yields an ERROR report."""
+    policy = policy or Policy()
+    limits = limits or Limits()
+    try:
+        box = read_container(source, limits=limits)
+        findings, seen = analyse(box, policy=policy, limits=limits)
+    except GpenguardError as exc:
+        return FileReport(
+            path=source.name, verdict=Verdict.ERROR, size=source.size, error=exc.message
+        )
+    except RecursionError:
+        return FileReport(
+            path=source.name,
+            verdict=Verdict.ERROR,
+            size=source.size,
+            error="structure nests too deeply to analyse",
+        )
+    not_checked = tuple(
+        f"{f.member + ': ' if f.member else ''}{f.message}"
+        for f in findings
+        if f.rule_id in _NOT_CHECKED_RULES
+    )
+    return FileReport(
+        path=source.name,
+        verdict=_verdict(findings, policy),
+        format=box.format.value,
+        size=source.size,
+        findings=tuple(findings),
+        not_checked=not_checked,
+        globals_seen=tuple(seen),
+    )
+
+
+def scan_file(path: str, policy: Policy | None = None, limits: Limits | None = None) -> FileReport:
+    """Map one file, scan it and hash the same mapping."""
+    try:
+        src = Source.open(path)
+    except InputError as exc:
+        return FileReport(path=path, verdict=Verdict.ERROR, error=exc.message)
+    with src:
+        report = scan_source(src, policy=policy, limits=limits)
+        digest = hashlib.sha256(src.buf).hexdigest()
+    return _with(report, sha256=digest, size=src.size)
+
+
+def _with(report: FileReport, **changes: object) -> FileReport:
+    import dataclasses
+
+    return dataclasses.replace(report, **changes)  # type: ignore[arg-type]
+
+
+def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
+    """Files named by `paths`, directories expanded (sorted) in input order; missing kept."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.iterdir()
+            out.extend(str(f) for f in sorted(walker) if f.is_file())
+        else:
+            out.append(str(path))
+    return out
+
+
+def scan_paths(
+    paths: Sequence[str | Path],
+    *,
+    recursive: bool = False,
+    policy: Policy | None = None,
+    limits: Limits | None = None,
+    jobs: int | None = None,
+    on_file: Callable[[FileReport], None] | None = None,
+) -> ScanReport:
+    """Scan files in parallel processes (inline for one file); reports keep input order."""
+    policy = policy or Policy()
+    limits = limits or Limits()
+    files = expand(paths, recursive=recursive)
+    workers = jobs if jobs is not None else min(len(files), os.cpu_count() or 1)
+    reports: list[FileReport | None] = [None] * len(files)
+    if workers <= 1 or len(files) <= 1:
+        for i, f in enumerate(files):
+            reports[i] = scan_file(f, policy, limits)
+            if on_file is not None:
+                on_file(reports[i])  # type: ignore[arg-type]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(scan_file, f, policy, limits): i for i, f in enumerate(files)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    rep = fut.result()
+                except Exception as exc:
+                    rep = FileReport(
+                        path=files[i], verdict=Verdict.ERROR, error=f"scanner failed: {exc!r}"
+                    )
+                reports[i] = rep
+                if on_file is not None:
+                    on_file(rep)
+    return ScanReport(
+        files=tuple(r for r in reports if r is not None),
+        tool_version=__version__,
+        fail_on=policy.fail_on,
+        rules=tuple(RULES.values()),
+    )
+
+
+def scan(
+    path: str | Path, *, policy: Policy | None = None, limits: Limits | None = None
+) -> ScanReport:
+    """One file, or every file under a directory (recursively)."""
+    return scan_paths(
+        [path],
+        recursive=True,
+        policy=policy,
+        limits=limits,
+        jobs=1 if Path(path).is_file() else None,
+    )
