@@ -86,14 +86,16 @@ class Restoration:
     faces: tuple[Face, ...] = field(default=())
 
 
-def build_generator(size: int) -> nn.Module:
-    """GPEN-BFR-``size`` with the released settings, on the meta device (no random init:
-    the weights come from the file)."""
-    with torch.device("meta"):
-        try:
-            return gpen_bfr(size)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+def build_generator(size: int, *, meta: bool = False) -> nn.Module:
+    """GPEN-BFR-``size`` with the released settings. With ``meta=True`` it is built on the
+    meta device (no random init to pay for; only `load_into` can then fill it)."""
+    try:
+        if meta:
+            with torch.device("meta"):
+                return gpen_bfr(size)
+        return gpen_bfr(size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 class Restorer:
@@ -128,7 +130,7 @@ class Restorer:
                 detector, parser = RetinaFace(), ParseNet()
             load_into(detector, weights.retinaface, role="retinaface")
             load_into(parser, weights.parsenet, role="parsenet")
-        generator = load_into(build_generator(size), weights.gpen, role="gpen")
+        generator = load_into(build_generator(size, meta=True), weights.gpen, role="gpen")
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
