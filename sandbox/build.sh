@@ -80,6 +80,8 @@ log "pip download ($reqs) for cp${pyver/./} manylinux x86_64"
 cp -al "$build"/wheels/. "$ctx/wheels/"
 
 log "build the gpenguard wheel"
+# setuptools reuses build/lib; a stale copy of a deleted module must not reach the image.
+rm -rf "$root/build/lib" "$root"/build/bdist.*
 "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
   -w "$ctx/gpenguard-wheel" "$root" >/dev/null
 
