@@ -156,7 +156,7 @@ def main() -> None:
     from gpenguard.runner import BackendName
     from gpenguard.runner.spec import HOST_IMAGE
 
-    backend = BackendName(args.backend).create()
+    backend = BackendName.parse(args.backend).create()
     if args.backend == "docker":
         from gpenguard.runner.docker import DockerBackend, resolve_image
 

@@ -59,7 +59,7 @@ def check_command(
     from gpenguard.runner.docker import DEFAULT_IMAGE
 
     pol = load_policy(policy)
-    name = BackendName(backend or pol.sandbox.backend)
+    name = BackendName.parse(backend or pol.sandbox.backend)
     if name is BackendName.DOCKER:
         report = check_docker(pol, image or DEFAULT_IMAGE, toolkit=toolkit_version())
     else:
