@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ PROBES = Path(__file__).with_name("probes.py").read_text(encoding="utf-8")
 
 EXPECTED_PROBES = (
     "tcp_egress",
+    "abstract_unix_socket",
     "dns",
     "write_rootfs",
     "write_weights",
@@ -40,7 +42,8 @@ class Listener:
 
     @property
     def port(self) -> int:
-        return int(self.sock.getsockname()[1])
+        address = self.sock.getsockname()
+        return int(address[1]) if isinstance(address, tuple) else 0
 
     def serve(self) -> None:
         while True:
@@ -52,9 +55,18 @@ class Listener:
             conn.close()
 
 
+ABSTRACT_NAME = f"gpenguard-battery-{os.getpid()}"
+"""An abstract AF_UNIX name the host listens on (reported under the host name ``@<name>``)."""
+
+
 @contextmanager
 def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
     made: list[Listener] = []
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind("\0" + ABSTRACT_NAME)
+    unix.listen(8)
+    abstract = Listener("@" + ABSTRACT_NAME, unix)
+    threading.Thread(target=abstract.serve, daemon=True).start()
     for host in hosts:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -68,6 +80,9 @@ def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
         for listener in made:
             with socket.create_connection((listener.host, listener.port), timeout=2):
                 pass
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.connect("\0" + ABSTRACT_NAME)
+        made.append(abstract)
         for listener in made:
             for _ in range(50):
                 if listener.accepted:
@@ -77,6 +92,7 @@ def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
             listener.accepted.clear()
         yield made
     finally:
+        unix.close()
         for listener in made:
             listener.sock.close()
 
