@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,21 +53,20 @@ class Listener:
                 conn, peer = self.sock.accept()
             except OSError:
                 return
-            self.accepted.append(f"{peer[0]}:{peer[1]}")
+            self.accepted.append(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"unix:{peer!r}")
             conn.close()
 
 
-ABSTRACT_NAME = f"gpenguard-battery-{os.getpid()}"
-"""An abstract AF_UNIX name the host listens on (reported under the host name ``@<name>``)."""
 
 
 @contextmanager
 def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
+    """TCP listeners on `hosts`, plus one abstract AF_UNIX name (host ``@<name>``, port 0)."""
     made: list[Listener] = []
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    unix.bind("\0" + ABSTRACT_NAME)
+    unix.bind(f"\0gpenguard-battery-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     unix.listen(8)
-    abstract = Listener("@" + ABSTRACT_NAME, unix)
+    abstract = Listener("@" + unix.getsockname()[1:].decode(), unix)
     threading.Thread(target=abstract.serve, daemon=True).start()
     for host in hosts:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,7 +82,7 @@ def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
             with socket.create_connection((listener.host, listener.port), timeout=2):
                 pass
         with socket.socket(socket.AF_UNIX) as probe:
-            probe.connect("\0" + ABSTRACT_NAME)
+            probe.connect(unix.getsockname())
         made.append(abstract)
         for listener in made:
             for _ in range(50):
@@ -92,9 +93,10 @@ def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
             listener.accepted.clear()
         yield made
     finally:
-        unix.close()
-        for listener in made:
-            listener.sock.close()
+        for sock in {unix, *(listener.sock for listener in made)}:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread, freeing the name
+            sock.close()
 
 
 def host_addresses() -> list[str]:
