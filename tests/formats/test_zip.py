@@ -194,3 +194,10 @@ def test_compressed_members_are_inflated_within_bounds(method: int) -> None:
     (stream,) = box.pickles
     assert bytes(stream.data) == payload
     assert "GG203" in rule_ids(box)  # 16 MiB of zeros is far past the ratio bound
+
+
+def test_trailing_bytes_after_data_pkl_stop() -> None:
+    box = read_bytes(torch_like_zip("archive", b"\x80\x02N." + b"\x00\x01 not a pickle"))
+    (finding,) = [f for f in box.findings if f.rule_id == "GG112"]
+    assert finding.member == "archive/data.pkl" and finding.offset == 4
+    assert len(box.pickles) == 1
