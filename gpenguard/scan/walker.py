@@ -141,6 +141,9 @@ class WalkLimits:
     max_stack_items: int = 1_000_000
 
 
+MAX_PROBLEMS_PER_RULE = 20
+
+
 class _Stop(Exception):
     """The real VM would stop here (error or limit); the reason is already recorded."""
 
@@ -162,6 +165,7 @@ class Walker:
         self.ext_registry: dict[int, tuple[str, str]] = dict(copyreg._inverted_registry)  # type: ignore[attr-defined]
         self.result = WalkResult(start=start, end=None)
         self._overwritten = False
+        self._per_rule: dict[str, int] = {}
 
     # -- driver -------------------------------------------------------------------------------
 
@@ -199,7 +203,16 @@ class Walker:
         return res
 
     def _problem(self, rule_id: str, offset: int, message: str, **kw: str | None) -> None:
-        self.result.problems.append(Problem(rule_id, offset, message, **kw))
+        # A hostile program can repeat one trick a million times; the first few say enough.
+        seen = self._per_rule.get(rule_id, 0) + 1
+        self._per_rule[rule_id] = seen
+        if seen <= MAX_PROBLEMS_PER_RULE:
+            self.result.problems.append(Problem(rule_id, offset, message, **kw))
+        elif seen == MAX_PROBLEMS_PER_RULE + 1:
+            more = (
+                f"{message} (and more like it; only the first {MAX_PROBLEMS_PER_RULE} are listed)"
+            )
+            self.result.problems.append(Problem(rule_id, offset, more, **kw))
 
     def _malformed(self, op: Op, why: str) -> None:
         self._problem("GG110", op.offset, f"{op.name}: {why}; the unpickler would fail here")

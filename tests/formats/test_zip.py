@@ -201,3 +201,11 @@ def test_trailing_bytes_after_data_pkl_stop() -> None:
     (finding,) = [f for f in box.findings if f.rule_id == "GG112"]
     assert finding.member == "archive/data.pkl" and finding.offset == 4
     assert len(box.pickles) == 1
+
+
+def test_repeated_container_findings_are_capped() -> None:
+    from gpenguard.formats._context import MAX_FINDINGS_PER_RULE
+
+    box = read_bytes(build_zip([ZipEntry(f"../x{i}", b"1") for i in range(300)]))
+    traversal = [f for f in box.findings if f.rule_id == "GG201"]
+    assert len(traversal) == MAX_FINDINGS_PER_RULE + 1
