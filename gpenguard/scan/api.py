@@ -21,6 +21,9 @@ from gpenguard.scan.rules import RULES, finding
 from gpenguard.scan.walker import Global, WalkLimits, render, walk
 
 # Findings of these rules mean part of the file was not looked at.
+_MAX_IMPORT_FINDINGS = 200
+"""Distinct refused imports listed per pickle; beyond it, one summary finding."""
+
 _NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"})
 
 
@@ -64,10 +67,15 @@ def analyse_stream(
         if name not in by_name:
             seen.append(name)
         by_name.setdefault(name, []).append(g)
+    refused = 0
     for name, uses in by_name.items():
         first = uses[0]
         verdict = judge(first.module, first.name, policy)
         if verdict is None:
+            continue
+        refused += 1
+        if refused > _MAX_IMPORT_FINDINGS:
+            # Still blocks (the worst one is listed); thousands of distinct names add nothing.
             continue
         called = next((g for g in uses if g.first_call is not None), None)
         raw = f"{first.module}.{first.name}"
@@ -85,6 +93,19 @@ def analyse_stream(
                 if called is not None and called.first_call is not None
                 else None,
                 severity=verdict.severity,
+            )
+        )
+    if refused > _MAX_IMPORT_FINDINGS:
+        worst = max((f for f in out if f.global_name), key=lambda f: f.severity)
+        note = f"{refused - _MAX_IMPORT_FINDINGS} more refused imports not listed; the first {_MAX_IMPORT_FINDINGS} are"
+        out.append(
+            finding(
+                worst.rule_id,
+                note,
+                path=path,
+                member=stream.member,
+                offset=base,
+                severity=worst.severity,
             )
         )
     return out, seen

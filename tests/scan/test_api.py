@@ -104,3 +104,15 @@ def test_unchecked_content_blocks_whatever_the_threshold(tmp_path: Path) -> None
         [tmp_path / "big.pt"], policy=lenient, limits=Limits(max_opcodes=100), jobs=1
     ).files
     assert f.verdict is Verdict.BLOCK and f.not_checked
+
+
+def test_many_distinct_refused_imports_are_summarised(tmp_path: Path) -> None:
+    from tests.corpus import P2, STOP, op_global
+
+    body = b"".join(op_global(f"pkg{i}", "Thing") + b"0" for i in range(500))
+    path = tmp_path / "many.pkl"
+    path.write_bytes(P2 + body + b"N" + STOP)
+    (f,) = scan(path).files
+    imports = [x for x in f.findings if x.rule_id == "GG101"]
+    assert len(imports) == 201 and "300 more refused imports" in imports[-1].message
+    assert f.verdict is Verdict.BLOCK and len(f.globals_seen) == 500
