@@ -125,6 +125,8 @@ class WalkResult:
     opcodes: int = 0
     protocol: int | None = None
     persistent_ids: int = 0
+    pids: list[object] = field(default_factory=list)
+    """The persistent ids themselves (stand-ins), for readers that follow storage records."""
 
     @property
     def complete(self) -> bool:
@@ -524,11 +526,14 @@ class Walker:
 
     def op_persid(self, op: Op) -> None:
         self.result.persistent_ids += 1
+        self.result.pids.append(op.arg)
         self._push(PersId(op.arg, op.offset))
 
     def op_binpersid(self, op: Op) -> None:
         self.result.persistent_ids += 1
-        self._push(PersId(self._pop(op), op.offset))
+        pid = self._pop(op)
+        self.result.pids.append(pid)
+        self._push(PersId(pid, op.offset))
 
     # -- framing ----------------------------------------------------------------------------------
 
