@@ -62,6 +62,11 @@ _PLAIN: dict[str, str] = {
         f"torch.{n}": "typed storage class; names the dtype of raw storage bytes"
         for n in _STORAGE_NAMES
     },
+    **{
+        f"torch.cuda.{n}": "storage class of a tensor saved from a GPU (legacy files); names a dtype only"
+        for n in _STORAGE_NAMES
+        if n != "UntypedStorage"
+    },
 }
 
 _DEFAULT: dict[str, str] = {
@@ -287,6 +292,8 @@ _DANGEROUS_NAMES = frozenset(
         "torch.from_file",
         "torch.classes",
         "torch.ops",
+        "torch.storage._load_from_bytes",
+        "torch._weights_only_unpickler.load",
         "numpy.load",
         "numpy.save",
         "numpy.fromfile",
@@ -319,10 +326,47 @@ def normalize(module: str, name: str) -> str:
     return f"{module}.{name}"
 
 
+# Attribute names that reach interpreter internals from any object (namespace escapes).
+_DUNDER_ESCAPES = frozenset(
+    [
+        "__builtins__",
+        "__globals__",
+        "__dict__",
+        "__class__",
+        "__subclasses__",
+        "__bases__",
+        "__mro__",
+        "__getattribute__",
+        "__getattr__",
+        "__setattr__",
+        "__delattr__",
+        "__import__",
+        "__loader__",
+        "__spec__",
+        "__code__",
+        "__closure__",
+        "__func__",
+        "__self__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__setstate__",
+        "__init__",
+        "__new__",
+        "__call__",
+        "__getitem__",
+        "__setitem__",
+        "__module__",
+    ]
+)
+
+
 def is_dangerous(qualname: str) -> bool:
+    """Known to run code or reach the OS: a listed module or name, or a dunder escape."""
     if qualname in _DANGEROUS_NAMES:
         return True
     parts = qualname.split(".")
+    if any(p in _DUNDER_ESCAPES for p in parts):
+        return True
     for i in range(1, len(parts) + 1):
         prefix = ".".join(parts[:i])
         if prefix in _DANGEROUS_MODULES:
@@ -333,9 +377,10 @@ def is_dangerous(qualname: str) -> bool:
 
 
 def _matches(qualname: str, pattern: str) -> bool:
+    """``a.b.c`` matches ``a.b.c``, ``a.b.*`` and ``a.b`` (a module denies all it holds)."""
     if pattern.endswith(".*"):
         return qualname.startswith(pattern[:-1])
-    return qualname == pattern
+    return qualname == pattern or qualname.startswith(pattern + ".")
 
 
 def reason_allowed(qualname: str, module: str, name: str, profile: Profile) -> str | None:
