@@ -9,11 +9,11 @@ the ambiguity itself is a finding.
 from __future__ import annotations
 
 import dataclasses
-import zipfile
+import struct
 
 from gpenguard.errors import FormatError, LimitExceeded
 from gpenguard.formats import safetensors
-from gpenguard.formats._context import Ctx, MemFile
+from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, Limits
 from gpenguard.formats.legacy import is_legacy, read_legacy
 from gpenguard.formats.numpy import is_npy, read_npy
@@ -21,9 +21,9 @@ from gpenguard.formats.pickle import looks_like_pickle, probe, read_bare
 from gpenguard.formats.source import Source
 from gpenguard.formats.tar import is_tar, read_tar
 from gpenguard.formats.torchzip import read_zip
+from gpenguard.formats.zipdir import DirectoryError, find_end, read_directory
 
 _EOCD = b"PK\x05\x06"
-_EOCD_SEARCH = 65536 + 22
 _ARCHIVES = ("zip", "tar", "legacy", "zip-embedded")
 
 
@@ -40,7 +40,9 @@ def interpretations(buf: memoryview, limits: Limits) -> list[str]:
     if safetensors.looks_like(buf):
         kinds.append("safetensors")
     if _pickle_reading(buf, limits, secondary=bool(kinds)):
-        kinds.insert(len([k for k in kinds if k in ("zip", "tar")]), "legacy" if is_legacy(buf) else "pickle")
+        kinds.insert(
+            len([k for k in kinds if k in ("zip", "tar")]), "legacy" if is_legacy(buf) else "pickle"
+        )
     if "zip" not in kinds and _embedded_zip(buf):
         kinds.append("zip-embedded")
     return kinds
@@ -56,12 +58,11 @@ def _pickle_reading(buf: memoryview, limits: Limits, *, secondary: bool) -> bool
 
 
 def _embedded_zip(buf: memoryview) -> bool:
-    tail_start = max(0, len(buf) - _EOCD_SEARCH)
-    if bytes(buf[tail_start:]).rfind(_EOCD) < 0:
+    if find_end(buf) is None:
         return False
     try:
-        return bool(zipfile.ZipFile(MemFile(buf)).infolist())
-    except Exception:
+        return bool(read_directory(buf, max_entries=1).entries)
+    except (DirectoryError, struct.error):
         return False
 
 
@@ -101,13 +102,21 @@ def _read(ctx: Ctx, buf: memoryview, kinds: list[str]) -> Container:
     box = _read_as(kinds[0], ctx, buf)
     extra: list[Container] = []
     for kind in kinds[1:]:
-        ctx.add("GG207", f"read as {kinds[0]}, but also valid as {kind}; both readings inspected", offset=0)
+        ctx.add(
+            "GG207",
+            f"read as {kinds[0]}, but also valid as {kind}; both readings inspected",
+            offset=0,
+        )
         sub = ctx.child(f"[as {kind}]")
         try:
-            extra.append(dataclasses.replace(_read_as(kind, sub, buf), findings=tuple(sub.findings)))
+            extra.append(
+                dataclasses.replace(_read_as(kind, sub, buf), findings=tuple(sub.findings))
+            )
         except FormatError as exc:
             ctx.add("GG212", f"the {kind} reading cannot be inspected: {exc.message}", offset=0)
-    return dataclasses.replace(box, findings=tuple(ctx.findings), children=box.children + tuple(extra))
+    return dataclasses.replace(
+        box, findings=tuple(ctx.findings), children=box.children + tuple(extra)
+    )
 
 
 def read_top(source: Source, limits: Limits) -> Container:
@@ -116,18 +125,27 @@ def read_top(source: Source, limits: Limits) -> Container:
     if source.size == 0:
         raise FormatError("not a checkpoint: empty file", path=source.name)
     if source.size > limits.max_file_bytes:
-        raise LimitExceeded(f"file of {source.size} bytes exceeds the {limits.max_file_bytes}-byte bound", path=source.name)
+        raise LimitExceeded(
+            f"file of {source.size} bytes exceeds the {limits.max_file_bytes}-byte bound",
+            path=source.name,
+        )
     kinds = interpretations(buf, limits)
     if not kinds:
         first = bytes(buf[:16]).hex(" ")
-        raise FormatError(f"not a checkpoint: unrecognised content (first bytes {first})", path=source.name)
+        raise FormatError(
+            f"not a checkpoint: unrecognised content (first bytes {first})", path=source.name
+        )
     return _read(Ctx(source.name, limits), buf, kinds)
 
 
 def read_nested(ctx: Ctx, name: str, data: memoryview) -> Container | None:
     """A container stored as member `name` of the current one, within the nesting bound."""
     if ctx.depth + 1 > ctx.limits.max_nesting:
-        ctx.add("GG213", f"nested deeper than {ctx.limits.max_nesting} levels; not inspected", member=name)
+        ctx.add(
+            "GG213",
+            f"nested deeper than {ctx.limits.max_nesting} levels; not inspected",
+            member=name,
+        )
         return None
     kinds = [k for k in interpretations(data, ctx.limits) if k in _ARCHIVES]
     if not kinds:

@@ -41,8 +41,12 @@ def read_legacy(ctx: Ctx, buf: memoryview) -> Container:
         if p.end is None:
             ctx.add("GG306", f"legacy record {index} ({what}) is not a complete pickle", offset=pos)
             streams.append(PickleStream(member=ctx.where, offset=pos, data=buf[pos:], index=index))
-            return Container(path=ctx.path, format=Format.TORCH_LEGACY, pickles=tuple(streams), member=ctx.where)
-        streams.append(PickleStream(member=ctx.where, offset=pos, data=buf[pos : p.end], index=index))
+            return Container(
+                path=ctx.path, format=Format.TORCH_LEGACY, pickles=tuple(streams), member=ctx.where
+            )
+        streams.append(
+            PickleStream(member=ctx.where, offset=pos, data=buf[pos : p.end], index=index)
+        )
         pos = p.end
     tail = buf[pos:]
     streams += _check_tail(ctx, buf, streams[-1], pos)
@@ -56,7 +60,9 @@ def read_legacy(ctx: Ctx, buf: memoryview) -> Container:
     )
 
 
-def _check_tail(ctx: Ctx, buf: memoryview, keys: PickleStream, tail_start: int) -> list[PickleStream]:
+def _check_tail(
+    ctx: Ctx, buf: memoryview, keys: PickleStream, tail_start: int
+) -> list[PickleStream]:
     """When the storage-key list is no list of strings, the tail cannot be storages."""
     res = walk(keys.data, 0, ctx.walk_limits)
     try:
@@ -67,5 +73,7 @@ def _check_tail(ctx: Ctx, buf: memoryview, keys: PickleStream, tail_start: int) 
         ctx.add("GG306", "legacy storage-key record is not a list of strings", offset=keys.offset)
         if tail_start < len(buf):
             # Not storages, so nothing says what the bytes are: scan any pickles they hold.
-            return split_stream(ctx, buf, member=None, expect=0, first_index=len(RECORDS), start=tail_start)
+            return split_stream(
+                ctx, buf, member=None, expect=0, first_index=len(RECORDS), start=tail_start
+            )
     return []

@@ -31,7 +31,11 @@ def inspect(
         # something is worth a look (a payload parked for a second-stage loader).
         p = probe(data, 0, max_ops=min(ctx.limits.max_opcodes, 100_000))
         if p.complete and p.imports and p.ops >= 3:
-            ctx.add("GG214", "a storage record holds a complete pickle that imports something", member=name)
+            ctx.add(
+                "GG214",
+                "a storage record holds a complete pickle that imports something",
+                member=name,
+            )
             return split_stream(ctx, data, member=name), []
         return [], []
     if detect.sniff_archive(data, ctx.limits) is not None:
@@ -39,7 +43,9 @@ def inspect(
         return [], [child] if child is not None else []
     if is_npy(data):
         return inspect_npy(ctx, data, name), []
-    if name.endswith((".pkl", ".pickle")) or looks_like_pickle(data, max_ops=ctx.limits.max_opcodes):
+    if name.endswith((".pkl", ".pickle")) or looks_like_pickle(
+        data, max_ops=ctx.limits.max_opcodes
+    ):
         if torch_zip and not main_pickle and not name.endswith("/constants.pkl"):
             ctx.add("GG214", "pickle member other than data.pkl; scanned as well", member=name)
         return split_stream(ctx, data, member=name), []

@@ -104,7 +104,12 @@ def inspect_npy(ctx: Ctx, buf: memoryview, member: str | None) -> list[PickleStr
         ctx.add("GG301", f"invalid .npy header: {exc}", member=member, offset=0)
         return []
     if head.has_object:
-        ctx.add("GG302", "object-dtype array: its data is a pickle", member=member, offset=head.data_offset)
+        ctx.add(
+            "GG302",
+            "object-dtype array: its data is a pickle",
+            member=member,
+            offset=head.data_offset,
+        )
         return split_stream(ctx, buf, member=member, start=head.data_offset)
     size = _itemsize(head.descr)
     if size is None:
@@ -113,9 +118,19 @@ def inspect_npy(ctx: Ctx, buf: memoryview, member: str | None) -> list[PickleStr
     need = math.prod(head.shape) * size
     have = len(buf) - head.data_offset
     if have < need:
-        ctx.add("GG301", f"array needs {need} data bytes, the file holds {have}", member=member, offset=head.data_offset)
+        ctx.add(
+            "GG301",
+            f"array needs {need} data bytes, the file holds {have}",
+            member=member,
+            offset=head.data_offset,
+        )
     elif have > need:
-        ctx.add("GG112", f"{have - need} bytes after the array data", member=member, offset=head.data_offset + need)
+        ctx.add(
+            "GG112",
+            f"{have - need} bytes after the array data",
+            member=member,
+            offset=head.data_offset + need,
+        )
     return []
 
 

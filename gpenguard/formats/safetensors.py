@@ -60,7 +60,8 @@ def validate(ctx: Ctx, buf: memoryview) -> list[str]:
     problems: list[str] = []
     meta = header.pop("__metadata__", None)
     if meta is not None and (
-        not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+        not isinstance(meta, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
     ):
         problems.append("__metadata__ must map strings to strings")
     data_len = len(buf) - 8 - n
@@ -75,7 +76,11 @@ def validate(ctx: Ctx, buf: memoryview) -> list[str]:
     pos = 0
     for begin, end, name in spans:
         if begin != pos:
-            kind = "overlaps the previous tensor" if begin < pos else f"leaves a hole of {begin - pos} bytes"
+            kind = (
+                "overlaps the previous tensor"
+                if begin < pos
+                else f"leaves a hole of {begin - pos} bytes"
+            )
             problems.append(f"tensor {name!r} at {begin} {kind}")
         pos = max(pos, end)
     if pos != data_len:
@@ -89,7 +94,9 @@ def _check_entry(entry: object) -> str | tuple[int, int]:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         return f"unknown dtype {dtype!r}"
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         return f"bad shape {shape!r}"
     if (
         not isinstance(offsets, list)

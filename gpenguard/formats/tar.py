@@ -43,7 +43,9 @@ def is_tar(buf: memoryview) -> bool:
     except ValueError:
         return False
     unsigned = sum(head[:148]) + 8 * 32 + sum(head[156:])
-    signed = sum(struct.unpack("148b", head[:148])) + 8 * 32 + sum(struct.unpack("356b", head[156:]))
+    signed = (
+        sum(struct.unpack("148b", head[:148])) + 8 * 32 + sum(struct.unpack("356b", head[156:]))
+    )
     return stored in (unsigned, signed)
 
 
@@ -58,10 +60,15 @@ def read_tar(ctx: Ctx, buf: memoryview) -> Container:
                 break
             infos.append(info)
             if len(infos) > ctx.limits.max_members:
-                ctx.add("GG204", f"more than {ctx.limits.max_members} members; the rest not inspected")
+                ctx.add(
+                    "GG204", f"more than {ctx.limits.max_members} members; the rest not inspected"
+                )
                 break
     except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeError) as exc:
-        raise FormatError(f"tar archive is corrupt: {exc}", path=f"{ctx.path}!{ctx.where}" if ctx.where else ctx.path) from exc
+        raise FormatError(
+            f"tar archive is corrupt: {exc}",
+            path=f"{ctx.path}!{ctx.where}" if ctx.where else ctx.path,
+        ) from exc
     ctx.budget.members += len(infos)
     for name, count in Counter(i.name for i in infos).items():
         if count > 1:
@@ -72,12 +79,21 @@ def read_tar(ctx: Ctx, buf: memoryview) -> Container:
     for info in infos:
         norm = info.name.replace("\\", "/")
         if norm.startswith("/") or ".." in norm.split("/") or info.issym() or info.islnk():
-            ctx.add("GG201", f"member {info.name!r} is absolute, climbs out, or is a link", member=info.name)
+            ctx.add(
+                "GG201",
+                f"member {info.name!r} is absolute, climbs out, or is a link",
+                member=info.name,
+            )
         if not info.isreg():
             continue
         start = info.offset_data
         if start + info.size > len(buf):
-            ctx.add("GG212", "member data runs past the end of the file", member=info.name, offset=info.offset)
+            ctx.add(
+                "GG212",
+                "member data runs past the end of the file",
+                member=info.name,
+                offset=info.offset,
+            )
             continue
         files.setdefault(info.name, buf[start : start + info.size])
     legacy = "pickle" in files and "storages" in files and "tensors" in files
@@ -109,7 +125,9 @@ def _records(ctx: Ctx, name: str, data: memoryview) -> list[PickleStream]:
     def take(pos: int) -> WalkResult | None:
         p = probe(data, pos, max_ops=ctx.limits.max_opcodes)
         stop = p.end if p.end is not None else len(data)
-        streams.append(PickleStream(member=where, offset=pos, data=data[pos:stop], index=len(streams)))
+        streams.append(
+            PickleStream(member=where, offset=pos, data=data[pos:stop], index=len(streams))
+        )
         if p.end is None:
             return None
         return walk(data[pos:stop], 0, ctx.walk_limits)
@@ -117,7 +135,9 @@ def _records(ctx: Ctx, name: str, data: memoryview) -> list[PickleStream]:
     def give_up(pos: int, why: str) -> list[PickleStream]:
         ctx.add("GG306", f"{name} record stream cannot be followed: {why}", member=name, offset=pos)
         if pos < len(data):
-            streams.extend(split_stream(ctx, data, member=name, expect=0, first_index=len(streams), start=pos))
+            streams.extend(
+                split_stream(ctx, data, member=name, expect=0, first_index=len(streams), start=pos)
+            )
         return streams
 
     first = take(0)

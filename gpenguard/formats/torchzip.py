@@ -34,10 +34,17 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
     if is_torch:
         assert root is not None
         if f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names):
-            ctx.add("GG210", "TorchScript archive: torch.jit.load would run the code it carries", member=f"{root}/constants.pkl")
+            ctx.add(
+                "GG210",
+                "TorchScript archive: torch.jit.load would run the code it carries",
+                member=f"{root}/constants.pkl",
+            )
         roots = {n.split("/", 1)[0] for n in names}
         if len(roots) > 1:
-            ctx.add("GG211", f"members under {len(roots)} top-level folders: {', '.join(sorted(roots)[:5])}")
+            ctx.add(
+                "GG211",
+                f"members under {len(roots)} top-level folders: {', '.join(sorted(roots)[:5])}",
+            )
         prefix = f"{root}/data/"
         for m in files:
             key = m.name[len(prefix) :]
@@ -56,10 +63,18 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
             npz_members += 1
         is_storage = id(m) in storage_members
         main = is_torch and m.name == f"{root}/data.pkl"
-        found, kids = _members.inspect(ctx, m.name, data, storage=is_storage, main_pickle=main, torch_zip=is_torch)
+        found, kids = _members.inspect(
+            ctx, m.name, data, storage=is_storage, main_pickle=main, torch_zip=is_torch
+        )
         pickles += found
         children += kids
-    fmt = Format.TORCH_ZIP if is_torch else Format.NUMPY_ZIP if files and npz_members == len(files) else Format.ZIP
+    fmt = (
+        Format.TORCH_ZIP
+        if is_torch
+        else Format.NUMPY_ZIP
+        if files and npz_members == len(files)
+        else Format.ZIP
+    )
     return Container(
         path=ctx.path,
         format=fmt,

@@ -1,15 +1,16 @@
 """Hardened zip reading, at least as permissive as torch's own reader (miniz).
 
-Python's `zipfile` parses the central directory well, but refuses to open members whose CRC
-is wrong or whose local header disagrees with the directory, while torch (miniz, CRC checks
-compiled out) loads them. Scanners that gave up there were bypassed (CVE-2025-10156,
-CVE-2025-1944/1945). So: `zipfile` reads the directory; the member bytes are located from
-the local header by hand, like miniz does, and every disagreement becomes a finding.
+Python's `zipfile` refuses to open members whose CRC is wrong or whose local header
+disagrees with the directory, while torch (miniz, CRC checks compiled out) loads them.
+Scanners that gave up there were bypassed (CVE-2025-10156, CVE-2025-1944/1945). So the
+directory is parsed by `zipdir` (as loosely as miniz), member bytes are located from the
+local header by hand, like miniz does, and every disagreement becomes a finding.
 """
 
 from __future__ import annotations
 
 import bz2
+import lzma
 import struct
 import zipfile
 import zlib
@@ -18,7 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from gpenguard.errors import FormatError
-from gpenguard.formats._context import Ctx, MemFile
+from gpenguard.formats._context import Ctx
+from gpenguard.formats.zipdir import DirectoryError, Entry, read_directory
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIG = b"PK\x03\x04"
@@ -30,7 +32,7 @@ class Member:
     """One zip entry as the central directory describes it, with its data located."""
 
     name: str
-    info: zipfile.ZipInfo
+    info: Entry
     data_offset: int | None
     """Where the (possibly compressed) bytes start in the file; None when unreadable."""
 
@@ -41,34 +43,46 @@ class ZipReadError(Exception):
 
 def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     """Parse the central directory and check every entry against its local header."""
-    try:
-        zf = zipfile.ZipFile(MemFile(buf))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, OSError, NotImplementedError, EOFError) as exc:
-        raise FormatError(f"zip archive is corrupt: {exc}", path=_label(ctx)) from exc
     lim = ctx.limits
-    if len(infos) > lim.max_members:
-        ctx.add("GG204", f"{len(infos)} members, more than {lim.max_members}; only the first {lim.max_members} inspected")
-        infos = infos[: lim.max_members]
+    try:
+        directory = read_directory(buf, max_entries=lim.max_members)
+    except DirectoryError as exc:
+        raise FormatError(f"zip archive is corrupt: {exc}", path=_label(ctx)) from exc
+    infos = list(directory.entries)
+    if directory.truncated:
+        ctx.add(
+            "GG204",
+            f"more than {lim.max_members} members; only the first {lim.max_members} inspected",
+        )
+    if directory.declared != len(infos) and not directory.truncated:
+        ctx.add(
+            "GG206",
+            f"the end record declares {directory.declared} entries, the directory holds {len(infos)}",
+        )
     ctx.budget.members += len(infos)
     if ctx.budget.members > lim.max_members * 4:
         ctx.add("GG204", f"nested archives hold more than {lim.max_members * 4} members in total")
         infos = []
-    first = min((i.header_offset for i in infos), default=0)
-    start_dir = getattr(zf, "start_dir", 0)
-    if (infos and first > 0) or (not infos and start_dir > 0):
-        ctx.add("GG208", f"{first or start_dir} bytes precede the first zip record", offset=0)
-    for name, count in Counter(i.filename for i in infos).items():
+    first = min((i.header_offset for i in infos), default=directory.start)
+    if first > 0:
+        ctx.add("GG208", f"{first} bytes precede the first zip record", offset=0)
+    # torch compares raw name bytes; every name is decoded the same way to keep that equality
+    # whatever the UTF-8 flag of each entry says (CVE-2025-1945 played on that flag).
+    for name, count in Counter(i.name for i in infos).items():
         if count > 1:
             ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
     members = []
     for info in infos:
-        name = info.filename
+        name = info.name
         if _escapes(name):
-            ctx.add("GG201", f"member name {name!r} is absolute or climbs out of the archive", member=name)
+            ctx.add(
+                "GG201",
+                f"member name {name!r} is absolute or climbs out of the archive",
+                member=name,
+            )
         if info.flag_bits & 0x1:
             ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name)
-        members.append(Member(name, info, _locate(ctx, buf, info)))
+        members.append(Member(name, info, _locate(ctx, buf, info, name)))
     return members
 
 
@@ -83,18 +97,9 @@ def _escapes(name: str) -> bool:
     return ".." in norm.split("/")
 
 
-def _raw_name(info: zipfile.ZipInfo) -> bytes:
-    enc = "utf-8" if info.flag_bits & 0x800 else "cp437"
-    try:
-        return info.orig_filename.encode(enc)
-    except UnicodeEncodeError:
-        return info.orig_filename.encode("utf-8", "surrogateescape")
-
-
-def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo) -> int | None:
+def _locate(ctx: Ctx, buf: memoryview, info: Entry, name: str) -> int | None:
     """The data offset from the local header, as miniz computes it; anomalies are findings."""
     off = info.header_offset
-    name = info.filename
     if off < 0 or off + _LOCAL.size > len(buf):
         ctx.add("GG212", f"local header at byte {off} lies outside the file", member=name)
         return None
@@ -102,18 +107,38 @@ def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo) -> int | None:
     sig = bytes(buf[off : off + 4])
     flags, method, nlen, elen = fields[2], fields[3], fields[9], fields[10]
     if sig != _LOCAL_SIG:
-        ctx.add("GG212", f"no local header signature at byte {off}, where the directory points", member=name)
+        ctx.add(
+            "GG212",
+            f"no local header signature at byte {off}, where the directory points",
+            member=name,
+        )
         return None
     local_name = bytes(buf[off + _LOCAL.size : off + _LOCAL.size + nlen])
-    if local_name != _raw_name(info):
-        ctx.add("GG206", f"local header at byte {off} names the member {local_name[:80]!r}; the directory says {name!r}", member=name)
+    if local_name != info.raw_name:
+        ctx.add(
+            "GG206",
+            f"local header at byte {off} names the member {local_name[:80]!r}; the directory says {name!r}",
+            member=name,
+        )
     if (flags ^ info.flag_bits) & 0x0801:
-        ctx.add("GG206", f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}", member=name)
+        ctx.add(
+            "GG206",
+            f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}",
+            member=name,
+        )
     if method != info.compress_type:
-        ctx.add("GG206", f"local header method {method} differs from the directory's {info.compress_type}", member=name)
+        ctx.add(
+            "GG206",
+            f"local header method {method} differs from the directory's {info.compress_type}",
+            member=name,
+        )
     data = off + _LOCAL.size + nlen + elen
     if data + info.compress_size > len(buf):
-        ctx.add("GG212", f"member data (local header at byte {off}) runs past the end of the file", member=name)
+        ctx.add(
+            "GG212",
+            f"member data (local header at byte {off}) runs past the end of the file",
+            member=name,
+        )
         return None
     return data
 
@@ -128,24 +153,40 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
     method = info.compress_type
     if method == zipfile.ZIP_STORED:
         if info.file_size != info.compress_size:
-            ctx.add("GG206", f"stored member declares {info.file_size} bytes but holds {info.compress_size}", member=m.name)
+            ctx.add(
+                "GG206",
+                f"stored member declares {info.file_size} bytes but holds {info.compress_size}",
+                member=m.name,
+            )
         out = raw
     else:
         remaining = lim.max_uncompressed_bytes - ctx.budget.uncompressed
         ratio_cap = int(max(info.compress_size, 1) * lim.max_compression_ratio)
         declared = info.file_size
         if declared > remaining or (declared > 2**20 and declared > ratio_cap):
-            ctx.add("GG203", f"member expands to {declared} bytes from {info.compress_size} (bounds: ratio {lim.max_compression_ratio:g}, total {lim.max_uncompressed_bytes})", member=m.name)
+            ctx.add(
+                "GG203",
+                f"member expands to {declared} bytes from {info.compress_size} (bounds: ratio {lim.max_compression_ratio:g}, total {lim.max_uncompressed_bytes})",
+                member=m.name,
+            )
             raise ZipReadError("compression bound")
         data = _inflate(method, raw, declared + 1)
         if len(data) != declared:
-            ctx.add("GG206", f"member inflates to {len(data) if len(data) <= declared else 'more than ' + str(declared)} bytes, the directory says {declared}", member=m.name)
+            ctx.add(
+                "GG206",
+                f"member inflates to {len(data) if len(data) <= declared else 'more than ' + str(declared)} bytes, the directory says {declared}",
+                member=m.name,
+            )
             if len(data) > declared:
                 raise ZipReadError("size mismatch")
         ctx.budget.uncompressed += len(data)
         out = memoryview(data)
     if check_crc and len(out) <= _CRC_CHECK_MAX and zlib.crc32(out) != info.CRC:
-        ctx.add("GG205", f"CRC-32 mismatch (directory 0x{info.CRC:08x}); torch loads it anyway", member=m.name)
+        ctx.add(
+            "GG205",
+            f"CRC-32 mismatch (directory 0x{info.CRC:08x}); torch loads it anyway",
+            member=m.name,
+        )
     return out
 
 
@@ -157,9 +198,15 @@ def _inflate(method: int, raw: memoryview, cap: int) -> bytes:
         if method == zipfile.ZIP_BZIP2:
             return bz2.BZ2Decompressor().decompress(raw, cap)
         if method == zipfile.ZIP_LZMA:
-            lz = zipfile.LZMADecompressor()  # type: ignore[attr-defined]
-            return bytes(lz.decompress(bytes(raw)))[:cap]
-    except (zlib.error, OSError, EOFError, ValueError) as exc:
+            # zip's LZMA: 2-byte version, 2-byte property size, properties, raw LZMA1 data
+            if len(raw) < 4:
+                raise ZipReadError("truncated LZMA header")
+            psize = int.from_bytes(raw[2:4], "little")
+            props = bytes(raw[4 : 4 + psize])
+            lzma_filter = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            dec = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter])
+            return dec.decompress(raw[4 + psize :], cap)
+    except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
         raise ZipReadError(f"corrupt compressed data: {exc}") from exc
     raise ZipReadError(f"unsupported compression method {method}")
 
@@ -180,7 +227,9 @@ class LazyStorages(Mapping[str, memoryview]):
         try:
             view = member_bytes(self._ctx, self._buf, m, check_crc=False)
         except ZipReadError as exc:
-            raise FormatError(f"storage {key!r} cannot be read: {exc}", path=_label(self._ctx)) from exc
+            raise FormatError(
+                f"storage {key!r} cannot be read: {exc}", path=_label(self._ctx)
+            ) from exc
         self._cache[key] = view
         return view
 

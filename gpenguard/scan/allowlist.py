@@ -58,7 +58,10 @@ _PLAIN: dict[str, str] = {
     "torch._utils._rebuild_tensor_v2": "rebuilds a tensor view over a storage read from the archive",
     "torch._utils._rebuild_parameter": "wraps a rebuilt tensor as nn.Parameter",
     "collections.OrderedDict": "the container of every state_dict",
-    **{f"torch.{n}": "typed storage class; names the dtype of raw storage bytes" for n in _STORAGE_NAMES},
+    **{
+        f"torch.{n}": "typed storage class; names the dtype of raw storage bytes"
+        for n in _STORAGE_NAMES
+    },
 }
 
 _DEFAULT: dict[str, str] = {
@@ -133,10 +136,168 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Known to run code, spawn processes, touch files or the network, or reach any other callable.
 _DANGEROUS_MODULES = frozenset(
-    ["os", "posix", "nt", "subprocess", "_posixsubprocess", "_winapi", "runpy", "pty", "socket", "_socket", "ssl", "ctypes", "_ctypes", "importlib", "pickle", "_pickle", "cPickle", "pickletools", "dill", "cloudpickle", "joblib", "shelve", "dbm", "marshal", "webbrowser", "pip", "ensurepip", "venv", "code", "codeop", "shutil", "sys", "types", "operator", "_operator", "functools", "asyncio", "multiprocessing", "threading", "_thread", "signal", "tempfile", "urllib", "urllib2", "http", "httplib", "requests", "aiohttp", "httpx", "ftplib", "smtplib", "telnetlib", "imaplib", "poplib", "nntplib", "xmlrpc", "socketserver", "profile", "cProfile", "pstats", "trace", "pdb", "bdb", "timeit", "doctest", "pydoc", "idlelib", "lib2to3", "_osx_support", "_aix_support", "_pyrepl", "pkgutil", "site", "atexit", "_interpreters", "_xxsubinterpreters", "interpreters", "concurrent", "logging", "io", "_io", "zipimport", "glob", "gc", "inspect", "ast", "zipfile", "tarfile", "gzip", "bz2", "lzma", "sqlite3", "mmap", "fcntl", "resource", "select", "selectors", "uuid._", "torch.hub", "torch.jit", "torch._C", "torch.serialization", "torch.package", "torch.utils.collect_env", "torch.utils.cpp_extension", "torch._dynamo", "torch._inductor", "torch.distributed", "torch.multiprocessing", "torch.ops", "torch.fx", "torch.onnx", "torch.testing", "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.lib.npyio", "pandas", "mlflow", "yaml"]
+    [
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "_posixsubprocess",
+        "_winapi",
+        "runpy",
+        "pty",
+        "socket",
+        "_socket",
+        "ssl",
+        "ctypes",
+        "_ctypes",
+        "importlib",
+        "pickle",
+        "_pickle",
+        "cPickle",
+        "pickletools",
+        "dill",
+        "cloudpickle",
+        "joblib",
+        "shelve",
+        "dbm",
+        "marshal",
+        "webbrowser",
+        "pip",
+        "ensurepip",
+        "venv",
+        "code",
+        "codeop",
+        "shutil",
+        "sys",
+        "types",
+        "operator",
+        "_operator",
+        "functools",
+        "asyncio",
+        "multiprocessing",
+        "threading",
+        "_thread",
+        "signal",
+        "tempfile",
+        "urllib",
+        "urllib2",
+        "http",
+        "httplib",
+        "requests",
+        "aiohttp",
+        "httpx",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "imaplib",
+        "poplib",
+        "nntplib",
+        "xmlrpc",
+        "socketserver",
+        "profile",
+        "cProfile",
+        "pstats",
+        "trace",
+        "pdb",
+        "bdb",
+        "timeit",
+        "doctest",
+        "pydoc",
+        "idlelib",
+        "lib2to3",
+        "_osx_support",
+        "_aix_support",
+        "_pyrepl",
+        "pkgutil",
+        "site",
+        "atexit",
+        "_interpreters",
+        "_xxsubinterpreters",
+        "interpreters",
+        "concurrent",
+        "logging",
+        "io",
+        "_io",
+        "zipimport",
+        "glob",
+        "gc",
+        "inspect",
+        "ast",
+        "zipfile",
+        "tarfile",
+        "gzip",
+        "bz2",
+        "lzma",
+        "sqlite3",
+        "mmap",
+        "fcntl",
+        "resource",
+        "select",
+        "selectors",
+        "uuid._",
+        "torch.hub",
+        "torch.jit",
+        "torch._C",
+        "torch.serialization",
+        "torch.package",
+        "torch.utils.collect_env",
+        "torch.utils.cpp_extension",
+        "torch._dynamo",
+        "torch._inductor",
+        "torch.distributed",
+        "torch.multiprocessing",
+        "torch.ops",
+        "torch.fx",
+        "torch.onnx",
+        "torch.testing",
+        "numpy.testing",
+        "numpy.f2py",
+        "numpy.distutils",
+        "numpy.lib.npyio",
+        "pandas",
+        "mlflow",
+        "yaml",
+    ]
 )
 _DANGEROUS_NAMES = frozenset(
-    ["builtins.eval", "builtins.exec", "builtins.getattr", "builtins.setattr", "builtins.delattr", "builtins.__import__", "builtins.compile", "builtins.open", "builtins.breakpoint", "builtins.globals", "builtins.locals", "builtins.vars", "builtins.input", "builtins.exit", "builtins.quit", "builtins.help", "builtins.__build_class__", "builtins.memoryview", "builtins.type", "builtins.super", "torch.load", "torch.save", "torch.compile", "torch.from_file", "torch.classes", "torch.ops", "numpy.load", "numpy.save", "numpy.fromfile", "numpy.loadtxt", "numpy.genfromtxt", "numpy.memmap", "copyreg.add_extension", "copyreg.__newobj_ex__", "types.CodeType", "types.FunctionType"]
+    [
+        "builtins.eval",
+        "builtins.exec",
+        "builtins.getattr",
+        "builtins.setattr",
+        "builtins.delattr",
+        "builtins.__import__",
+        "builtins.compile",
+        "builtins.open",
+        "builtins.breakpoint",
+        "builtins.globals",
+        "builtins.locals",
+        "builtins.vars",
+        "builtins.input",
+        "builtins.exit",
+        "builtins.quit",
+        "builtins.help",
+        "builtins.__build_class__",
+        "builtins.memoryview",
+        "builtins.type",
+        "builtins.super",
+        "torch.load",
+        "torch.save",
+        "torch.compile",
+        "torch.from_file",
+        "torch.classes",
+        "torch.ops",
+        "numpy.load",
+        "numpy.save",
+        "numpy.fromfile",
+        "numpy.loadtxt",
+        "numpy.genfromtxt",
+        "numpy.memmap",
+        "copyreg.add_extension",
+        "copyreg.__newobj_ex__",
+        "types.CodeType",
+        "types.FunctionType",
+    ]
 )
 
 
@@ -206,11 +367,7 @@ def _is_stock_nn_module(module: str, name: str) -> bool:
     except ImportError:
         return False
     obj = vars(mod).get(name)
-    return (
-        isinstance(obj, type)
-        and issubclass(obj, torch.nn.Module)
-        and obj.__module__ == module
-    )
+    return isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == module
 
 
 def judge(module: str, name: str, policy: Policy) -> Judgement | None:
@@ -231,7 +388,9 @@ def judge(module: str, name: str, policy: Policy) -> Judgement | None:
     if reason_allowed(qualname, module, name, profile) is not None:
         return None
     if dangerous:
-        return Judgement("GG100", Severity.CRITICAL, "known to execute code, reach the OS or re-enter a loader")
+        return Judgement(
+            "GG100", Severity.CRITICAL, "known to execute code, reach the OS or re-enter a loader"
+        )
     return Judgement("GG101", Severity.HIGH, f"not on the {profile.value!r} allowlist")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,7 +24,9 @@ _NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG
 
 
 def _walk_limits(limits: Limits) -> WalkLimits:
-    return WalkLimits(limits.max_opcodes, limits.max_memo, limits.max_stack_depth, limits.max_stack_items)
+    return WalkLimits(
+        limits.max_opcodes, limits.max_memo, limits.max_stack_depth, limits.max_stack_items
+    )
 
 
 def _containers(box: Container) -> Iterator[Container]:
@@ -36,8 +39,11 @@ def analyse_stream(
     stream: PickleStream, *, path: str, policy: Policy, limits: Limits
 ) -> tuple[list[Finding], list[str]]:
     """Findings for one pickle program, and every import it makes (normalised names)."""
-    res = walk(stream.data, 0, _walk_limits(limits))
     base = stream.offset
+    if len(stream.data) > limits.max_pickle_bytes:
+        msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
+        return [finding("GG115", msg, path=path, member=stream.member, offset=base)], []
+    res = walk(stream.data, 0, _walk_limits(limits))
     out: list[Finding] = [
         finding(
             p.rule_id,
@@ -74,7 +80,9 @@ def analyse_stream(
                 member=stream.member,
                 offset=base + first.offset,
                 global_name=name,
-                call=render(called.first_call) if called is not None and called.first_call is not None else None,
+                call=render(called.first_call)
+                if called is not None and called.first_call is not None
+                else None,
                 severity=verdict.severity,
             )
         )
@@ -108,11 +116,20 @@ def scan_source(
         box = read_container(source, limits=limits)
         findings, seen = analyse(box, policy=policy, limits=limits)
     except GpenguardError as exc:
-        return FileReport(path=source.name, verdict=Verdict.ERROR, size=source.size, error=exc.message)
+        return FileReport(
+            path=source.name, verdict=Verdict.ERROR, size=source.size, error=exc.message
+        )
     except RecursionError:
-        return FileReport(path=source.name, verdict=Verdict.ERROR, size=source.size, error="structure nests too deeply to analyse")
+        return FileReport(
+            path=source.name,
+            verdict=Verdict.ERROR,
+            size=source.size,
+            error="structure nests too deeply to analyse",
+        )
     not_checked = tuple(
-        f"{f.member + ': ' if f.member else ''}{f.message}" for f in findings if f.rule_id in _NOT_CHECKED_RULES
+        f"{f.member + ': ' if f.member else ''}{f.message}"
+        for f in findings
+        if f.rule_id in _NOT_CHECKED_RULES
     )
     return FileReport(
         path=source.name,
@@ -177,14 +194,20 @@ def scan_paths(
             if on_file is not None:
                 on_file(reports[i])  # type: ignore[arg-type]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver: workers never inherit the caller's threads or locks (a forked copy of a
+        # multi-threaded parent can deadlock), and start far faster than spawned interpreters.
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
+        ) as pool:
             futures = {pool.submit(scan_file, f, policy, limits): i for i, f in enumerate(files)}
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:
                     rep = fut.result()
                 except Exception as exc:
-                    rep = FileReport(path=files[i], verdict=Verdict.ERROR, error=f"scanner failed: {exc!r}")
+                    rep = FileReport(
+                        path=files[i], verdict=Verdict.ERROR, error=f"scanner failed: {exc!r}"
+                    )
                 reports[i] = rep
                 if on_file is not None:
                     on_file(rep)
@@ -196,6 +219,14 @@ def scan_paths(
     )
 
 
-def scan(path: str | Path, *, policy: Policy | None = None, limits: Limits | None = None) -> ScanReport:
+def scan(
+    path: str | Path, *, policy: Policy | None = None, limits: Limits | None = None
+) -> ScanReport:
     """One file, or every file under a directory (recursively)."""
-    return scan_paths([path], recursive=True, policy=policy, limits=limits, jobs=1 if Path(path).is_file() else None)
+    return scan_paths(
+        [path],
+        recursive=True,
+        policy=policy,
+        limits=limits,
+        jobs=1 if Path(path).is_file() else None,
+    )

@@ -180,7 +180,11 @@ class Walker:
                     raise _Stop from None
                 count += 1
                 if count > lim.max_opcodes:
-                    self._problem("GG115", op.offset, f"more than {lim.max_opcodes} opcodes; not walked further")
+                    self._problem(
+                        "GG115",
+                        op.offset,
+                        f"more than {lim.max_opcodes} opcodes; not walked further",
+                    )
                     raise _Stop
                 handler = _DISPATCH.get(op.name)
                 if handler is None:  # pragma: no cover - the table covers every opcode
@@ -188,7 +192,9 @@ class Walker:
                     raise _Stop
                 handler(self, op)
                 if len(self.stack) > lim.max_stack_items:
-                    self._problem("GG115", op.offset, f"stack holds more than {lim.max_stack_items} items")
+                    self._problem(
+                        "GG115", op.offset, f"stack holds more than {lim.max_stack_items} items"
+                    )
                     raise _Stop
                 if op.name == "STOP":
                     res.end = op.end
@@ -404,9 +410,13 @@ class Walker:
         if idx in self.memo:
             if self.memo[idx] is not value and not self._overwritten:
                 self._overwritten = True
-                self._problem("GG116", op.offset, f"memo slot {idx} overwritten with a different value")
+                self._problem(
+                    "GG116", op.offset, f"memo slot {idx} overwritten with a different value"
+                )
         elif len(self.memo) >= self.limits.max_memo:
-            self._problem("GG115", op.offset, f"memo holds more than {self.limits.max_memo} entries")
+            self._problem(
+                "GG115", op.offset, f"memo holds more than {self.limits.max_memo} entries"
+            )
             raise _Stop
         self.memo[idx] = value
 

@@ -32,6 +32,13 @@ def test_every_malicious_item_is_blocked_with_its_finding(malicious: list[Corpus
     misses = []
     for item in malicious:
         report = scan_file(str(item.path))
+        if item.expect_verdict == "error":
+            if report.verdict is not Verdict.ERROR or not report.error:
+                misses.append((item.name, report.verdict, []))
+            continue
+        rules = {f.rule_id for f in report.findings}
+        if not set(item.also_rules) <= rules:
+            misses.append((item.name, report.verdict, sorted(rules)))
         hits = [
             f
             for f in report.findings
@@ -42,7 +49,13 @@ def test_every_malicious_item_is_blocked_with_its_finding(malicious: list[Corpus
             and f.offset is not None
         ]
         if report.verdict is not Verdict.BLOCK or not hits:
-            misses.append((item.name, report.verdict, [(f.rule_id, f.member, f.global_name) for f in report.findings]))
+            misses.append(
+                (
+                    item.name,
+                    report.verdict,
+                    [(f.rule_id, f.member, f.global_name) for f in report.findings],
+                )
+            )
     assert not misses
 
 
@@ -58,7 +71,16 @@ def test_payload_call_is_rendered_in_python_syntax(malicious: list[CorpusItem]) 
 
 def test_benign_corpus_passes_default_profile(benign: list[CorpusItem]) -> None:
     report = scan_paths([i.path for i in benign], jobs=1)
-    bad = [(f.path, f.verdict, f.error, [(x.rule_id, x.global_name) for x in f.findings if x.severity >= Severity.HIGH]) for f in report.files if f.verdict is not Verdict.PASS]
+    bad = [
+        (
+            f.path,
+            f.verdict,
+            f.error,
+            [(x.rule_id, x.global_name) for x in f.findings if x.severity >= Severity.HIGH],
+        )
+        for f in report.files
+        if f.verdict is not Verdict.PASS
+    ]
     assert not bad
     assert report.verdict is Verdict.PASS
     formats = {f.format for f in report.files}
@@ -85,7 +107,9 @@ def test_fail_on_threshold_decides_verdict(malicious: list[CorpusItem]) -> None:
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_scan_paths_parallel_matches_inline(malicious: list[CorpusItem], benign: list[CorpusItem], jobs: int) -> None:
+def test_scan_paths_parallel_matches_inline(
+    malicious: list[CorpusItem], benign: list[CorpusItem], jobs: int
+) -> None:
     paths = [i.path for i in malicious[:6]] + [i.path for i in benign[:4]]
     seen: list[str] = []
     report = scan_paths(paths, jobs=jobs, on_file=lambda r: seen.append(r.path))

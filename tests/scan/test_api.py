@@ -1,0 +1,92 @@
+"""The library API the CLI, the gate and the report helper rely on."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+
+from gpenguard.formats import Limits, Source
+from gpenguard.scan import Verdict, scan, scan_paths, scan_source
+from gpenguard.scan.rules import RULES
+from tests.corpus import os_system_true
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    (root / "sub").mkdir(parents=True)
+    torch.save({"w": torch.zeros(2)}, root / "a.pt")
+    (root / "b.pkl").write_bytes(os_system_true(2))
+    torch.save({"w": torch.ones(2)}, root / "sub" / "c.pt")
+    return root
+
+
+def test_directory_recursion(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    flat = scan_paths([root], jobs=1)
+    assert [Path(f.path).name for f in flat.files] == ["a.pt", "b.pkl"]
+    deep = scan_paths([root], recursive=True, jobs=1)
+    assert [Path(f.path).name for f in deep.files] == ["a.pt", "b.pkl", "c.pt"]
+    assert deep.verdict is Verdict.BLOCK
+    assert scan(root).verdict is Verdict.BLOCK
+    assert len(scan(root).files) == 3
+
+
+def test_report_fields(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    report = scan(root / "a.pt")
+    (f,) = report.files
+    data = (root / "a.pt").read_bytes()
+    assert f.sha256 == hashlib.sha256(data).hexdigest() and f.size == len(data)
+    assert f.format == "torch-zip" and f.verdict is Verdict.PASS
+    assert "torch._utils._rebuild_tensor_v2" in f.globals_seen
+    assert report.rules == tuple(RULES.values()) and report.tool_version
+
+
+def test_unreadable_and_unknown_files_are_errors_not_passes(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("just some text\n")
+    report = scan_paths([tmp_path / "missing.pt", tmp_path / "notes.txt"], jobs=1)
+    missing, text = report.files
+    assert missing.verdict is Verdict.ERROR and missing.error == "no such file"
+    assert (
+        text.verdict is Verdict.ERROR
+        and text.error is not None
+        and "unrecognised content" in text.error
+    )
+    assert report.verdict is Verdict.ERROR
+
+
+def test_scan_source_uses_the_callers_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "x.bin"
+    path.write_bytes(os_system_true(4))
+    with Source.open(path) as src:
+        report = scan_source(src)
+    assert report.verdict is Verdict.BLOCK and report.sha256 is None
+    assert report.findings[-1].call == "posix.system('true')"
+
+
+def test_limit_hit_blocks_and_says_not_checked(tmp_path: Path) -> None:
+    torch.save({f"k{i}": torch.zeros(1) for i in range(50)}, tmp_path / "big.pt")
+    report = scan_paths([tmp_path / "big.pt"], limits=Limits(max_opcodes=100), jobs=1)
+    (f,) = report.files
+    assert f.verdict is Verdict.BLOCK
+    assert any(x.rule_id == "GG115" for x in f.findings)
+    assert f.not_checked
+
+
+def test_second_pickle_in_data_pkl_is_scanned(tmp_path: Path) -> None:
+    path = tmp_path / "two.pkl"
+    path.write_bytes(pickle.dumps([1], protocol=2) + os_system_true(2))
+    (f,) = scan(path).files
+    rules = {x.rule_id for x in f.findings}
+    assert {"GG113", "GG100"} <= rules
+
+
+def test_pickle_size_bound(tmp_path: Path) -> None:
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(list(range(1000)), protocol=2))
+    (f,) = scan_paths([path], limits=Limits(max_pickle_bytes=100), jobs=1).files
+    assert f.verdict is Verdict.BLOCK and any("exceeds" in x.message for x in f.findings)
+    assert f.not_checked
