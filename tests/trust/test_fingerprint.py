@@ -95,3 +95,19 @@ def test_ambiguous_or_invalid_records_are_refused(tensors: list[TensorInfo]) -> 
 def test_malformed_key_listing_names_the_line() -> None:
     with pytest.raises(FormatError, match="line 2"):
         fingerprint_from_lines(["a [1,2]", "b 1,2"], source="keys.txt")
+
+
+def test_the_gpen_module_itself_has_the_pinned_fingerprint_and_parameter_count() -> None:
+    # The network the restorer runs (built on the meta device: shapes only, no memory) must
+    # have exactly the architecture the registry pins, and the buffer rule must recover its
+    # true parameter count from a state_dict that cannot say which tensors are buffers.
+    torch = pytest.importorskip("torch")
+    from gpenguard.nets.gpen import FullGenerator
+
+    with torch.device("meta"):
+        model = FullGenerator(2048)
+    sd = model.state_dict()
+    fp = fingerprint(TensorInfo(k, str(v.dtype), tuple(v.shape)) for k, v in sd.items())
+    assert fp.digest == GPEN_BFR_2048_DIGEST
+    assert fp.parameter_count == sum(p.numel() for p in model.parameters()) == 71_294_769
+    assert fp.element_count - fp.parameter_count == sum(b.numel() for b in model.buffers())
