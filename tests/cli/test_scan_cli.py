@@ -122,7 +122,7 @@ def test_shipped_ci_policy_defaults_to_sarif(runner: CliRunner, pair: tuple[Path
     assert json.loads(result.stdout)["version"] == "2.1.0"
 
 
-def test_directory_needs_recursive_and_then_scans_everything(
+def test_recursive_directory_scan_covers_every_file(
     runner: CliRunner, pair: tuple[Path, Path]
 ) -> None:
     result = invoke(runner, "-r", "--format", "json", pair[0].parent)
