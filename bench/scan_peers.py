@@ -228,10 +228,10 @@ def print_tables(tools: list[str], runs: list[Run], *, n_bad: int, n_good: int) 
 
     print("Malicious items some tool reported CLEAN (missed) or could not decide on (error):")
     names = sorted({r.item for r in runs if r.malicious})
-    width = max((len(n) for n in names), default=10)
+    width = max((len(r.item) for r in runs), default=10)
     any_listed = False
     for name in names:
-        these = [r for r in runs if r.item == name]
+        these = [r for r in runs if r.item == name and r.malicious]
         missed = [r.tool for r in these if r.outcome is Outcome.CLEAN]
         errored = [r.tool for r in these if r.outcome in (Outcome.ERROR, Outcome.TIMEOUT)]
         if missed or errored:

@@ -239,7 +239,7 @@ def _pieces(state: StateDict, header: bytes, layout: list[tuple[TensorRecord, in
 def _stream(
     state: StateDict, fd: int, path: Path, header: bytes, layout: list[tuple[TensorRecord, int, int]]
 ) -> str:
-    """Write every piece, read it straight back from the file, compare, and hash what was read.
+    """Write every piece, read it back from the file, compare, and hash what was read.
 
     The sha256 is of the bytes read back, so it is the digest of the file on disk. Hashing runs
     in a worker thread (hashlib releases the GIL) on one of two alternating buffers while the
@@ -250,7 +250,10 @@ def _stream(
     buffers = [bytearray(_CHUNK), bytearray(_CHUNK)]
     pending: list[Future[None] | None] = [None, None]
     pos = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpenguard-sha256") as pool:
+    rfd = os.open(path, os.O_RDONLY)  # read back through a separate open of the file
+    with contextlib.ExitStack() as stack:
+        stack.callback(os.close, rfd)
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpenguard-sha256"))
         for i, (piece, rec, last) in enumerate(_pieces(state, header, layout)):
             _write_all(fd, piece)
             slot = i % 2
@@ -258,7 +261,7 @@ def _stream(
             if waiting is not None:
                 waiting.result()
             got = buffers[slot] if len(piece) == _CHUNK else bytearray(len(piece))
-            if os.preadv(fd, [got], pos) != len(piece) or got != piece:
+            if os.preadv(rfd, [got], pos) != len(piece) or got != piece:
                 what = f"tensor {rec.name!r}" if rec is not None else "the header"
                 raise ConversionError(
                     f"{what} read back from the output differs from the source", path=path
@@ -375,7 +378,17 @@ def provenance_statement(
             "version": approval.registry_version,
             "digest": {"sha256": approval.registry_sha256},
         }
-    byproducts = []
+    byproducts: list[dict[str, Any]] = [
+        {
+            "name": "gate-decision",
+            "content": {
+                "verdict": "pass",
+                "checks": [{"check": c, "outcome": o} for c, o in approval.checks],
+                "warnings": list(approval.warnings),
+                "notChecked": list(approval.not_checked),
+            },
+        }
+    ]
     if shared:
         byproducts.append({"name": "shared-storage-groups", "content": [list(g) for g in shared]})
     if materialised:
@@ -467,6 +480,10 @@ class _Approval:
     registry_version: int | None
     registry_sha256: str | None
     policy: str
+    checks: tuple[tuple[str, str], ...] = ()
+    """(check, outcome) as the gate listed them: what "approved" meant for this file."""
+    warnings: tuple[str, ...] = ()
+    not_checked: tuple[str, ...] = ()
 
 
 def _approval(decision: GateDecision, path: Path) -> _Approval:
@@ -486,6 +503,9 @@ def _approval(decision: GateDecision, path: Path) -> _Approval:
         registry_version=decision.registry_version,
         registry_sha256=decision.registry_sha256,
         policy=decision.policy,
+        checks=tuple((c.name, str(c.outcome)) for c in decision.checks),
+        warnings=decision.warnings,
+        not_checked=decision.not_checked,
     )
 
 

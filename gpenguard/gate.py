@@ -225,6 +225,10 @@ def verify(
                 state_dir=state_dir, progress=progress, source=source)
     except GpenguardError as exc:  # anything unforeseen still ends in a decision, never a pass
         run.error("gate", str(exc))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
+        # NOTE: a bug or an environment failure must not crash into exit 1 ("blocked") or
+        # look like a decision that was reached; it is an error, and it is logged as one.
+        run.error("gate", f"internal error: {type(exc).__name__}: {exc}")
     decision = run.decision()
     if log_path is not None:
         decision = _log(decision, log_path)

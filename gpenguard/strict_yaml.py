@@ -2,9 +2,9 @@
 
 PyYAML's safe loader silently keeps the *last* of two equal keys, so a reviewer reading the
 first ``require_signed_registry: true`` could approve a file whose second line says ``false``.
-This loader refuses that, refuses anchors/aliases (no shared or exponentially expanded
-structures) and non-string keys, and remembers the line of every key so that validation
-errors can name ``file:line``.
+This loader refuses that, and non-string keys; it builds on the registry's `StrictLoader`
+(no anchors or aliases, bounded nesting) and remembers the line of every key so that
+validation errors can name ``file:line``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode
+
+from gpenguard.trust.registry import StrictLoader
 
 
 class LinedMap(dict[str, Any]):
@@ -35,15 +37,8 @@ class StrictYAMLError(ValueError):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
-class _Loader(yaml.SafeLoader):
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        line = event.start_mark.line + 1 if event.start_mark is not None else None
-        if isinstance(event, yaml.AliasEvent):
-            raise StrictYAMLError("aliases (*name) are not allowed", line)
-        if getattr(event, "anchor", None) is not None:
-            raise StrictYAMLError("anchors (&name) are not allowed", line)
-        return super().compose_node(parent, index)
+class _Loader(StrictLoader):
+    """The registry's loader (no anchors, aliases or deep nesting) plus line-aware mappings."""
 
 
 def _construct_map(loader: _Loader, node: MappingNode) -> LinedMap:

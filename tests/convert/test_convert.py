@@ -139,6 +139,9 @@ def test_provenance_statement_and_signature(tmp_path: Path) -> None:
     assert build["externalParameters"]["registry"]["name"] == "gpenguard-default"
     run = st["predicate"]["runDetails"]
     assert run["metadata"]["startedOn"] <= run["metadata"]["finishedOn"]
+    gate = next(b for b in run["byproducts"] if b["name"] == "gate-decision")["content"]
+    assert gate["verdict"] == "pass"
+    assert {"check": "scan", "outcome": "pass"} in gate["checks"]
     assert record.signed_by == (key.key_id,)
     assert prov.verified_by([key.private.public_key(), other.private.public_key()]) == (key.key_id,)
 
@@ -369,3 +372,46 @@ def test_non_checkpoints_are_blocked(tmp_path: Path) -> None:
         convert(src, tmp_path / "n.safetensors")
     assert any("not a checkpoint" in r for r in err.value.reasons)
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def _forged(tmp_path: Path, case: str) -> Path:
+    from tests.convert.conftest import StorageStub, TensorStub, forge_pickle, write_zip
+
+    def zip_with(offset: int, numel: int, raw: dict[str, bytes]) -> Path:
+        obj = {"w": TensorStub(StorageStub(torch.FloatStorage, "0", numel), offset, (4,), (1,))}
+        return write_zip(tmp_path / "forged.pth", forge_pickle(obj), raw, root="forged")
+
+    if case == "offset-out-of-range":
+        return zip_with(3, 4, {"0": bytes(16)})
+    if case == "size-mismatch":
+        return zip_with(0, 4, {"0": bytes(12)})
+    if case == "storage-missing":
+        return zip_with(0, 4, {})
+    path = tmp_path / "legacy.pth"
+    # equal sizes: which storage comes last in the file depends on memory addresses
+    torch.save({"a": torch.ones(3), "b": torch.zeros(3)}, path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    return_path = tmp_path / "forged.pth"
+    return_path.write_bytes(raw[:-4] if case == "legacy-truncated" else raw + b"\0" * 8)
+    return return_path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("offset-out-of-range", "reaches byte 28 of storage '0', which holds 16"),
+        ("size-mismatch", "holds 12 bytes but the pickle declares 4 x F32 = 16"),
+        ("storage-missing", "storage '0' is referenced by the pickle but missing"),
+        ("legacy-truncated", "is truncated: 12 bytes declared, 8 left"),
+        ("legacy-trailing", "8 unexplained bytes after the last legacy storage"),
+    ],
+)
+def test_corrupt_checkpoints_fail_with_the_reason_and_leave_nothing(tmp_path: Path, case: str, message: str) -> None:
+    src = _forged(tmp_path, case)
+    before = listing(tmp_path)
+    # the scanner finds nothing to object to in these pickles; the reader finds the damage
+    with pytest.raises(ConversionError) as err:
+        convert(src, tmp_path / "out.safetensors")
+    assert err.value.exit_code == 2
+    assert err.value.path == str(src) and message in str(err.value)
+    assert listing(tmp_path) == before
