@@ -84,6 +84,9 @@ def test_round_trip_bit_exact_with_torch_load(tmp_path: Path, legacy: bool) -> N
     assert record.tensors == len(ref)
     assert set(record.materialised) == {"transposed", "window", "expanded"}
     assert record.shared == (("transposed", "window", "row"),)
+    prov = read_provenance(record.provenance)
+    assert prov.byproduct("shared-storage-groups") == [["transposed", "window", "row"]]
+    assert set(prov.byproduct("materialised-views")) == set(record.materialised)
 
 
 def test_metadata_records_source_and_what_was_done(tmp_path: Path) -> None:
@@ -139,7 +142,7 @@ def test_provenance_statement_and_signature(tmp_path: Path) -> None:
     assert build["externalParameters"]["registry"]["name"] == "gpenguard-default"
     run = st["predicate"]["runDetails"]
     assert run["metadata"]["startedOn"] <= run["metadata"]["finishedOn"]
-    gate = next(b for b in run["byproducts"] if b["name"] == "gate-decision")["content"]
+    gate = prov.byproduct("gate-decision")
     assert gate["verdict"] == "pass"
     assert {"check": "scan", "outcome": "pass"} in gate["checks"]
     assert record.signed_by == (key.key_id,)
@@ -229,6 +232,16 @@ def test_registry_entry_selects_the_fingerprinted_state_dict(tmp_path: Path) -> 
     assert not (tmp_path / "other.safetensors").exists()
 
 
+def test_gate_that_cannot_decide_exits_2(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    with pytest.raises(Blocked, match="could not decide") as err:
+        convert(src, tmp_path / "m.safetensors", registry=tmp_path / "missing.yaml")
+    assert err.value.exit_code == 2
+    assert any("registry" in r for r in err.value.reasons)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_registry_mismatch_blocks(tmp_path: Path) -> None:
     world = build_world(tmp_path)  # pins size and sha256
     torch.save({k: v + 1 for k, v in world.state_dict.items()}, world.model)  # same shapes, new bytes
@@ -261,20 +274,36 @@ def test_missing_output_folder_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_file_rewritten_during_conversion_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard import gate
+
     src = tmp_path / "model.pth"
     torch.save({"w": torch.ones(2)}, src)
-    real = convert_mod._convert_open
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"the user's previous output")
+    real = gate.verify_source
 
-    def and_touch(*args: Any, **kw: Any) -> Any:
-        result = real(*args, **kw)
+    def and_touch(source: Source, **kw: Any) -> Any:
+        decision = real(source, **kw)
         os.utime(src, ns=(1, 1))  # what any rewrite of the file does to its identity
-        return result
+        return decision
 
-    monkeypatch.setattr(convert_mod, "_convert_open", and_touch)
+    monkeypatch.setattr(gate, "verify_source", and_touch)
     before = listing(tmp_path)
     with pytest.raises(ConversionError, match="changed on disk during conversion"):
-        convert(src, tmp_path / "m.safetensors")
+        convert(src, out)
     assert listing(tmp_path) == before
+    assert out.read_bytes() == b"the user's previous output"  # refused before anything was renamed
+
+
+def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    original = src.read_bytes()
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(src, tmp_path / "." / "model.pth")
+    with pytest.raises(UsageError, match="is a directory"):
+        convert(src, tmp_path)
+    assert src.read_bytes() == original
 
 
 def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -337,7 +366,9 @@ def test_store_keeps_weights_by_digest(tmp_path: Path) -> None:
     assert record.output == tmp_path / "store" / "sha256" / f"{record.sha256}.safetensors"
     found = store.find(f"sha256:{record.sha256}", verify=True)
     assert found is not None and found.provenance is not None
-    assert read_provenance(found.provenance).subject_sha256 == record.sha256
+    prov = read_provenance(found.provenance)
+    assert prov.subject_sha256 == record.sha256
+    assert prov.statement["subject"][0]["name"] == "model.safetensors"
     assert not list((tmp_path / "store").glob("staging/*"))
     assert store.find("0" * 64) is None
     assert [e.sha256 for e in store.entries()] == [record.sha256]
@@ -368,7 +399,7 @@ def test_needs_an_output_or_a_store(tmp_path: Path) -> None:
 def test_non_checkpoints_are_blocked(tmp_path: Path) -> None:
     src = tmp_path / "notes.pth"
     src.write_bytes(b"just some text, not a checkpoint\n" * 10)
-    with pytest.raises(Blocked, match="the gate does not pass") as err:
+    with pytest.raises(Blocked, match="the gate blocks this file") as err:
         convert(src, tmp_path / "n.safetensors")
     assert any("not a checkpoint" in r for r in err.value.reasons)
     assert not (tmp_path / "n.safetensors").exists()
@@ -415,3 +446,11 @@ def test_corrupt_checkpoints_fail_with_the_reason_and_leave_nothing(tmp_path: Pa
     assert err.value.exit_code == 2
     assert err.value.path == str(src) and message in str(err.value)
     assert listing(tmp_path) == before
+
+
+def test_progress_follows_the_gate_hash(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.randn(64, 64)}, src)
+    seen: list[tuple[int, int]] = []
+    convert(src, tmp_path / "m.safetensors", progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (src.stat().st_size, src.stat().st_size)
