@@ -87,15 +87,15 @@ def warp_affine(image: torch.Tensor, m: Matrix, out_hw: tuple[int, int]) -> torc
     ``out_hw`` canvas; samples outside the source are 0 (a constant border, like GPEN's)."""
     h_in, w_in = image.shape[-2:]
     h_out, w_out = out_hw
-    inv = torch.as_tensor(invert(m), dtype=torch.float64, device=image.device)
-    ys = torch.arange(h_out, dtype=torch.float64, device=image.device)
-    xs = torch.arange(w_out, dtype=torch.float64, device=image.device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    sx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
-    sy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
+    inv = invert(m).tolist()
+    # Float32 is exact enough here: coordinates are local to the output canvas (a face's
+    # region), so even on huge photos they stay within a few thousand pixels.
+    ys = torch.arange(h_out, dtype=torch.float32, device=image.device)[:, None]
+    xs = torch.arange(w_out, dtype=torch.float32, device=image.device)[None, :]
     # align_corners=True: -1 and 1 are the centres of the first and last pixels.
-    nx = 2 * sx / max(w_in - 1, 1) - 1
-    ny = 2 * sy / max(h_in - 1, 1) - 1
+    sx_scale, sy_scale = 2 / max(w_in - 1, 1), 2 / max(h_in - 1, 1)
+    nx = (inv[0][0] * sx_scale) * xs + (inv[0][1] * sx_scale) * ys + (inv[0][2] * sx_scale - 1)
+    ny = (inv[1][0] * sy_scale) * xs + (inv[1][1] * sy_scale) * ys + (inv[1][2] * sy_scale - 1)
     grid = torch.stack([nx, ny], dim=-1).to(image.dtype).unsqueeze(0)
     grid = grid.expand(image.shape[0], -1, -1, -1)
     return functional.grid_sample(

@@ -24,6 +24,7 @@ FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
 _SUFFIX_TO_FORMAT = {s: fmt for fmt, suffixes in FORMATS.items() for s in suffixes}
 #: Modes accepted as they are; palette and 1-bit images are converted first.
 _MODES = {"RGB", "RGBA", "L", "LA"}
+_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class SplitImage:
     @classmethod
     def of(cls, image: Image.Image) -> SplitImage:
         """Split a PIL image (any 8-bit mode) into RGB + alpha; rotated upright by its EXIF."""
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(_ORIENTATION, 1) != 1:  # transposing copies: only when needed
+            image = ImageOps.exif_transpose(image)
         if image.mode in ("P", "PA", "1"):
             has_alpha = image.mode == "PA" or "transparency" in image.info
             image = image.convert("RGBA" if has_alpha else "RGB")
@@ -48,7 +50,8 @@ class SplitImage:
                 "and grayscale+alpha images are restored"
             )
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
-        return cls(image.convert("RGB"), alpha, image.mode in ("L", "LA"))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return cls(rgb, alpha, image.mode in ("L", "LA"))
 
     def merge(self, restored: Image.Image) -> Image.Image:
         """Put ``restored`` (RGB) back into the original's mode, alpha resized if needed."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
+from PIL import Image
 from torch.nn import functional
 
 from gpenguard.restore import align
@@ -105,52 +106,102 @@ class PastedFace:
     crop_to_image: align.Matrix
 
 
-def group_regions(regions: list[Region]) -> list[tuple[Region, list[int]]]:
-    """Merge overlapping regions into clusters so each cluster is composited once."""
-    clusters: list[tuple[Region, list[int]]] = []
-    for idx, region in enumerate(regions):
-        box, members = region, [idx]
-        merged = True
-        while merged:
-            merged = False
-            for other in list(clusters):
-                if other[0].overlaps(box):
-                    clusters.remove(other)
-                    box = box.union(other[0])
-                    members = sorted(members + other[1])
-                    merged = True
-        clusters.append((box, members))
-    return clusters
+class Compositor:
+    """Pastes faces one at a time into a copy of the image, with GPEN's merge rule.
+
+    GPEN keeps a full-size mask and face canvas and blends once at the end. The same result
+    comes from blending as faces arrive, given the *original* pixels as the base: where a new
+    face's mask beats the running maximum, the pixel becomes ``base*(1-m) + face*m``. The
+    running maximum is stored in tiles allocated only where faces land, and pixels are read
+    and written by region, so beyond the input and the output image, memory follows the area
+    the faces cover, not the photo's size; no restored face is held after its paste.
+    """
+
+    TILE = 256
+
+    def __init__(self, image: Image.Image, device: torch.device | None = None) -> None:
+        if image.mode != "RGB":
+            raise ValueError(f"compositing needs an RGB image, got {image.mode}")
+        self.base = image
+        self.out = image.copy()
+        self.device = device or torch.device("cpu")
+        self._tiles: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _tile_spans(self, region: Region) -> list[tuple[tuple[int, int], Region]]:
+        t = self.TILE
+        spans = []
+        for ty in range(region.y0 // t, (region.y1 - 1) // t + 1):
+            for tx in range(region.x0 // t, (region.x1 - 1) // t + 1):
+                cut = Region(
+                    max(region.x0, tx * t), max(region.y0, ty * t),
+                    min(region.x1, (tx + 1) * t), min(region.y1, (ty + 1) * t),
+                )  # fmt: skip
+                spans.append(((ty, tx), cut))
+        return spans
+
+    def _read_mask(self, region: Region) -> torch.Tensor:
+        acc = torch.zeros((region.y1 - region.y0, region.x1 - region.x0), device=self.device)
+        t = self.TILE
+        for key, cut in self._tile_spans(region):
+            tile = self._tiles.get(key)
+            if tile is not None:
+                acc[cut.y0 - region.y0 : cut.y1 - region.y0, cut.x0 - region.x0 : cut.x1 - region.x0] = (
+                    tile[cut.y0 - key[0] * t : cut.y1 - key[0] * t, cut.x0 - key[1] * t : cut.x1 - key[1] * t]
+                )  # fmt: skip
+        return acc
+
+    def _write_mask(self, region: Region, acc: torch.Tensor) -> None:
+        t = self.TILE
+        for key, cut in self._tile_spans(region):
+            tile = self._tiles.get(key)
+            if tile is None:
+                tile = self._tiles[key] = torch.zeros((t, t), device=self.device)
+            tile[cut.y0 - key[0] * t : cut.y1 - key[0] * t, cut.x0 - key[1] * t : cut.x1 - key[1] * t] = (
+                acc[cut.y0 - region.y0 : cut.y1 - region.y0, cut.x0 - region.x0 : cut.x1 - region.x0]
+            )  # fmt: skip
+
+    def add(self, face: PastedFace) -> None:
+        """Paste one face; earlier faces keep the pixels where their mask is at least as high."""
+        width, height = self.base.size
+        region = footprint(face.crop_to_image, face.face.shape[-1], width, height)
+        if region.empty:
+            return
+        rh, rw = region.y1 - region.y0, region.x1 - region.x0
+        m = align.translate(face.crop_to_image, -region.x0, -region.y0)
+        stacked = torch.cat([face.face.float(), face.mask.float()[None]], dim=0)[None]
+        warped = align.warp_affine(stacked.to(self.device), m, (rh, rw))[0]
+        w_face, w_mask = warped[:3], warped[3]
+        acc = self._read_mask(region)
+        wins = w_mask > acc
+        if not bool(wins.any()):
+            return
+        self._write_mask(region, torch.where(wins, w_mask, acc))
+        box = (region.x0, region.y0, region.x1, region.y1)
+        base = read_region(self.base, box, self.device)
+        blended = (base * (1 - w_mask) + w_face * w_mask).round().clamp(0, 255)
+        patch = blended.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        # Only pixels where this face won change; every other byte stays as it was.
+        current = np.array(self.out.crop(box))
+        hit = wins.cpu().numpy()
+        current[hit] = patch[hit]
+        self.out.paste(Image.fromarray(current, "RGB"), box[:2])
+
+    def result(self) -> Image.Image:
+        return self.out
+
+
+def read_region(
+    image: Image.Image, box: tuple[int, int, int, int], device: torch.device
+) -> torch.Tensor:
+    """``[3,h,w]`` float pixels of one box of an RGB image, without touching the rest."""
+    arr = np.array(image.crop(box), dtype=np.uint8)
+    return torch.from_numpy(arr).to(device).permute(2, 0, 1).float()
 
 
 def composite(image: npt.NDArray[np.uint8], faces: list[PastedFace]) -> npt.NDArray[np.uint8]:
-    """Blend ``faces`` into a copy of ``image`` (``[H,W,3]`` uint8), touching only the regions
-    the faces cover; every pixel outside all masks keeps its exact value."""
-    out = image.copy()
-    height, width = image.shape[:2]
-    regions = [footprint(f.crop_to_image, f.face.shape[-1], width, height) for f in faces]
-    for region, members in group_regions(regions):
-        if region.empty:
-            continue
-        rh, rw = region.y1 - region.y0, region.x1 - region.x0
-        device = faces[members[0]].face.device
-        acc_mask = torch.zeros((rh, rw), device=device)
-        acc_face = torch.zeros((3, rh, rw), device=device)
-        for idx in members:  # detection order, as in GPEN: ties keep the earlier face
-            f = faces[idx]
-            m = align.translate(f.crop_to_image, -region.x0, -region.y0)
-            stacked = torch.cat([f.face.float(), f.mask.float()[None]], dim=0)[None]
-            warped = align.warp_affine(stacked, m, (rh, rw))[0]
-            w_face, w_mask = warped[:3], warped[3]
-            wins = w_mask > acc_mask
-            acc_mask = torch.where(wins, w_mask, acc_mask)
-            acc_face = torch.where(wins, w_face, acc_face)
-        base = torch.from_numpy(out[region.y0 : region.y1, region.x0 : region.x1]).to(device)
-        base = base.permute(2, 0, 1).float()
-        blended = base * (1 - acc_mask) + acc_face * acc_mask
-        patch = blended.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        # Only pixels some mask touched change; the rest keep their bytes exactly.
-        touched = (acc_mask > 0).cpu().numpy()
-        view = out[region.y0 : region.y1, region.x0 : region.x1]
-        view[touched] = patch[touched]
-    return out
+    """Blend ``faces`` into a copy of ``image`` (``[H,W,3]`` uint8); pixels outside every
+    mask keep their exact values."""
+    canvas = Compositor(Image.fromarray(image, "RGB"), faces[0].face.device if faces else None)
+    for face in faces:
+        canvas.add(face)
+    return np.asarray(canvas.result())

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from PIL import Image
 from torch import nn
@@ -87,14 +86,16 @@ class Restoration:
     faces: tuple[Face, ...] = field(default=())
 
 
-def build_generator(size: int) -> nn.Module:
-    """GPEN-BFR-``size`` with the released settings, on the meta device (no random init:
-    the weights come from the file)."""
-    with torch.device("meta"):
-        try:
-            return gpen_bfr(size)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+def build_generator(size: int, *, meta: bool = False) -> nn.Module:
+    """GPEN-BFR-``size`` with the released settings. With ``meta=True`` it is built on the
+    meta device (no random init to pay for; only `load_into` can then fill it)."""
+    try:
+        if meta:
+            with torch.device("meta"):
+                return gpen_bfr(size)
+        return gpen_bfr(size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 class Restorer:
@@ -129,7 +130,7 @@ class Restorer:
                 detector, parser = RetinaFace(), ParseNet()
             load_into(detector, weights.retinaface, role="retinaface")
             load_into(parser, weights.parsenet, role="parsenet")
-        generator = load_into(build_generator(size), weights.gpen, role="gpen")
+        generator = load_into(build_generator(size, meta=True), weights.gpen, role="gpen")
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
@@ -205,29 +206,31 @@ class Restorer:
             crop = np.array(
                 split.rgb.resize((self.size, self.size), Image.Resampling.BILINEAR), dtype=np.uint8
             )
-            face = self._run_gpen(torch.from_numpy(crop).to(self.device).permute(2, 0, 1).float())
-            return Restoration(split.merge(_to_pil(face)))
+            restored = self._run_gpen(
+                torch.from_numpy(crop).to(self.device).permute(2, 0, 1).float()
+            )
+            return Restoration(split.merge(_to_pil(restored)))
         assert self.detector is not None
         faces = self.detector.detect(split.rgb)
-        pixels = np.asarray(split.rgb, dtype=np.uint8)
-        pasted = [self._restore_face(pixels, face) for face in faces]
-        if not pasted:
+        if not faces:
             return Restoration(split.merge(split.rgb), ())
-        out = paste.composite(pixels, pasted)
-        return Restoration(split.merge(Image.fromarray(out, "RGB")), tuple(faces))
+        canvas = paste.Compositor(split.rgb, self.device)
+        for face in faces:  # one restored face in memory at a time
+            canvas.add(self._restore_face(split.rgb, face))
+        return Restoration(split.merge(canvas.result()), tuple(faces))
 
     # -- steps -------------------------------------------------------------------------
 
-    def _restore_face(self, pixels: npt.NDArray[np.uint8], face: Face) -> paste.PastedFace:
-        """Align, restore and mask one face; the crop is read from its region of the image only."""
-        height, width = pixels.shape[:2]
+    def _restore_face(self, image: Image.Image, face: Face) -> paste.PastedFace:
+        """Align, restore and mask one face; only the face's region of the image is read."""
+        width, height = image.size
         image_to_crop = align.fit_similarity(face.landmark_array, align.reference_points(self.size))
         crop_to_image = align.invert(image_to_crop)
         region = paste.footprint(crop_to_image, self.size, width, height)
         if region.empty:
             raise RestoreError("a detected face lies outside the image")
-        src = torch.from_numpy(pixels[region.y0 : region.y1, region.x0 : region.x1].copy())
-        src = src.to(self.device).permute(2, 0, 1).float()[None]
+        box = (region.x0, region.y0, region.x1, region.y1)
+        src = paste.read_region(image, box, self.device)[None]
         m = align.shift_source(image_to_crop, region.x0, region.y0)
         crop = align.warp_affine(src, m, (self.size, self.size))[0].round().clamp(0, 255)
         restored = self._run_gpen(crop)

@@ -34,7 +34,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def weights(weight_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    monkeypatch.setattr(pipeline, "build_generator", lambda size: Constant())
+    monkeypatch.setattr(pipeline, "build_generator", lambda size, **_: Constant())
     return weight_files
 
 

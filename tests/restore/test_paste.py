@@ -43,15 +43,25 @@ def test_blur_keeps_constants_and_mass() -> None:
     assert blurred[150, 150] == pytest.approx(1 / (2 * np.pi * 16), rel=1e-3)
 
 
-def test_overlapping_regions_are_grouped() -> None:
-    r = paste.Region
-    groups = paste.group_regions(
-        [r(0, 0, 10, 10), r(50, 50, 60, 60), r(5, 5, 55, 55), r(100, 0, 110, 5)]
-    )
-    assert sorted(groups, key=lambda g: g[1]) == [
-        (r(0, 0, 60, 60), [0, 1, 2]),
-        (r(100, 0, 110, 5), [3]),
-    ]
+def test_tiled_mask_canvas_matches_one_big_canvas(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same overlapping faces, pasted with tiny tiles (many boundaries) and with one tile.
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    faces = []
+    for dx, dy, angle in ((10, 5, 0.2), (40, 30, -0.4), (60, 10, 0.0)):
+        m = align.fit_similarity(
+            align.reference_points(48) * 1.2 + [dx, dy], align.reference_points(48)
+        )
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        m[:, :2] = m[:, :2] @ rot
+        face = _face(image, m, 48)
+        faces.append(paste.PastedFace(torch.rand(3, 48, 48) * 255, face.mask, face.crop_to_image))
+    monkeypatch.setattr(paste.Compositor, "TILE", 7)
+    tiled = paste.composite(image, faces)
+    monkeypatch.setattr(paste.Compositor, "TILE", 4096)
+    whole = paste.composite(image, faces)
+    assert np.array_equal(tiled, whole)
+    assert not np.array_equal(whole, image)
 
 
 def _gradient(h: int, w: int) -> np.ndarray:

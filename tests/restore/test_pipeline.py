@@ -19,6 +19,7 @@ from gpenguard.errors import ModelError, UsageError
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore import Restorer, RestorerWeights, paste, pipeline
+from gpenguard.restore.weights import fit_state_dict
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -216,7 +217,7 @@ def _save(module: nn.Module, path: Path) -> Path:
 def test_constructor_loads_everything_from_safetensors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "build_generator", lambda size: Identity())
+    monkeypatch.setattr(pipeline, "build_generator", lambda size, **_: Identity())
     weights = RestorerWeights(
         gpen=_save(Identity(), tmp_path / "gpen.safetensors"),
         retinaface=_save(rigged_retinaface(faces=False), tmp_path / "r50.safetensors"),
@@ -231,7 +232,7 @@ def test_constructor_loads_everything_from_safetensors(
 def test_constructor_refuses_pickles_and_mismatched_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "build_generator", lambda size: Identity())
+    monkeypatch.setattr(pipeline, "build_generator", lambda size, **_: Identity())
     pth = tmp_path / "GPEN-BFR-2048.pth"
     pth.write_bytes(b"PK\x03\x04")
     with pytest.raises(ModelError, match="safetensors"):
@@ -249,7 +250,7 @@ class AllFaceWithWeights(AllFace):
 
 def test_in_memory_tensors_under_the_worker_role_names(monkeypatch: pytest.MonkeyPatch) -> None:
     # The sandbox worker hashes the bytes, parses them once, and hands over the tensors.
-    monkeypatch.setattr(pipeline, "build_generator", lambda size: Constant())
+    monkeypatch.setattr(pipeline, "build_generator", lambda size, **_: Constant())
     restorer = Restorer(
         {
             "gpen": Constant().state_dict(),
@@ -281,3 +282,20 @@ def test_real_gpen_generator_end_to_end() -> None:
     touched = _footprints(result.faces, 400, 300)
     assert np.array_equal(out[~touched], noise[~touched])
     assert not np.array_equal(out[touched], noise[touched])
+
+
+def test_fit_state_dict_for_callers_that_load_themselves() -> None:
+    # The sandbox worker loads verified tensors itself: keys normalised, strictly checked.
+    net = rigged_retinaface()
+    sd = {f"module.{k}": v for k, v in net.state_dict().items() if "num_batches" not in k}
+    fitted = fit_state_dict(RetinaFace(), sd, source="r50.safetensors")
+    fresh = RetinaFace()
+    fresh.load_state_dict(fitted, strict=True)
+    torch.testing.assert_close(fresh.ClassHead[2].conv1x1.bias, net.ClassHead[2].conv1x1.bias)
+    with pytest.raises(ModelError, match=r"r50\.safetensors"):
+        fit_state_dict(RetinaFace(), {"x": torch.zeros(1)}, source="r50.safetensors")
+
+
+def test_build_generator_is_real_unless_asked_for_meta() -> None:
+    assert not next(pipeline.build_generator(256).parameters()).is_meta
+    assert next(pipeline.build_generator(256, meta=True).parameters()).is_meta
