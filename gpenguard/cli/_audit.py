@@ -1,9 +1,88 @@
-"""CLI commands of this group; see the owning stage for the logic."""
+"""``gpenguard audit verify`` and ``gpenguard audit show``: check and read the decision log."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from gpenguard.cli._common import err_console, guarded
+from gpenguard.errors import ExitCode
+
+audit_app = typer.Typer(
+    name="audit",
+    help="Check and read the hash-chained audit log of gate decisions.",
+    no_args_is_help=True,
+)
+
+
+@audit_app.command("verify")
+@guarded
+def audit_verify(
+    log: Annotated[Path, typer.Argument(help="The audit log (JSONL).", show_default=False)],
+    expect_head: Annotated[str | None, typer.Option("--expect-head", help="sha256 of a record noted earlier (audit show --head); the log must still contain it.")] = None,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Check every record's hash, the chain and the sequence; name the line of each break.
+
+    Exit 0 when the log is intact, 1 when it was edited, cut, reordered or shortened.
+    """
+    from gpenguard.audit import verify_log
+    from gpenguard.errors import UsageError
+    from gpenguard.trust.hashing import parse_sha256
+
+    if output_format not in ("text", "json"):
+        raise UsageError(f"--format must be text or json, got {output_format!r}")
+    head = parse_sha256(expect_head, what="--expect-head") if expect_head else None
+    check = verify_log(log, expect_head=head)
+    if output_format == "json":
+        typer.echo(json.dumps({
+            "log": check.path, "ok": check.ok, "records": check.records, "head": check.head,
+            "problems": [{"line": p.line, "message": p.message} for p in check.problems],
+        }, indent=2))
+    elif check.ok:
+        typer.echo(f"{log}: OK, {check.records} record(s), chain intact; head {check.head}")
+    else:
+        typer.echo(f"{log}: FAILED, {len(check.problems)} problem(s) in {check.records} record(s)")
+        for p in check.problems:
+            typer.echo(f"  line {p.line}: {p.message}")
+    raise typer.Exit(int(ExitCode.PASS if check.ok else ExitCode.BLOCKED))
+
+
+@audit_app.command("show")
+@guarded
+def audit_show(
+    log: Annotated[Path, typer.Argument(help="The audit log (JSONL).", show_default=False)],
+    last: Annotated[int, typer.Option("--last", "-n", min=0, help="Show only the last N records (0: all).")] = 0,
+    head: Annotated[bool, typer.Option("--head", help="Print only the head (sha256 of the last line) and its seq, to note elsewhere.")] = False,
+) -> None:
+    """List the decisions in the log (time, verdict, file, reasons), oldest first."""
+    from gpenguard.audit import parse_records, read_log, verify_log
+    from gpenguard.report.interface import printable
+
+    if head:
+        check = verify_log(log)
+        if check.head is None:
+            err_console.print(f"{log}: the log is empty", markup=False)
+            raise typer.Exit(int(ExitCode.BLOCKED))
+        typer.echo(f"{check.head} {check.records}")
+        raise typer.Exit(int(ExitCode.PASS if check.ok else ExitCode.BLOCKED))
+    records = parse_records(read_log(log))
+    shown = records[-last:] if last else records
+    for number, rec in shown:
+        if rec is None:
+            typer.echo(f"{number:>6}  (unreadable line)")
+            continue
+        artifact = f" [{rec.get('artifact')}]" if rec.get("artifact") else ""
+        line = (f"{number:>6}  {rec.get('time')}  {str(rec.get('verdict')).upper():<5}  "
+                f"{rec.get('policy')}  {rec.get('file')}{artifact}")
+        typer.echo(printable(line))
+        for reason in rec.get("reasons") or ():
+            typer.echo(printable(f"        - {reason}"))
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this group's commands to the app."""
+    """Attach the ``audit`` group."""
+    app.add_typer(audit_app, name="audit")

@@ -1,9 +1,88 @@
-"""CLI commands of this group; see the owning stage for the logic."""
+"""``gpenguard restore``: gate -> convert -> GPEN in the sandbox, with progress on stderr."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from gpenguard.cli._common import err_console, guarded
+
+
+def _gpus(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
+
+
+def restore_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Images or folders of images.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored PNGs.", show_default=False)],
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="GPEN checkpoint (e.g. GPEN-BFR-2048.pth).", show_default=False)],
+    detector: Annotated[Path | None, typer.Option("--detector", help="RetinaFace-R50.pth (full mode).")] = None,
+    parser: Annotated[Path | None, typer.Option("--parser", help="ParseNet-latest.pth (full mode).")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="aligned (inputs are aligned face crops) or full (default with --detector and --parser).")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="GPU ids or UUIDs, comma-separated (docker backend only).")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="docker or bwrap (default: the policy's).")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", "-p", help="Policy: default, strict, ci, or a YAML file.")] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", "-r", help="Registry file (default: the policy's).")] = None,
+    trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned keys allowed to sign the registry.")] = None,
+    audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append each gate decision to this log.")] = None,
+    size: Annotated[int, typer.Option("--size", help="GPEN model size the weights are for: 256, 512, 1024, 2048.")] = 2048,
+    image: Annotated[str | None, typer.Option("--image", help="Sandbox image reference or sha256 id.")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Converted-weights store (default: the cache folder).")] = None,
+) -> None:
+    """Restore faces with GPEN, without trusting the checkpoint.
+
+    Every weight file goes through the gate (scan, registry, signatures) and is converted to
+    safetensors; only then does GPEN run, inside a sandbox with no network, a read-only root,
+    no capabilities, a non-root user and hard limits. A blocked checkpoint never reaches the
+    sandbox: the reasons are printed and the exit code is 1.
+    """
+    from gpenguard.pipeline import RestoreRequest, restore
+    from gpenguard.runner.interface import Event
+
+    request = RestoreRequest(
+        inputs=tuple(inputs),
+        output_dir=output,
+        gpen=weights,
+        detector=detector,
+        parser=parser,
+        mode=mode,
+        size=size,
+        gpus=_gpus(gpu),
+        backend=backend,
+        policy=policy,
+        registry=registry,
+        trust_root=trust_root,
+        audit_log=audit_log,
+        image=image,
+        store=store,
+    )
+
+    def on_stage(stage: str, detail: str) -> None:
+        err_console.print(f"[bold]{stage}[/] {detail}", markup=True, highlight=False)
+
+    def on_event(event: Event) -> None:
+        kind = event.get("event")
+        if kind == "image":
+            err_console.print(
+                f"  [{int(event['index']) + 1}/{event['total']}] {event['input']} -> {event['output']} "
+                f"({float(event['seconds']):.2f} s)",
+                markup=False,
+            )
+        elif kind == "model-loaded":
+            err_console.print(f"  model loaded in the sandbox ({float(event['seconds']):.2f} s)", markup=False)
+        elif kind == "error":
+            err_console.print(f"  sandbox: {event.get('message')}", markup=False)
+
+    outcome = restore(request, on_stage=on_stage, on_event=on_event)
+    for stored in outcome.weights:
+        for warning in stored.warnings:
+            err_console.print(f"[yellow]warning:[/] {stored.source.name}: {warning}", markup=True)
+    for path in outcome.outputs:
+        typer.echo(str(path))
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this group's commands to the app."""
+    """Attach ``restore``."""
+    app.command("restore")(guarded(restore_command))

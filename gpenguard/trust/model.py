@@ -107,3 +107,36 @@ class Registry:
     roles: dict[str, Role] = field(default_factory=dict)
     artifacts: tuple[Artifact, ...] = ()
     signed_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """The keys allowed to sign the registry, pinned outside it (see registry.load_trust_root)."""
+
+    path: str
+    keys: dict[str, Key]
+    threshold: int
+
+
+@dataclass(frozen=True)
+class SignatureRejection:
+    """One signature that did not count, and why."""
+
+    path: str
+    reason: str
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The outcome of checking an artifact's signatures against the registry's artifact role."""
+
+    valid_key_ids: tuple[str, ...]
+    """Distinct artifact-role keys whose signatures verified, in the order the entry lists them."""
+    threshold: int
+    rejected: tuple[SignatureRejection, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        """Enough distinct, valid keys signed (a threshold of 0 never passes)."""
+        return self.threshold > 0 and len(self.valid_key_ids) >= self.threshold

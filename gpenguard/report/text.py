@@ -1,0 +1,121 @@
+"""The report for people at a terminal: one block per file, worst news first within it.
+
+Every string that came out of a scanned file (paths, messages, reconstructed calls) goes
+through `printable` and into `rich.text.Text` as plain text, never as markup, so a hostile
+checkpoint cannot inject escape sequences or rich markup into a reviewer's terminal.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.text import Text
+
+from gpenguard.report.interface import location, printable
+from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
+
+_VERDICT_STYLE = {
+    Verdict.PASS: "bold green",
+    Verdict.BLOCK: "bold red",
+    Verdict.ERROR: "bold magenta",
+}
+_SEVERITY_STYLE = {
+    Severity.CRITICAL: "bold red",
+    Severity.HIGH: "red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "dim",
+}
+_LABEL = {Verdict.PASS: "PASS ", Verdict.BLOCK: "BLOCK", Verdict.ERROR: "ERROR"}
+
+
+class TextReporter:
+    """Human-readable report; colour only when asked (the CLI asks when stdout is a terminal)."""
+
+    def __init__(self, *, color: bool = False, width: int = 100) -> None:
+        self.color = color
+        self.width = width
+
+    def render(self, report: ScanReport) -> str:
+        buffer = io.StringIO()
+        console = Console(
+            file=buffer,
+            force_terminal=self.color,
+            no_color=not self.color,
+            color_system="standard" if self.color else None,
+            width=self.width,
+            highlight=False,
+            emoji=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        for file in report.files:
+            for line in _file_lines(file):
+                console.print(line)
+        console.print(_summary(report))
+        return buffer.getvalue()
+
+
+def _file_lines(file: FileReport) -> list[Text]:
+    head = Text()
+    head.append(_LABEL[file.verdict], style=_VERDICT_STYLE[file.verdict])
+    head.append("  ")
+    head.append(printable(file.path), style="bold")
+    facts = [f for f in (file.format, _size(file.size)) if f]
+    if file.sha256:
+        facts.append(f"sha256 {file.sha256}")
+    if facts:
+        head.append(f"  ({', '.join(facts)})", style="dim")
+    lines = [head]
+    if file.error:
+        lines.append(Text("  error: ", style="magenta").append(printable(file.error), style=""))
+    ordered = sorted(file.findings, key=lambda f: (-f.severity, f.member or "", f.offset or 0))
+    for finding in ordered:
+        lines.extend(_finding_lines(finding))
+    lines.extend(
+        Text("  not checked: ", style="yellow").append(printable(reason), style="")
+        for reason in file.not_checked
+    )
+    return lines
+
+
+def _finding_lines(finding: Finding) -> list[Text]:
+    first = Text("  ")
+    first.append(f"{finding.severity.name:<8}", style=_SEVERITY_STYLE[finding.severity])
+    first.append(f" {printable(finding.rule_id)}", style="bold")
+    where = location(finding.member, finding.offset)
+    if where:
+        first.append(f"  {printable(where)}", style="dim")
+    if finding.global_name:
+        first.append(f"  {printable(finding.global_name)}", style="bold")
+    lines = [first, Text("           " + printable(finding.message))]
+    if finding.call:
+        lines.append(Text("           would call: ", style="dim").append(
+            printable(finding.call), style="bold yellow"))
+    return lines
+
+
+def _summary(report: ScanReport) -> Text:
+    counts = {v: sum(f.verdict is v for f in report.files) for v in Verdict}
+    n = len(report.files)
+    text = Text()
+    text.append(f"{n} file{'s' if n != 1 else ''}: ")
+    text.append(f"{counts[Verdict.PASS]} passed, ")
+    text.append(f"{counts[Verdict.BLOCK]} blocked, ")
+    text.append(f"{counts[Verdict.ERROR]} could not be scanned")
+    text.append(" — verdict: ")
+    text.append(report.verdict.value.upper(), style=_VERDICT_STYLE[report.verdict])
+    text.append(f" (blocking at {report.fail_on.name.lower()} and above)", style="dim")
+    return text
+
+
+def _size(size: int | None) -> str | None:
+    if size is None:
+        return None
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return None  # pragma: no cover - the loop always returns

@@ -1,0 +1,131 @@
+"""Image I/O for restoration: 8-bit JPEG, PNG and WebP through Pillow.
+
+Reading honours EXIF orientation (pixels are turned upright, so faces are found the way a
+viewer shows them) and splits off alpha; writing goes to a temporary file in the target
+directory and is renamed into place, so a failed or interrupted write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gpenguard.errors import InputError, RestoreError
+
+#: Formats read and written, keyed by Pillow's format name, with their file suffixes.
+FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
+_SUFFIX_TO_FORMAT = {s: fmt for fmt, suffixes in FORMATS.items() for s in suffixes}
+#: Modes accepted as they are; palette and 1-bit images are converted first.
+_MODES = {"RGB", "RGBA", "L", "LA"}
+_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class SplitImage:
+    """An upright image as RGB pixels plus what is needed to give it back its own mode:
+    the alpha channel (if any) and whether it was grayscale."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None
+    grayscale: bool
+
+    @classmethod
+    def of(cls, image: Image.Image) -> SplitImage:
+        """Split a PIL image (any 8-bit mode) into RGB + alpha; rotated upright by its EXIF."""
+        if image.getexif().get(_ORIENTATION, 1) != 1:  # transposing copies: only when needed
+            image = ImageOps.exif_transpose(image)
+        if image.mode in ("P", "PA", "1"):
+            has_alpha = image.mode == "PA" or "transparency" in image.info
+            image = image.convert("RGBA" if has_alpha else "RGB")
+        if image.mode not in _MODES:
+            raise RestoreError(
+                f"unsupported image mode {image.mode!r}: only 8-bit RGB, RGBA, grayscale "
+                "and grayscale+alpha images are restored"
+            )
+        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return cls(rgb, alpha, image.mode in ("L", "LA"))
+
+    def merge(self, restored: Image.Image) -> Image.Image:
+        """Put ``restored`` (RGB) back into the original's mode, alpha resized if needed."""
+        out = restored.convert("L") if self.grayscale else restored
+        if self.alpha is not None:
+            alpha = self.alpha
+            if alpha.size != out.size:
+                alpha = alpha.resize(out.size, Image.Resampling.BILINEAR)
+            out = out.copy()
+            out.putalpha(alpha)
+        return out
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image; any failure is an `InputError` naming the file."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format not in FORMATS:
+                    raise InputError(
+                        f"unsupported image format {img.format}; use JPEG, PNG or WebP",
+                        path=path,
+                    )
+                img.load()
+                # The copy keeps ``info`` (EXIF included) for `SplitImage.of` to honour.
+                return img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"image is too large to decode safely ({exc})", path=path) from exc
+    except UnidentifiedImageError as exc:
+        raise InputError("not an image Pillow can read", path=path) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        # Pillow's decoders report damage with any of these; all mean "unreadable".
+        raise InputError(f"cannot read image: {exc}", path=path) from exc
+
+
+def output_format(path: str | Path) -> str:
+    """Pillow format name for a target path, from its suffix."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return _SUFFIX_TO_FORMAT[suffix]
+    except KeyError:
+        raise InputError(
+            f"cannot write {suffix or 'a file without suffix'}: use .jpg, .png or .webp",
+            path=path,
+        ) from None
+
+
+def write_image(image: Image.Image, path: str | Path, *, quality: int = 95) -> Path:
+    """Write atomically: encode into a temp file beside ``path``, fsync, rename over it."""
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
+        raise RestoreError(
+            "JPEG cannot store the image's alpha channel; write .png or .webp instead", path=path
+        )
+    options: dict[str, object] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot create a file beside the output: {exc}", path=path) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            image.save(fh, format=fmt, **options)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise InputError(f"cannot write image: {exc}", path=path) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+    return path

@@ -1,0 +1,287 @@
+"""The program that runs inside the sandbox: verify the weights again, restore, write results.
+
+It trusts nothing it was handed: every weight file must be a `.safetensors` whose sha256
+matches the digest in its provenance record, or the job stops before a tensor is built. The
+bytes hashed are the bytes loaded (one read into memory, hashed, then parsed). Progress goes
+to stdout as one JSON object per line; outputs are written to a temp file in the output
+directory and renamed into place, so the host never sees half an image. There is no network
+code here, and the sandbox has no network to use.
+
+    python -m gpenguard.runner.worker --job '<WorkerJob JSON>'
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gpenguard.errors import ExitCode, GpenguardError, RestoreError, SandboxError, VerificationError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True, slots=True)
+class WeightFile:
+    """A weight file as the worker sees it: a sandbox path and where its expected digest is."""
+
+    path: str
+    provenance: str
+    """The provenance record (in-toto statement JSON) naming the file's sha256."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """The worker's instructions; written by the host pipeline, read inside the sandbox."""
+
+    gpen: WeightFile
+    inputs: tuple[str, ...]
+    output_dir: str
+    detector: WeightFile | None = None
+    parser: WeightFile | None = None
+    mode: str = "aligned"
+    size: int = 2048
+    device: str = "cpu"
+    dtype: str = "float32"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerJob:
+        try:
+            raw = json.loads(text)
+            weights = {
+                key: WeightFile(**raw[key]) if raw.get(key) is not None else None
+                for key in ("gpen", "detector", "parser")
+            }
+            gpen = weights.pop("gpen")
+            if gpen is None:
+                raise KeyError("gpen")
+            return cls(
+                gpen=gpen,
+                inputs=tuple(str(p) for p in raw["inputs"]),
+                output_dir=str(raw["output_dir"]),
+                mode=str(raw.get("mode", "aligned")),
+                size=int(raw.get("size", 2048)),
+                device=str(raw.get("device", "cpu")),
+                dtype=str(raw.get("dtype", "float32")),
+                options=dict(raw.get("options") or {}),
+                **weights,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SandboxError(f"malformed worker job: {exc}") from exc
+
+
+def expected_sha256(record_path: str | Path, weight_path: str | Path) -> str:
+    """The sha256 a provenance record states for a weight file (the in-toto subject digest).
+
+    A record with several subjects must name the file; a record that names no sha256 for it
+    is refused rather than skipped.
+    """
+    try:
+        record = json.loads(Path(record_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VerificationError(f"cannot read provenance record: {exc}", path=record_path) from exc
+    statement = record
+    if isinstance(record, dict) and "payload" in record and "payloadType" in record:
+        # A DSSE envelope around the statement: the digest is inside the payload.
+        import base64
+
+        try:
+            statement = json.loads(base64.b64decode(record["payload"]))
+        except (ValueError, TypeError) as exc:
+            raise VerificationError("provenance envelope payload is not JSON", path=record_path) from exc
+    subjects = statement.get("subject") if isinstance(statement, dict) else None
+    if not isinstance(subjects, list) or not subjects:
+        raise VerificationError("provenance record has no subject", path=record_path)
+    name = Path(weight_path).name
+    named = [s for s in subjects if isinstance(s, dict) and s.get("name") in {name, str(weight_path)}]
+    chosen = named or (subjects if len(subjects) == 1 else [])
+    if len(chosen) != 1 or not isinstance(chosen[0], dict):
+        raise VerificationError(f"provenance record does not name {name}", path=record_path)
+    digest = chosen[0].get("digest", {})
+    value = digest.get("sha256") if isinstance(digest, dict) else None
+    if not isinstance(value, str) or len(value) != 64:
+        raise VerificationError("provenance record has no sha256 for the weights", path=record_path)
+    return value.lower()
+
+
+def read_verified(weight: WeightFile) -> bytes:
+    """The weight file's bytes, after checking suffix, safetensors framing and sha256."""
+    path = Path(weight.path)
+    if path.suffix != ".safetensors":
+        raise VerificationError("only .safetensors weights may be loaded in the sandbox", path=path)
+    expected = expected_sha256(weight.provenance, path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SandboxError(f"cannot read weights: {exc.strerror}", path=path) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise VerificationError(
+            f"sha256 {actual} does not match the provenance record ({expected}); refusing to load",
+            path=path,
+        )
+    return data
+
+
+def load_tensors(data: bytes, path: str) -> dict[str, Any]:
+    """Parse verified safetensors bytes; never a pickle."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return dict(load(data))
+    except (SafetensorError, ValueError) as exc:
+        raise VerificationError(f"not a valid safetensors file: {exc}", path=path) from exc
+
+
+def list_inputs(paths: Sequence[str]) -> list[Path]:
+    """Input images in a stable order; a directory contributes its image files."""
+    images: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            images.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            images.append(path)
+    return images
+
+
+def output_name(source: Path) -> str:
+    """``0003-face.jpg`` -> ``face.png``: the host's prefix goes, the format is lossless PNG."""
+    stem = source.stem
+    if len(stem) > 5 and stem[:4].isdigit() and stem[4] == "-":
+        stem = stem[5:]
+    return f"{stem}.png"
+
+
+def write_atomically(image: Any, directory: Path, name: str) -> Path:
+    """Save a PIL image as PNG via a temp file in the same directory and one rename."""
+    target = directory / name
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the host user's group
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG")
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One progress line on stdout; the host parses these."""
+    sys.stdout.write(json.dumps({"event": event, **fields}, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def run(job: WorkerJob) -> int:
+    """Verify, build the restorer once, restore every input; returns the number restored."""
+    started = time.monotonic()
+    weights: dict[str, dict[str, Any]] = {}
+    for role, weight in (("gpen", job.gpen), ("detector", job.detector), ("parser", job.parser)):
+        if weight is None:
+            continue
+        tensors = load_tensors(read_verified(weight), weight.path)
+        weights[role] = tensors
+        emit("weights-verified", role=role, path=weight.path, tensors=len(tensors))
+    images = list_inputs(job.inputs)
+    output = Path(job.output_dir)
+    if not output.is_dir():
+        raise SandboxError("output directory is missing", path=output)
+
+    restorer = build_restorer(job, weights)
+    emit("model-loaded", seconds=round(time.monotonic() - started, 4), images=len(images))
+
+    from PIL import Image, UnidentifiedImageError
+
+    done = 0
+    used: set[str] = set()
+    for index, source in enumerate(images):
+        t0 = time.monotonic()
+        try:
+            with Image.open(source) as opened:
+                picture = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise RestoreError(f"cannot read image: {exc}", path=source) from exc
+        restored = restorer.restore_image(picture)
+        name = output_name(source)
+        if name in used:  # two inputs with one stem (a.jpg, a.png) keep both results
+            name = f"{Path(name).stem}-{index:04d}.png"
+        used.add(name)
+        written = write_atomically(_as_pil(restored), output, name)
+        done += 1
+        emit(
+            "image",
+            index=index,
+            total=len(images),
+            input=source.name,
+            output=written.name,
+            seconds=round(time.monotonic() - t0, 4),
+        )
+    emit("done", images=done, seconds=round(time.monotonic() - started, 4))
+    return done
+
+
+def build_restorer(job: WorkerJob, weights: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The face restorer, built once from the verified tensors (no weight file is reopened).
+
+    Handing `Restorer` the tensors already hashed, rather than the paths, keeps DESIGN
+    invariant 2 inside the sandbox too: the bytes checked are the bytes used.
+    """
+    import torch
+
+    from gpenguard.restore import Restorer
+
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(job.dtype)
+    if dtype is None:
+        raise SandboxError(f"unsupported dtype {job.dtype!r}")
+    if job.mode not in {"aligned", "full"}:
+        raise SandboxError(f"unknown mode {job.mode!r}")
+    if job.mode == "full" and not {"detector", "parser"} <= set(weights):
+        raise SandboxError("full mode needs detector and parser weights")
+    mode: Literal["aligned", "full"] = "full" if job.mode == "full" else "aligned"
+    roles = ("gpen", "detector", "parser") if mode == "full" else ("gpen",)
+    return Restorer({role: weights[role] for role in roles}, device=job.device, dtype=dtype, size=job.size, mode=mode)
+
+
+def _as_pil(image: Any) -> Any:
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    import numpy as np
+
+    array = np.asarray(image)
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpenguard-worker", description=__doc__)
+    parser.add_argument("--job", required=True, help="WorkerJob as JSON")
+    args = parser.parse_args(argv)
+    try:
+        run(WorkerJob.from_json(args.job))
+    except GpenguardError as exc:
+        emit("error", kind=type(exc).__name__, message=str(exc))
+        sys.stderr.write(f"error: {exc}\n")
+        return int(ExitCode.BLOCKED if exc.exit_code == ExitCode.BLOCKED else ExitCode.ERROR)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""YAML for configuration gpenguard trusts: safe types only, no duplicate keys, no aliases.
+
+PyYAML's safe loader silently keeps the *last* of two equal keys, so a reviewer reading the
+first ``require_signed_registry: true`` could approve a file whose second line says ``false``.
+This loader refuses that, and non-string keys; it builds on the registry's `StrictLoader`
+(no anchors or aliases, bounded nesting) and remembers the line of every key so that
+validation errors can name ``file:line``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode
+
+from gpenguard.trust.registry import StrictLoader
+
+
+class LinedMap(dict[str, Any]):
+    """A mapping that knows the 1-based line where it and each of its keys start."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        """Line of `key` (or of the mapping itself when the key is absent)."""
+        return self.key_lines.get(key, self.line)
+
+
+class StrictYAMLError(ValueError):
+    """A document is not acceptable; `line` is 1-based, or None when unknown."""
+
+    def __init__(self, message: str, line: int | None):
+        self.message = message
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+class _Loader(StrictLoader):
+    """The registry's loader (no anchors, aliases or deep nesting) plus line-aware mappings."""
+
+
+def _construct_map(loader: _Loader, node: MappingNode) -> LinedMap:
+    data = LinedMap()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            raise StrictYAMLError("merge keys (<<) are not allowed", line)
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise StrictYAMLError(f"keys must be strings, got {key!r}", line)
+        if key in data:
+            raise StrictYAMLError(
+                f"duplicate key {key!r} (first on line {data.key_lines[key]})", line
+            )
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_lines[key] = line
+    return data
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+
+
+def load(text: str | bytes) -> Any:
+    """Parse one YAML document strictly; raises `StrictYAMLError` naming the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader derives from SafeLoader
+    except StrictYAMLError:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        msg = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise StrictYAMLError(msg, mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise StrictYAMLError(f"invalid YAML: {exc}", None) from None

@@ -1,0 +1,51 @@
+"""The demo pair is what it says, and scripts/demo.sh checks the verdicts it shows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpenguard.demo import BENIGN_NAME, POISONED_NAME, make_demo_pair
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pair_is_real_torch_save_output_with_one_extra_payload(tmp_path: Path) -> None:
+    benign, poisoned = make_demo_pair(tmp_path)
+    assert (benign.name, poisoned.name) == (BENIGN_NAME, POISONED_NAME)
+    assert "random-weights" in benign.name and "POISONED" in poisoned.name
+    # Tests may load files they made themselves; the benign one is a plain state_dict.
+    state = torch.load(benign, weights_only=True)
+    assert sorted(state) == ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]
+    with zipfile.ZipFile(poisoned) as archive:
+        (pkl,) = (n for n in archive.namelist() if n.endswith("/data.pkl"))
+        program = archive.read(pkl)
+    assert b"system" in program and b"true" in program
+    # Deterministic: the same seed gives the same bytes, so the demo output is reproducible.
+    again, _ = make_demo_pair(tmp_path / "again")
+    assert again.read_bytes() == benign.read_bytes()
+
+
+@pytest.mark.slow
+def test_demo_script_passes_the_benign_file_and_blocks_the_poisoned_one(tmp_path: Path) -> None:
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").symlink_to(sys.executable)
+    env = {
+        **os.environ,
+        "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "GPENGUARD_DEMO_SKIP_INSTALL": "1",
+        "GPENGUARD_DEMO_DIR": str(tmp_path / "demo"),
+    }
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "demo OK" in proc.stdout and "BLOCK" in proc.stdout and "PASS" in proc.stdout

@@ -1,0 +1,149 @@
+"""Host side of the escape battery: listeners, a secret file, and the checks after the run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROBES = Path(__file__).with_name("probes.py").read_text(encoding="utf-8")
+
+EXPECTED_PROBES = (
+    "tcp_egress",
+    "dns",
+    "write_rootfs",
+    "write_weights",
+    "read_unmounted_host_file",
+    "mount",
+    "unshare_userns",
+    "ptrace_sibling",
+    "setuid_binary",
+    "write_proc_sys",
+    "docker_socket",
+    "exec_from_tmp",
+    "capabilities",
+)
+
+
+@dataclass
+class Listener:
+    """A TCP listener on the host that records every connection it accepts."""
+
+    host: str
+    sock: socket.socket
+    accepted: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(f"{peer[0]}:{peer[1]}")
+            conn.close()
+
+
+@contextmanager
+def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
+    made: list[Listener] = []
+    for host in hosts:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(8)
+        listener = Listener(host, sock)
+        threading.Thread(target=listener.serve, daemon=True).start()
+        made.append(listener)
+    try:
+        # Positive control: the listeners do accept connections from the host.
+        for listener in made:
+            with socket.create_connection((listener.host, listener.port), timeout=2):
+                pass
+        for listener in made:
+            for _ in range(50):
+                if listener.accepted:
+                    break
+                threading.Event().wait(0.02)
+            assert listener.accepted, f"listener {listener.host} never accepted the host's own connection"
+            listener.accepted.clear()
+        yield made
+    finally:
+        for listener in made:
+            listener.sock.close()
+
+
+def host_addresses() -> list[str]:
+    """Loopback plus every IPv4 address this host has (the docker bridge among them)."""
+    found = ["127.0.0.1"]
+    try:
+        import fcntl
+        import struct
+
+        for _, name in socket.if_nameindex():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+                except OSError:
+                    continue
+            address = socket.inet_ntoa(packed[20:24])
+            if address not in found:
+                found.append(address)
+    except OSError:
+        pass
+    return found
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under root with its digest, to prove nothing outside the output changed."""
+    return {
+        str(p.relative_to(root)): (sha256(p) if p.is_file() else "dir")
+        for p in sorted(root.rglob("*"))
+        if not p.is_symlink()
+    }
+
+
+def probe_results(stdout: str) -> dict[str, dict[str, object]]:
+    for line in stdout.splitlines():
+        if line.startswith('{"event": "probes"'):
+            results: dict[str, dict[str, object]] = json.loads(line)["results"]
+            return results
+    raise AssertionError(f"the probe printed no results:\n{stdout[-2000:]}")
+
+
+def fork_bomb_source() -> str:
+    return (
+        "import os, time, json\n"
+        "n = 0; err = None\n"
+        "while n < 100000:\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError as exc:\n"
+        "        err = exc.errno; break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(20); os._exit(0)\n"
+        "    n += 1\n"
+        "print(json.dumps({'event': 'forkbomb', 'forked': n, 'errno': err}), flush=True)\n"
+    )
+
+
+MEMORY_BOMB = (
+    "chunks = []\n"
+    "while True:\n"
+    "    chunks.append(b'\\x01' * (32 << 20))\n"
+)
+
+SLEEPER = "import time\nprint('{\"event\": \"sleeping\"}', flush=True)\ntime.sleep(600)\n"
+

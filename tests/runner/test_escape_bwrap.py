@@ -1,0 +1,161 @@
+"""The escape battery under bubblewrap: the same probes, the same host-side checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpenguard.errors import SandboxError, SandboxOOM, SandboxTimeout
+from gpenguard.policy import Policy, SandboxPolicy
+from gpenguard.runner.bwrap import BwrapBackend, HostRuntime, bwrap_argv
+from gpenguard.runner.seccomp import load_profile
+from gpenguard.runner.spec import HOST_IMAGE, Bind, Job, SandboxSpec, build_spec
+from tests.runner import battery
+
+POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x00" * 4096)
+    weights.chmod(0o666)  # world-writable on the host: only the read-only bind protects it
+    out = tmp_path / "out"
+    out.mkdir()
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret, never mounted")
+    return weights, out, secret
+
+
+def _spec(source: str, args: dict[str, Any], weights: Path, out: Path, *, inputs: tuple[str, ...] = (), policy: Policy = POLICY) -> SandboxSpec:
+    job = Job(
+        image=HOST_IMAGE,
+        command=("python", "-c", source, json.dumps(args)),
+        weights=(str(weights),),
+        inputs=inputs,
+        output_dir=str(out),
+    )
+    return build_spec(policy, job, seccomp_profile=load_profile())
+
+
+def test_bwrap_argv_is_exactly_the_hardening() -> None:
+    runtime = HostRuntime(
+        python="/opt/py/bin/python3.11",
+        ro_paths=("/opt/py", "/usr"),
+        symlinks=(("usr/bin", "/bin"),),
+        gpenguard_package="/src/gpenguard",
+    )
+    spec = SandboxSpec(
+        image=HOST_IMAGE,
+        command=("python", "-m", "gpenguard.runner.worker"),
+        user=(65534, 65534),
+        binds=(Bind("/s/w.safetensors", "/weights/w.safetensors"), Bind("/o", "/out", False)),
+        tmpfs=(("/tmp", "rw,noexec,nosuid,nodev,size=1024"),),
+        env=(("HOME", "/tmp"),),
+        gpus=(),
+        memory_bytes=2**30,
+        pids_limit=64,
+        nano_cpus=10**9,
+        timeout_s=10.0,
+    )
+    assert bwrap_argv(spec, runtime, seccomp_fd=7) == [
+        "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+        "--hostname", "gpenguard-sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--clearenv",
+        "--ro-bind", "/opt/py", "/opt/py", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+        "--ro-bind", "/src/gpenguard", "/opt/gpenguard-src/gpenguard",
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/proc/sys", "--remount-ro", "/proc/sys",
+        "--perms", "1777", "--size", "1024", "--tmpfs", "/tmp",
+        "--ro-bind", "/s/w.safetensors", "/weights/w.safetensors", "--bind", "/o", "/out",
+        "--remount-ro", "/",
+        "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+        "--setenv", "PYTHONPATH", "/opt/gpenguard-src",
+        "--chdir", "/", "--seccomp", "7",
+        "--", "/opt/py/bin/python3.11", "-m", "gpenguard.runner.worker",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def battery_run(tmp_path_factory: pytest.TempPathFactory, bwrap_available: str) -> dict[str, Any]:
+    tmp_path = tmp_path_factory.mktemp("battery-bwrap")
+    weights, out, secret = _files(tmp_path)
+    helper = tmp_path / "suid-id"
+    shutil.copy("/usr/bin/id", helper)
+    helper.chmod(0o4755)
+    before = battery.tree(tmp_path)
+    with battery.listeners(battery.host_addresses()) as listening:
+        args = {
+            "listeners": [[lst.host, lst.port] for lst in listening],
+            "weights": "/weights/gpen.safetensors",
+            "secret": str(secret),
+            "output": "/out",
+            "setuid_helper": "/in/0000-suid-id",
+        }
+        result = BwrapBackend(bwrap=bwrap_available).run(_spec(battery.PROBES, args, weights, out, inputs=(str(helper),)))
+        time.sleep(0.2)
+        accepted = {lst.host: list(lst.accepted) for lst in listening}
+    return {"results": battery.probe_results(result.stdout), "accepted": accepted, "before": before,
+            "after": battery.tree(tmp_path), "root": tmp_path}  # fmt: skip
+
+
+@pytest.mark.bwrap
+@pytest.mark.parametrize("attempt", [p for p in battery.EXPECTED_PROBES if p != "exec_from_tmp"])
+def test_escape_attempt_fails(battery_run: dict[str, Any], attempt: str) -> None:
+    result = battery_run["results"][attempt]
+    assert result["escaped"] is False, f"{attempt} got through: {result['detail']}"
+
+
+@pytest.mark.bwrap
+def test_program_run_from_tmp_stays_confined(battery_run: dict[str, Any]) -> None:
+    """bwrap cannot mount /tmp noexec; what runs from there keeps seccomp and no_new_privs."""
+    detail = str(battery_run["results"]["exec_from_tmp"]["detail"])
+    assert "NoNewPrivs:\t1" in detail, detail
+    assert "Seccomp:\t2" in detail, detail
+
+
+@pytest.mark.bwrap
+def test_positive_control_and_host_side(battery_run: dict[str, Any]) -> None:
+    assert battery_run["results"]["output_is_writable"]["escaped"] is True
+    assert battery_run["accepted"] == {host: [] for host in battery_run["accepted"]}
+    before, after = battery_run["before"], battery_run["after"]
+    assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == {"out/probe-ok.txt"}
+
+
+@pytest.mark.bwrap
+def test_fork_bomb_is_stopped(tmp_path: Path, bwrap_available: str) -> None:
+    weights, out, _ = _files(tmp_path)
+    result = BwrapBackend(bwrap=bwrap_available).run(_spec(battery.fork_bomb_source(), {}, weights, out))
+    (event,) = [e for e in result.events if e["event"] == "forkbomb"]
+    assert event["errno"] == 11
+    assert 0 < event["forked"] < POLICY.sandbox.pids_limit
+
+
+@pytest.mark.bwrap
+def test_memory_bomb_is_reported_as_oom(tmp_path: Path, bwrap_available: str) -> None:
+    weights, out, _ = _files(tmp_path)
+    with pytest.raises(SandboxOOM, match="512 MiB"):
+        BwrapBackend(bwrap=bwrap_available).run(_spec(battery.MEMORY_BOMB, {}, weights, out))
+
+
+@pytest.mark.bwrap
+def test_timeout_kills_the_sandbox(tmp_path: Path, bwrap_available: str) -> None:
+    weights, out, _ = _files(tmp_path)
+    policy = dataclasses.replace(POLICY, sandbox=dataclasses.replace(POLICY.sandbox, timeout_s=2.0))
+    started = time.monotonic()
+    with pytest.raises(SandboxTimeout, match="2 s limit"):
+        BwrapBackend(bwrap=bwrap_available).run(_spec(battery.SLEEPER, {}, weights, out, policy=policy))
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.bwrap
+def test_gpu_jobs_are_refused(tmp_path: Path, bwrap_available: str) -> None:
+    weights, out, _ = _files(tmp_path)
+    spec = dataclasses.replace(_spec("pass", {}, weights, out), gpus=("0",))
+    with pytest.raises(SandboxError, match="does not pass GPUs"):
+        BwrapBackend(bwrap=bwrap_available).run(spec)

@@ -1,0 +1,178 @@
+"""The audit log: chained appends, concurrent writers, and every kind of tampering caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpenguard.audit import AuditEvent, append, parse_records, verify_log
+from gpenguard.errors import AuditError, InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def event(i: int) -> AuditEvent:
+    return AuditEvent(
+        file=f"/models/m{i}.pth", sha256=f"{i:064x}", size=1000 + i, policy="default",
+        verdict="pass" if i % 2 else "block", reasons=() if i % 2 else (f"reason {i}",),
+        registry_name="acme", registry_version=3, registry_sha256="ab" * 32,
+    )
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    p = tmp_path / "audit.jsonl"
+    for i in range(5):
+        append(p, event(i))
+    return p
+
+
+def lines(p: Path) -> list[bytes]:
+    return p.read_bytes().splitlines(keepends=True)
+
+
+def test_a_fresh_log_verifies_and_records_hold_the_decision(log: Path) -> None:
+    check = verify_log(log)
+    assert check.ok and check.records == 5
+    first = json.loads(lines(log)[0])
+    assert first["seq"] == 1 and first["prev"] == "0" * 64
+    assert first["file"] == "/models/m0.pth" and first["verdict"] == "block"
+    assert first["reasons"] == ["reason 0"] and first["registry"]["version"] == 3
+    assert first["time"].endswith("Z") and first["tool_version"]
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def test_append_returns_the_head_that_verify_accepts(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    append(p, event(1))
+    rec = append(p, event(2))
+    assert rec.seq == 2
+    assert verify_log(p, expect_head=rec.line_sha256).ok
+    assert verify_log(p).head == rec.line_sha256
+
+
+def rewrite(p: Path, new_lines: list[bytes]) -> None:
+    p.write_bytes(b"".join(new_lines))
+
+
+def test_an_edited_record_is_named(log: Path) -> None:
+    ls = lines(log)
+    ls[2] = ls[2].replace(b'"verdict":"block"', b'"verdict":"pass"')
+    rewrite(log, ls)
+    check = verify_log(log)
+    assert [p.line for p in check.problems] == [3, 4]
+    assert "modified" in check.problems[0].message
+    assert "chain broken" in check.problems[1].message
+
+
+def test_an_edited_and_rehashed_record_breaks_the_next_link(log: Path) -> None:
+    from gpenguard.audit import canonical, record_hash
+
+    ls = lines(log)
+    rec = json.loads(ls[2])
+    assert rec["verdict"] == "block"
+    rec["verdict"] = "pass"
+    rec["hash"] = record_hash(rec)
+    ls[2] = canonical(rec) + b"\n"
+    rewrite(log, ls)
+    check = verify_log(log)
+    assert [p.line for p in check.problems] == [4]
+    assert "chain broken" in check.problems[0].message
+
+
+def test_a_removed_record_is_named(log: Path) -> None:
+    ls = lines(log)
+    del ls[1]
+    rewrite(log, ls)
+    problems = verify_log(log).problems
+    assert {p.line for p in problems} == {2, 3, 4}
+    assert "removed, inserted or reordered" in problems[0].message
+
+
+def test_the_first_record_removed_is_caught(log: Path) -> None:
+    rewrite(log, lines(log)[1:])
+    assert verify_log(log).problems[0].line == 1
+
+
+def test_reordered_records_are_named(log: Path) -> None:
+    ls = lines(log)
+    ls[1], ls[2] = ls[2], ls[1]
+    rewrite(log, ls)
+    assert {p.line for p in verify_log(log).problems} >= {2, 3}
+
+
+def test_a_line_cut_midway_is_detected_and_blocks_further_appends(log: Path) -> None:
+    data = log.read_bytes()
+    log.write_bytes(data[: len(data) - 40])
+    check = verify_log(log)
+    assert check.problems[-1].line == 5 and "truncated" in check.problems[-1].message
+    with pytest.raises(AuditError, match="partial record"):
+        append(log, event(9))
+
+
+def test_trailing_records_removed_are_caught_only_against_an_expected_head(log: Path) -> None:
+    head = verify_log(log).head
+    assert head is not None
+    rewrite(log, lines(log)[:-2])
+    assert verify_log(log).ok, "without an anchor, a whole-record cut at the end is invisible"
+    check = verify_log(log, expect_head=head)
+    assert not check.ok and "removed from its end" in check.problems[0].message
+
+
+def test_an_injected_non_json_line_is_named(log: Path) -> None:
+    ls = lines(log)
+    ls.insert(3, b"hello\n")
+    rewrite(log, ls)
+    assert verify_log(log).problems[0].line == 4
+
+
+def test_a_missing_log_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such audit log"):
+        verify_log(tmp_path / "nope.jsonl")
+
+
+def test_parse_records_marks_unreadable_lines(log: Path) -> None:
+    ls = lines(log)
+    ls.insert(1, b"{oops\n")
+    rewrite(log, ls)
+    recs = parse_records(log.read_bytes())
+    assert [r is None for _, r in recs] == [False, True, False, False, False, False]
+
+
+WRITER = """
+import sys
+from gpenguard.audit import AuditEvent, append
+for i in range(int(sys.argv[2])):
+    append(sys.argv[1], AuditEvent(file=f"w{sys.argv[3]}-{i}" + "x" * 3000, sha256=None, size=None,
+                                   policy="default", verdict="pass"))
+"""
+
+
+def test_concurrent_writers_keep_one_valid_chain(tmp_path: Path) -> None:
+    p = tmp_path / "shared.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(p), "25", str(w)], env=env)
+        for w in range(4)
+    ]
+    assert all(proc.wait(timeout=60) == 0 for proc in procs)
+    check = verify_log(p)
+    assert check.ok, check.problems
+    assert check.records == 100
+    files = [json.loads(line)["file"] for line in lines(p)]
+    assert len(set(files)) == 100  # every record whole, none lost or interleaved
+
+
+def test_records_longer_than_the_tail_block_chain_correctly(tmp_path: Path) -> None:
+    p = tmp_path / "big.jsonl"
+    long = AuditEvent(file="/m.pth", sha256=None, size=None, policy="default", verdict="block",
+                      reasons=tuple("x" * 1000 + str(i) for i in range(150)))  # ~150 KB per line
+    for _ in range(3):
+        append(p, long)
+    check = verify_log(p)
+    assert check.ok and check.records == 3
