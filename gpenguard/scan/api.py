@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +20,7 @@ from gpenguard.scan.allowlist import judge, normalize
 from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.scan.rules import RULES, finding
 from gpenguard.scan.walker import Global, WalkLimits, WalkResult, render, walk
+from gpenguard.trust.hashing import hash_source
 
 # Findings of these rules mean part of the file was not looked at.
 _MAX_IMPORT_FINDINGS = 200
@@ -238,8 +238,8 @@ def scan_file(path: str, policy: Policy | None = None, limits: Limits | None = N
         return FileReport(path=path, verdict=Verdict.ERROR, error=exc.message)
     with src:
         report = scan_source(src, policy=policy, limits=limits)
-        digest = hashlib.sha256(src.buf).hexdigest()
-    return _with(report, sha256=digest, size=src.size)
+        digest = hash_source(src)  # the same mapping, streamed with flat memory
+    return _with(report, sha256=digest.sha256, size=digest.size)
 
 
 def _with(report: FileReport, **changes: object) -> FileReport:
