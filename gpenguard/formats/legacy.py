@@ -85,7 +85,10 @@ def _check_tail(
                 ctx, buf, member=None, expect=0, first_index=len(RECORDS), start=tail_start
             )
         return []
-    declared = _declared_storages(walk(main.data, 0, ctx.walk_limits).pids)
+    main_walk = walk(main.data, 0, ctx.walk_limits)
+    if not main_walk.complete:
+        return []  # the scanner reports why the object pickle breaks off; sizes are unknown
+    declared = _declared_storages(main_walk.pids)
     pos = tail_start
     for key in value:
         if key not in declared:

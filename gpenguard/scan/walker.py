@@ -473,15 +473,25 @@ class Walker:
     # -- calls ------------------------------------------------------------------------------------
 
     def _call(self, op: Op, func: object, args: object, kind: str, kwargs: object = None) -> None:
+        if isinstance(func, PersId):
+            # torch's legacy loader returns the class of a ('module', cls, file, source) id
+            pid = func.pid
+            if (
+                isinstance(pid, tuple)
+                and len(pid) >= 2
+                and pid[0] == "module"
+                and isinstance(pid[1], Global)
+            ):
+                func = pid[1]
         call = Call(func, args, op.offset, kind, kwargs)
         if isinstance(func, Global):
             if func.first_call is None:
                 func.first_call = call
-        elif isinstance(func, Call):
+        elif isinstance(func, Call | PersId):
             self._problem(
                 "GG106",
                 op.offset,
-                f"{op.name} calls a computed value (the result of {render(func.func)}(...))",
+                f"{op.name} calls a computed value ({render(func.func) + '(...)' if isinstance(func, Call) else render(func)})",
                 call=render(call),
                 global_name=_root_import(func),
             )
