@@ -189,10 +189,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run_one(peer.name, peer.command(Path(item.path)), env,
                                     item.name, bad, peer))
         print_tables(tools, runs, n_bad=len(malicious), n_good=len(benign))
+        if "gpenguard" in tools:
+            print_batch([Path(item.path) for item, _ in items], g_env)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def print_batch(files: list[Path], env: dict[str, str]) -> None:
+    """gpenguard once over the whole corpus: the scan's own cost, without n process starts."""
+    n_files = len(files)
+    cmd = [sys.executable, "-m", "gpenguard", "scan", "--format", "json", *map(str, files)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, env=env, timeout=TIMEOUT_S, check=False)
+    seconds = time.perf_counter() - start
+    print(f"\nFor reference (not a comparison): gpenguard in ONE process over all {n_files} files "
+          f"(default --jobs): {seconds:.2f} s, {seconds / max(n_files, 1) * 1000:.0f} ms "
+          f"per file, exit {proc.returncode}.")
 
 
 def print_tables(tools: list[str], runs: list[Run], *, n_bad: int, n_good: int) -> None:
