@@ -93,13 +93,13 @@ def make(
     )
 
 
-def _footprints(faces: tuple[object, ...], w: int, h: int) -> np.ndarray:
+def _footprints(faces: tuple[object, ...], w: int, h: int, size: int = SIZE) -> np.ndarray:
     from gpenguard.restore import align
 
     touched = np.zeros((h, w), dtype=bool)
     for face in faces:
-        m = align.invert(align.fit_similarity(face.landmark_array, align.reference_points(SIZE)))  # type: ignore[attr-defined]
-        r = paste.footprint(m, SIZE, w, h)
+        m = align.invert(align.fit_similarity(face.landmark_array, align.reference_points(size)))  # type: ignore[attr-defined]
+        r = paste.footprint(m, size, w, h)
         touched[r.y0 : r.y1, r.x0 : r.x1] = True
     return touched
 
@@ -299,3 +299,40 @@ def test_fit_state_dict_for_callers_that_load_themselves() -> None:
 def test_build_generator_is_real_unless_asked_for_meta() -> None:
     assert not next(pipeline.build_generator(256).parameters()).is_meta
     assert next(pipeline.build_generator(256, meta=True).parameters()).is_meta
+
+
+@pytest.mark.slow
+def test_released_gpen_256_with_the_full_parsenet(tmp_path: Path) -> None:
+    """Every network at its released shape (GPEN-BFR-256, ParseNet at 512, RetinaFace-R50),
+    random weights, loaded from safetensors through the public constructor."""
+    torch.manual_seed(0)
+    gen = pipeline.build_generator(256)
+    weights = RestorerWeights(
+        gpen=_save(gen, tmp_path / "gpen.safetensors"),
+        retinaface=_save(rigged_retinaface(spread=0.5), tmp_path / "r50.safetensors"),
+        parsenet=_save(ParseNet(), tmp_path / "parse.safetensors"),
+    )
+    restorer = Restorer(weights, size=256)
+    noise = np.random.default_rng(2).integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    restorer.detector.detect = lambda img, d=restorer.detector.detect: d(img)[:2]  # type: ignore[union-attr, method-assign, misc]
+    result = restorer.restore(Image.fromarray(noise, "RGB"))
+    assert result.image.size == (260, 200) and len(result.faces) == 2
+    out = np.asarray(result.image)
+    touched = _footprints(result.faces, 260, 200, size=256)
+    assert np.array_equal(out[~touched], noise[~touched])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
+    from gpenguard.nets.gpen import FullGenerator
+
+    torch.manual_seed(0)
+    gen = FullGenerator(SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=1 / 32)
+    image = smooth_image(200, 160)
+    cpu = np.asarray(make(gen, spread=0.5).restore_image(image)).astype(int)
+    cuda = np.asarray(
+        make(gen, spread=0.5, device="cuda", dtype=dtype).restore_image(image)
+    ).astype(int)
+    assert np.abs(cpu - cuda).max() <= (2 if dtype == torch.float32 else 8)
