@@ -336,3 +336,13 @@ def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
         make(gen, spread=0.5, device="cuda", dtype=dtype).restore_image(image)
     ).astype(int)
     assert np.abs(cpu - cuda).max() <= (2 if dtype == torch.float32 else 8)
+
+
+def test_faces_below_the_score_threshold_are_left_alone() -> None:
+    # The rigged faces score sigmoid(16) ~ 0.99999989; demand more and none qualify.
+    image = smooth_image()
+    assert make(Constant()).restore(image).faces
+    strict = make(Constant(), score_threshold=0.9999999)
+    result = strict.restore(image)
+    assert result.faces == ()
+    assert np.array_equal(np.asarray(result.image), np.asarray(image))
