@@ -32,9 +32,11 @@ from gpenguard.errors import RestoreError, UsageError
 from gpenguard.nets.gpen import gpen_bfr
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
+from gpenguard.nets.rrdbnet import RRDBNet
 from gpenguard.restore import align, paste
 from gpenguard.restore.detect import Face, FaceDetector
 from gpenguard.restore.images import SplitImage
+from gpenguard.restore.upscale import upscale
 from gpenguard.restore.weights import WeightSource, load_into
 
 Mode = Literal["full", "aligned"]
@@ -47,7 +49,7 @@ _SMOOTH = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 
 #: Accepted names for each role: ours, and the sandbox worker's.
 _ROLES = {"gpen": "gpen", "retinaface": "retinaface", "detector": "retinaface",
-          "parsenet": "parsenet", "parser": "parsenet"}  # fmt: skip
+          "parsenet": "parsenet", "parser": "parsenet", "realesrnet": "realesrnet"}  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +60,9 @@ class RestorerWeights:
     gpen: WeightSource
     retinaface: WeightSource | None = None
     parsenet: WeightSource | None = None
+    #: Optional Real-ESRNet x2 (``realesrnet_x2``): the background is upscaled 2x with it,
+    #: as GPEN's ``--use_sr`` does; the output is then twice the input's size.
+    realesrnet: WeightSource | None = None
 
     @classmethod
     def from_mapping(
@@ -131,9 +136,15 @@ class Restorer:
             load_into(detector, weights.retinaface, role="retinaface")
             load_into(parser, weights.parsenet, role="parsenet")
         generator = load_into(build_generator(size, meta=True), weights.gpen, role="gpen")
+        upscaler = None
+        if weights.realesrnet is not None:
+            with torch.device("meta"):
+                upscaler = RRDBNet(scale=2)
+            load_into(upscaler, weights.realesrnet, role="realesrnet", nested="params_ema")
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
+        self._set_upscaler(upscaler)
 
     @classmethod
     def from_modules(
@@ -148,6 +159,7 @@ class Restorer:
         mode: Mode = "full",
         face_alpha: float = 1.0,
         score_threshold: float = 0.9,
+        upscaler: RRDBNet | None = None,
     ) -> Restorer:
         """A restorer around networks that are already built and loaded (tests, benchmarks)."""
         _check_mode(mode)
@@ -157,7 +169,11 @@ class Restorer:
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
+        self._set_upscaler(upscaler)
         return self
+
+    def _set_upscaler(self, upscaler: RRDBNet | None) -> None:
+        self.upscaler = upscaler.to(self.device).eval() if upscaler is not None else None
 
     def _setup(
         self,
@@ -209,14 +225,23 @@ class Restorer:
             restored = self._run_gpen(
                 torch.from_numpy(crop).to(self.device).permute(2, 0, 1).float()
             )
-            return Restoration(split.merge(_to_pil(restored)))
+            out = _to_pil(restored)
+            if self.upscaler is not None:
+                out = upscale(out, self.upscaler, device=self.device)
+            return Restoration(split.merge(out))
         assert self.detector is not None
-        faces = self.detector.detect(split.rgb)
+        # With background SR, faces are found and cropped on the input resized (bilinear) to
+        # the SR size and pasted onto the SR output, as GPEN does.
+        work, base = split.rgb, split.rgb
+        if self.upscaler is not None:
+            base = upscale(split.rgb, self.upscaler, device=self.device)
+            work = split.rgb.resize(base.size, Image.Resampling.BILINEAR)
+        faces = self.detector.detect(work)
         if not faces:
-            return Restoration(split.merge(split.rgb), ())
-        canvas = paste.Compositor(split.rgb, self.device)
+            return Restoration(split.merge(base), ())
+        canvas = paste.Compositor(base, self.device)
         for face in faces:  # one restored face in memory at a time
-            canvas.add(self._restore_face(split.rgb, face))
+            canvas.add(self._restore_face(work, face))
         return Restoration(split.merge(canvas.result()), tuple(faces))
 
     # -- steps -------------------------------------------------------------------------

@@ -346,3 +346,20 @@ def test_faces_below_the_score_threshold_are_left_alone() -> None:
     result = strict.restore(image)
     assert result.faces == ()
     assert np.array_equal(np.asarray(result.image), np.asarray(image))
+
+
+def test_background_super_resolution_doubles_the_output() -> None:
+    from gpenguard.nets.rrdbnet import RRDBNet
+    from gpenguard.restore.upscale import upscale
+
+    torch.manual_seed(0)
+    sr = RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4).eval()
+    image = smooth_image(90, 70)
+    none = make(Constant(), faces=False, upscaler=sr).restore(image)
+    assert none.faces == ()
+    expected = upscale(image, sr, device=torch.device("cpu"))
+    assert np.array_equal(np.asarray(none.image), np.asarray(expected))
+    found = make(Constant(), upscaler=sr).restore(image)
+    assert found.image.size == (180, 140) and found.faces
+    aligned = Restorer.from_modules(Identity(), size=SIZE, mode="aligned", upscaler=sr)
+    assert aligned.restore_image(image).size == (2 * SIZE, 2 * SIZE)
