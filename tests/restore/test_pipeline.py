@@ -6,6 +6,8 @@ pipeline around it is what is tested here; the real ``FullGenerator`` has its ow
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,12 @@ class AllFace(nn.Module):
 
 def rigged_retinaface(faces: bool = True, spread: float = 1.0) -> RetinaFace:
     """Random backbone; heads set so the 256-px anchors (stride 32, first anchor) are faces
-    with the `LAYOUT` landmarks, and nothing else is."""
+    with the `LAYOUT` landmarks, and nothing else is. (A copy: callers may move it.)"""
+    return copy.deepcopy(_rigged(faces, spread))
+
+
+@functools.cache
+def _rigged(faces: bool, spread: float) -> RetinaFace:
     torch.manual_seed(0)
     net = RetinaFace().eval()
     with torch.no_grad():
