@@ -240,20 +240,29 @@ class Restorer:
         if not faces:
             return Restoration(split.merge(base), ())
         canvas = paste.Compositor(base, self.device)
+        done: list[Face] = []
         for face in faces:  # one restored face in memory at a time
-            canvas.add(self._restore_face(work, face))
-        return Restoration(split.merge(canvas.result()), tuple(faces))
+            pasted = self._restore_face(work, face)
+            if pasted is not None:
+                canvas.add(pasted)
+                done.append(face)
+        return Restoration(split.merge(canvas.result()), tuple(done))
 
     # -- steps -------------------------------------------------------------------------
 
-    def _restore_face(self, image: Image.Image, face: Face) -> paste.PastedFace:
+    def _restore_face(self, image: Image.Image, face: Face) -> paste.PastedFace | None:
         """Align, restore and mask one face; only the face's region of the image is read."""
         width, height = image.size
-        image_to_crop = align.fit_similarity(face.landmark_array, align.reference_points(self.size))
+        try:
+            image_to_crop = align.fit_similarity(
+                face.landmark_array, align.reference_points(self.size)
+            )
+        except ValueError:  # all five landmarks on one point: no transform to fit
+            return None
         crop_to_image = align.invert(image_to_crop)
         region = paste.footprint(crop_to_image, self.size, width, height)
-        if region.empty:
-            raise RestoreError("a detected face lies outside the image")
+        if region.empty:  # landmarks can extrapolate past the border: nothing to restore
+            return None
         box = (region.x0, region.y0, region.x1, region.y1)
         src = paste.read_region(image, box, self.device)[None]
         m = align.shift_source(image_to_crop, region.x0, region.y0)

@@ -20,7 +20,7 @@ from torch import nn
 from gpenguard.errors import ModelError, UsageError
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
-from gpenguard.restore import Restorer, RestorerWeights, paste, pipeline
+from gpenguard.restore import Face, Restorer, RestorerWeights, paste, pipeline
 from gpenguard.restore.weights import fit_state_dict
 
 torch.set_num_threads(1)
@@ -370,3 +370,25 @@ def test_background_super_resolution_doubles_the_output() -> None:
     assert found.image.size == (180, 140) and found.faces
     aligned = Restorer.from_modules(Identity(), size=SIZE, mode="aligned", upscaler=sr)
     assert aligned.restore_image(image).size == (2 * SIZE, 2 * SIZE)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (33, 17)])
+def test_tiny_images(size: tuple[int, int]) -> None:
+    out = make(Constant()).restore_image(smooth_image(*size))
+    assert out.size == size
+
+
+def test_faces_with_degenerate_or_outside_landmarks_are_skipped() -> None:
+    restorer = make(Constant())
+    image = smooth_image(120, 100)
+    outside = Face(
+        box=(500, 500, 600, 600),
+        score=0.99,
+        landmarks=tuple((x + 900.0, y + 900.0) for x, y in LAYOUT),
+    )
+    collapsed = Face(box=(0, 0, 50, 50), score=0.99, landmarks=((20.0, 20.0),) * 5)
+    assert restorer.detector is not None
+    restorer.detector.detect = lambda img: [outside, collapsed]  # type: ignore[method-assign]
+    result = restorer.restore(image)
+    assert result.faces == ()
+    assert np.array_equal(np.asarray(result.image), np.asarray(image))
