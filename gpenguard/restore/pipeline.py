@@ -10,9 +10,14 @@ Its constructor loads every network once, from ``.safetensors`` files only; afte
 - ``"aligned"``: the input already is an aligned face crop; it is resized to the model size and
   restored, and the restored crop is returned.
 
+With Real-ESRNet weights the background (or, in aligned mode, the restored crop) is also
+upscaled 2x, as GPEN's ``--use_sr`` does.
+
 Deliberate differences from GPEN's demo, each small: the restored face is rounded to 8 bits
-rather than truncated; grayscale and alpha are kept instead of dropped; and work is done per
-face region, so an image's size costs memory only for its pixels, not for float copies.
+rather than truncated; grayscale, alpha and ICC profiles are kept instead of dropped; faces
+whose landmarks cannot be aligned are skipped rather than failing the photo; and pixels are
+read and written by face region, so a 100-megapixel photo costs little beyond its own bytes
+(bench/restore_large_image.py).
 """
 
 from __future__ import annotations
@@ -107,10 +112,23 @@ class Restorer:
     """GPEN face restoration; networks are built and loaded once, at construction.
 
     ``weights``: a `RestorerWeights` or a mapping with keys ``gpen``, ``retinaface`` (or
-    ``detector``) and ``parsenet`` (or ``parser``), the last two only for ``mode="full"``;
-    each value a ``.safetensors`` path or a mapping of already-verified tensors.
-    ``dtype`` applies to GPEN; the detector and parser always run in float32.
+    ``detector``) and ``parsenet`` (or ``parser``), the last two only for ``mode="full"``, and
+    optionally ``realesrnet``; each value a ``.safetensors`` path or a mapping of tensors the
+    caller has already read and verified. Nothing is ever unpickled.
+    ``size`` picks the GPEN-BFR model (256, 512, 1024 or 2048) and its released settings.
+    ``dtype`` applies to GPEN (and Real-ESRNet); the detector and parser run in float32.
     ``face_alpha`` blends the restored face with the original crop (GPEN's ``--alpha``).
+    Errors: `UsageError` for bad settings, `ModelError`/`FormatError`/`InputError` for
+    weights that are missing or do not fit, `RestoreError` for an image that cannot be used.
+
+    Example::
+
+        restorer = Restorer(
+            {"gpen": "GPEN-BFR-2048.safetensors", "retinaface": "RetinaFace-R50.safetensors",
+             "parsenet": "ParseNet-latest.safetensors"},
+            device="cuda", dtype=torch.float16,
+        )
+        restored = restorer.restore_image(Image.open("photo.jpg"))
     """
 
     def __init__(
@@ -173,7 +191,9 @@ class Restorer:
         return self
 
     def _set_upscaler(self, upscaler: RRDBNet | None) -> None:
-        self.upscaler = upscaler.to(self.device).eval() if upscaler is not None else None
+        self.upscaler = (
+            upscaler.to(self.device, self.dtype).eval() if upscaler is not None else None
+        )
 
     def _setup(
         self,
