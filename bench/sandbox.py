@@ -12,7 +12,7 @@ the sandbox vs in process. The fixed cost is measured against the same worker st
 plain host process (interpreter start, torch import, verification and model load are paid by
 any fresh process; the sandbox's price is the difference). Targets: fixed < 1.5 s, per image < 5 %.
 
-    python bench/sandbox.py [--size 256] [--images 4] [--backend docker|bwrap] [--threads 2]
+    python bench/sandbox.py [--size 256] [--images 8] [--backend docker|bwrap] [--threads 2]
 """
 
 from __future__ import annotations
@@ -61,12 +61,15 @@ def _images(folder: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
-def _in_process(stored: Any, images: list[Path], size: int, threads: int) -> tuple[float, list[float]]:
+def _in_process(stored: Any, images: list[Path], size: int, threads: int, out: Path) -> tuple[float, list[float]]:
+    """The same per-image work as the worker (read, restore, atomic PNG write), in this process."""
     import torch
     from PIL import Image
 
     from gpenguard.restore import Restorer
+    from gpenguard.runner.worker import output_name, write_atomically
 
+    out.mkdir()
     torch.set_num_threads(threads)
     started = time.perf_counter()
     restorer = Restorer({"gpen": stored.path}, size=size, mode="aligned")
@@ -75,7 +78,8 @@ def _in_process(stored: Any, images: list[Path], size: int, threads: int) -> tup
     for path in images:
         t0 = time.perf_counter()
         with Image.open(path) as opened:
-            restorer.restore_image(opened.convert("RGB"))
+            restored = restorer.restore_image(opened.convert("RGB"))
+        write_atomically(restored, out, output_name(path))
         per_image.append(time.perf_counter() - t0)
     return load, per_image
 
@@ -142,7 +146,7 @@ def _empty_runs(backend: Any, image: str, threads: int, folder: Path) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="GPEN model size (256, 512, 1024, 2048)")
-    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--backend", choices=("docker", "bwrap"), default="docker")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -167,7 +171,7 @@ def main() -> None:
         images = _images(folder, args.images, args.size // 2)
         empty, with_torch = _empty_runs(backend, image, args.threads, folder)
 
-        load_in, per_in = _in_process(stored, images, args.size, args.threads)
+        load_in, per_in = _in_process(stored, images, args.size, args.threads, folder / "in-process-out")
         bare_loaded, per_bare = _bare_worker(stored, images, args.size, args.threads, folder / "bare-out")
 
         arrivals: dict[str, float] = {}

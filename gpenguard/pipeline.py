@@ -114,6 +114,14 @@ def restore(
             raise UsageError("GPU runs need the docker backend; bwrap runs on the CPU only")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
     backend = backend_name.create()
+    # The engine and image are checked before the (possibly long) gate and conversion.
+    if backend_name is BackendName.DOCKER:
+        from gpenguard.runner.docker import DEFAULT_IMAGE, DockerBackend, resolve_image
+
+        assert isinstance(backend, DockerBackend)
+        image = resolve_image(backend.engine, request.image or DEFAULT_IMAGE)
+    else:
+        image = HOST_IMAGE
 
     weights = tuple(
         _gate_and_store(role, path, request, policy, stage)
@@ -123,14 +131,6 @@ def restore(
     for stored in weights:
         recheck(stored)
     stage("verified", "stored weights match their provenance records")
-
-    if backend_name is BackendName.DOCKER:
-        from gpenguard.runner.docker import DEFAULT_IMAGE, DockerBackend, resolve_image
-
-        assert isinstance(backend, DockerBackend)
-        image = resolve_image(backend.engine, request.image or DEFAULT_IMAGE)
-    else:
-        image = HOST_IMAGE
 
     output_dir = request.output_dir
     stage("sandbox", f"{backend.name}: {image}")

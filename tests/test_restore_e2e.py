@@ -179,3 +179,12 @@ def test_full_mode_gates_all_three_networks_and_runs_them_in_docker(
     produced = np.asarray(Image.open(out / "alice.png"))
     assert produced.shape == np.asarray(expected).shape
     assert np.abs(produced.astype(int) - np.asarray(expected).astype(int)).max() <= 1
+
+
+@pytest.mark.docker
+def test_missing_image_fails_before_any_conversion(tmp_path: Path, checkpoint: Path, faces: list[Path]) -> None:
+    store = tmp_path / "store"
+    done = _gpenguard(*_restore_args(faces[:1], tmp_path / "out", checkpoint, store, "--image", "gpenguard-no-such-image:never"))
+    assert done.returncode == 2, done.stderr
+    assert "is not on this host" in done.stderr and "sandbox/build.sh" in done.stderr
+    assert not store.exists()

@@ -265,7 +265,7 @@ class BwrapBackend:
                 preexec_fn=limits.enter,
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # the latter: limits could not be set
             limits.cleanup()
             raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
         finally:

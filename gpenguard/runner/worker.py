@@ -141,9 +141,15 @@ def load_tensors(data: bytes, path: str) -> dict[str, Any]:
     from safetensors.torch import load
 
     try:
-        return dict(load(data))
+        tensors = dict(load(data))
     except (SafetensorError, ValueError) as exc:
         raise VerificationError(f"not a valid safetensors file: {exc}", path=path) from exc
+    # NOTE: tensors parsed from a bytes buffer sit at arbitrary offsets; oneDNN convolutions on
+    # unaligned weights ran ~4% slower per GPEN-256 forward (interleaved A/B), so realign them.
+    for name, tensor in tensors.items():
+        if tensor.data_ptr() % 64:
+            tensors[name] = tensor.clone()
+    return tensors
 
 
 def list_inputs(paths: Sequence[str]) -> list[Path]:
