@@ -22,6 +22,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from gpenguard.policy import Policy
+from gpenguard.scan._nn_modules import STOCK_NN_MODULES
 from gpenguard.scan.findings import Severity
 
 
@@ -424,6 +425,8 @@ def _is_stock_nn_module(module: str, name: str) -> bool:
         return False
     if not _IDENT.match(name) or name.startswith("_"):
         return False
+    if f"{module}.{name}" in STOCK_NN_MODULES:
+        return True
     try:
         import torch
 
