@@ -130,7 +130,7 @@ def _mapped_identity(src: Source, fallback: tuple[int, ...] | None) -> tuple[int
     The baseline must be the open file, not the path: a path swapped between the caller's
     open and this check would otherwise look unchanged at the end.
     """
-    fd = getattr(src, "_fd", None)
+    fd = src.fileno()
     if fd is None:
         return fallback
     try:
@@ -408,7 +408,7 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             run.skip("architecture", f"entry {art.name} has no architecture fingerprint",
                      required=pol.require_architecture)
         after = _identity(run.path)
-        in_memory = getattr(src, "_fd", None) is None and source is not None
+        in_memory = src.fileno() is None and source is not None
     if in_memory:
         return  # bytes handed over in memory: there is no path that could change
     if before is None or after is None or before != after:

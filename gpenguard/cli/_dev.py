@@ -42,6 +42,10 @@ def dev_restore(
     parsenet: Annotated[
         Path | None, typer.Option(help="ParseNet weights (.safetensors); full mode.")
     ] = None,
+    realesrnet: Annotated[
+        Path | None,
+        typer.Option(help="Real-ESRNet x2 weights (.safetensors): upscale the background 2x."),
+    ] = None,
     size: Annotated[int, typer.Option(help="GPEN model size.")] = 2048,
     mode: Annotated[
         str, typer.Option(help="'full' (detect faces) or 'aligned' (input is a face crop).")
@@ -75,7 +79,7 @@ def dev_restore(
         raise UsageError("no input images")
     output.mkdir(parents=True, exist_ok=True)
     restorer = Restorer(
-        RestorerWeights(gpen=gpen, retinaface=retinaface, parsenet=parsenet),
+        RestorerWeights(gpen=gpen, retinaface=retinaface, parsenet=parsenet, realesrnet=realesrnet),
         device=device,
         dtype=getattr(torch, dtype),
         size=size,

@@ -273,7 +273,10 @@ class StateDict:
         dtype = DTYPES[rec.dtype]
         start, end = rec.byte_span
         elems = np.frombuffer(
-            self._buffers[rec.storage_key], dtype=dtype.numpy, count=(end - start) // dtype.itemsize, offset=start
+            self._buffers[rec.storage_key],
+            dtype=dtype.numpy,
+            count=(end - start) // dtype.itemsize,
+            offset=start,
         )
         if rec.contiguous:
             return elems[: rec.numel].reshape(rec.shape)
@@ -561,8 +564,10 @@ def _show(value: Any, limit: int = 40) -> str:
         return str(value) if value.bit_length() <= 128 else f"<{value.bit_length()}-bit integer>"
     if isinstance(value, str | bytes):
         return repr(value[:limit]) + ("…" if len(value) > limit else "")
-    if isinstance(value, tuple) and len(value) <= 8 and all(
-        v is None or isinstance(v, int | str | bool) for v in value
+    if (
+        isinstance(value, tuple)
+        and len(value) <= 8
+        and all(v is None or isinstance(v, int | str | bool) for v in value)
     ):
         return "(" + ", ".join(_show(v, 16) for v in value) + ("," if len(value) == 1 else "") + ")"
     return _describe(value)
@@ -951,7 +956,9 @@ def _tensor(
     strides = _ints(m, stride, "tensor stride")
     if len(shape) != len(strides):
         m.fail(f"tensor size {_show(shape)} and stride {_show(strides)} differ in length")
-    return _Tensor(storage, _int(m, offset, "storage offset"), shape, strides, dtype or storage.dtype)
+    return _Tensor(
+        storage, _int(m, offset, "storage offset"), shape, strides, dtype or storage.dtype
+    )
 
 
 def _rebuild_tensor(m: _Machine, args: tuple[Any, ...]) -> _Tensor:
@@ -1110,7 +1117,9 @@ def read_tensors(
     elif container.format is Format.TORCH_LEGACY:
         root, buffers = _read_legacy(container, lim, storages)
     elif container.format is Format.SAFETENSORS:
-        raise ConversionError("the file is already safetensors; there is nothing to convert", path=path)
+        raise ConversionError(
+            "the file is already safetensors; there is nothing to convert", path=path
+        )
     elif container.format is Format.TORCH_TAR:
         raise ConversionError(
             "the pre-1.0 torch tar format is not read; re-save it with a current torch in a sandbox",
@@ -1230,7 +1239,9 @@ def _read_legacy(
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ConversionError("legacy storage-key list is not a list of strings", path=path)
     if container.legacy_tail is None:
-        raise ConversionError("legacy torch stream has no storage data after its pickles", path=path)
+        raise ConversionError(
+            "legacy torch stream has no storage data after its pickles", path=path
+        )
     tail = container.legacy_tail
     tail = tail if tail.format == "B" and tail.ndim == 1 else tail.cast("B")
 
@@ -1238,7 +1249,9 @@ def _read_legacy(
     pos = 0
     for key in keys:
         if key in buffers:
-            raise ConversionError(f"storage {_show(key)} is listed twice in the storage keys", path=path)
+            raise ConversionError(
+                f"storage {_show(key)} is listed twice in the storage keys", path=path
+            )
         rec = storages.get(key)
         if rec is None:
             raise ConversionError(
@@ -1304,7 +1317,9 @@ def _candidates_hint(node: Any) -> str:
         for k, v in node.items()
         if isinstance(v, dict) and any(isinstance(x, _Tensor) for x in v.values())
     ]
-    return f"; state_dicts found under: {', '.join(found)} (choose one with --select)" if found else ""
+    return (
+        f"; state_dicts found under: {', '.join(found)} (choose one with --select)" if found else ""
+    )
 
 
 def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorRecord:

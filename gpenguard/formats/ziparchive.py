@@ -244,6 +244,10 @@ class LazyStorages(Mapping[str, memoryview]):
         self._cache[key] = view
         return view
 
+    def nbytes(self, key: str) -> int:
+        """The storage's size as the directory declares it, without reading it."""
+        return self._members[key].info.file_size
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._members)
 

@@ -35,6 +35,7 @@ class SplitImage:
     rgb: Image.Image
     alpha: Image.Image | None
     grayscale: bool
+    icc_profile: bytes | None = None
 
     @classmethod
     def of(cls, image: Image.Image) -> SplitImage:
@@ -51,7 +52,8 @@ class SplitImage:
             )
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
         rgb = image if image.mode == "RGB" else image.convert("RGB")
-        return cls(rgb, alpha, image.mode in ("L", "LA"))
+        icc = image.info.get("icc_profile")
+        return cls(rgb, alpha, image.mode in ("L", "LA"), icc if isinstance(icc, bytes) else None)
 
     def merge(self, restored: Image.Image) -> Image.Image:
         """Put ``restored`` (RGB) back into the original's mode, alpha resized if needed."""
@@ -62,6 +64,8 @@ class SplitImage:
                 alpha = alpha.resize(out.size, Image.Resampling.BILINEAR)
             out = out.copy()
             out.putalpha(alpha)
+        if self.icc_profile is not None:  # colours mean what they meant in the input
+            out.info["icc_profile"] = self.icc_profile
         return out
 
 
@@ -110,6 +114,8 @@ def write_image(image: Image.Image, path: str | Path, *, quality: int = 95) -> P
             "JPEG cannot store the image's alpha channel; write .png or .webp instead", path=path
         )
     options: dict[str, object] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if isinstance(image.info.get("icc_profile"), bytes):
+        options["icc_profile"] = image.info["icc_profile"]
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:

@@ -10,9 +10,14 @@ Its constructor loads every network once, from ``.safetensors`` files only; afte
 - ``"aligned"``: the input already is an aligned face crop; it is resized to the model size and
   restored, and the restored crop is returned.
 
+With Real-ESRNet weights the background (or, in aligned mode, the restored crop) is also
+upscaled 2x, as GPEN's ``--use_sr`` does.
+
 Deliberate differences from GPEN's demo, each small: the restored face is rounded to 8 bits
-rather than truncated; grayscale and alpha are kept instead of dropped; and work is done per
-face region, so an image's size costs memory only for its pixels, not for float copies.
+rather than truncated; grayscale, alpha and ICC profiles are kept instead of dropped; faces
+whose landmarks cannot be aligned are skipped rather than failing the photo; and pixels are
+read and written by face region, so a 100-megapixel photo costs little beyond its own bytes
+(bench/restore_large_image.py).
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ from gpenguard.errors import RestoreError, UsageError
 from gpenguard.nets.gpen import gpen_bfr
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
+from gpenguard.nets.rrdbnet import RRDBNet
 from gpenguard.restore import align, paste
 from gpenguard.restore.detect import Face, FaceDetector
 from gpenguard.restore.images import SplitImage
+from gpenguard.restore.upscale import upscale
 from gpenguard.restore.weights import WeightSource, load_into
 
 Mode = Literal["full", "aligned"]
@@ -47,7 +54,7 @@ _SMOOTH = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 
 #: Accepted names for each role: ours, and the sandbox worker's.
 _ROLES = {"gpen": "gpen", "retinaface": "retinaface", "detector": "retinaface",
-          "parsenet": "parsenet", "parser": "parsenet"}  # fmt: skip
+          "parsenet": "parsenet", "parser": "parsenet", "realesrnet": "realesrnet"}  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +65,9 @@ class RestorerWeights:
     gpen: WeightSource
     retinaface: WeightSource | None = None
     parsenet: WeightSource | None = None
+    #: Optional Real-ESRNet x2 (``realesrnet_x2``): the background is upscaled 2x with it,
+    #: as GPEN's ``--use_sr`` does; the output is then twice the input's size.
+    realesrnet: WeightSource | None = None
 
     @classmethod
     def from_mapping(
@@ -102,10 +112,23 @@ class Restorer:
     """GPEN face restoration; networks are built and loaded once, at construction.
 
     ``weights``: a `RestorerWeights` or a mapping with keys ``gpen``, ``retinaface`` (or
-    ``detector``) and ``parsenet`` (or ``parser``), the last two only for ``mode="full"``;
-    each value a ``.safetensors`` path or a mapping of already-verified tensors.
-    ``dtype`` applies to GPEN; the detector and parser always run in float32.
+    ``detector``) and ``parsenet`` (or ``parser``), the last two only for ``mode="full"``, and
+    optionally ``realesrnet``; each value a ``.safetensors`` path or a mapping of tensors the
+    caller has already read and verified. Nothing is ever unpickled.
+    ``size`` picks the GPEN-BFR model (256, 512, 1024 or 2048) and its released settings.
+    ``dtype`` applies to GPEN (and Real-ESRNet); the detector and parser run in float32.
     ``face_alpha`` blends the restored face with the original crop (GPEN's ``--alpha``).
+    Errors: `UsageError` for bad settings, `ModelError`/`FormatError`/`InputError` for
+    weights that are missing or do not fit, `RestoreError` for an image that cannot be used.
+
+    Example::
+
+        restorer = Restorer(
+            {"gpen": "GPEN-BFR-2048.safetensors", "retinaface": "RetinaFace-R50.safetensors",
+             "parsenet": "ParseNet-latest.safetensors"},
+            device="cuda", dtype=torch.float16,
+        )
+        restored = restorer.restore_image(Image.open("photo.jpg"))
     """
 
     def __init__(
@@ -131,9 +154,15 @@ class Restorer:
             load_into(detector, weights.retinaface, role="retinaface")
             load_into(parser, weights.parsenet, role="parsenet")
         generator = load_into(build_generator(size, meta=True), weights.gpen, role="gpen")
+        upscaler = None
+        if weights.realesrnet is not None:
+            with torch.device("meta"):
+                upscaler = RRDBNet(scale=2)
+            load_into(upscaler, weights.realesrnet, role="realesrnet", nested="params_ema")
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
+        self._set_upscaler(upscaler)
 
     @classmethod
     def from_modules(
@@ -148,6 +177,7 @@ class Restorer:
         mode: Mode = "full",
         face_alpha: float = 1.0,
         score_threshold: float = 0.9,
+        upscaler: RRDBNet | None = None,
     ) -> Restorer:
         """A restorer around networks that are already built and loaded (tests, benchmarks)."""
         _check_mode(mode)
@@ -157,7 +187,13 @@ class Restorer:
         self._setup(
             generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
         )
+        self._set_upscaler(upscaler)
         return self
+
+    def _set_upscaler(self, upscaler: RRDBNet | None) -> None:
+        self.upscaler = (
+            upscaler.to(self.device, self.dtype).eval() if upscaler is not None else None
+        )
 
     def _setup(
         self,
@@ -209,26 +245,44 @@ class Restorer:
             restored = self._run_gpen(
                 torch.from_numpy(crop).to(self.device).permute(2, 0, 1).float()
             )
-            return Restoration(split.merge(_to_pil(restored)))
+            out = _to_pil(restored)
+            if self.upscaler is not None:
+                out = upscale(out, self.upscaler, device=self.device)
+            return Restoration(split.merge(out))
         assert self.detector is not None
-        faces = self.detector.detect(split.rgb)
+        # With background SR, faces are found and cropped on the input resized (bilinear) to
+        # the SR size and pasted onto the SR output, as GPEN does.
+        work, base = split.rgb, split.rgb
+        if self.upscaler is not None:
+            base = upscale(split.rgb, self.upscaler, device=self.device)
+            work = split.rgb.resize(base.size, Image.Resampling.BILINEAR)
+        faces = self.detector.detect(work)
         if not faces:
-            return Restoration(split.merge(split.rgb), ())
-        canvas = paste.Compositor(split.rgb, self.device)
+            return Restoration(split.merge(base), ())
+        canvas = paste.Compositor(base, self.device)
+        done: list[Face] = []
         for face in faces:  # one restored face in memory at a time
-            canvas.add(self._restore_face(split.rgb, face))
-        return Restoration(split.merge(canvas.result()), tuple(faces))
+            pasted = self._restore_face(work, face)
+            if pasted is not None:
+                canvas.add(pasted)
+                done.append(face)
+        return Restoration(split.merge(canvas.result()), tuple(done))
 
     # -- steps -------------------------------------------------------------------------
 
-    def _restore_face(self, image: Image.Image, face: Face) -> paste.PastedFace:
+    def _restore_face(self, image: Image.Image, face: Face) -> paste.PastedFace | None:
         """Align, restore and mask one face; only the face's region of the image is read."""
         width, height = image.size
-        image_to_crop = align.fit_similarity(face.landmark_array, align.reference_points(self.size))
+        try:
+            image_to_crop = align.fit_similarity(
+                face.landmark_array, align.reference_points(self.size)
+            )
+        except ValueError:  # all five landmarks on one point: no transform to fit
+            return None
         crop_to_image = align.invert(image_to_crop)
         region = paste.footprint(crop_to_image, self.size, width, height)
-        if region.empty:
-            raise RestoreError("a detected face lies outside the image")
+        if region.empty:  # landmarks can extrapolate past the border: nothing to restore
+            return None
         box = (region.x0, region.y0, region.x1, region.y1)
         src = paste.read_region(image, box, self.device)[None]
         m = align.shift_source(image_to_crop, region.x0, region.y0)

@@ -28,9 +28,16 @@ WeightSource = Path | Mapping[str, torch.Tensor]
 
 
 def normalise_keys(
-    module: nn.Module, tensors: Mapping[str, torch.Tensor]
+    module: nn.Module, tensors: Mapping[str, torch.Tensor], *, nested: str | None = None
 ) -> dict[str, torch.Tensor]:
-    """Strip a ``module.`` prefix carried by every key; add absent BatchNorm counters as 0."""
+    """Strip a ``module.`` prefix carried by every key; add absent BatchNorm counters as 0.
+
+    ``nested`` names a sub-dict flattened into the keys (``params_ema`` in BasicSR files that
+    hold both ``params`` and ``params_ema``): only its entries are kept, without the prefix.
+    """
+    if nested is not None and any(k.startswith(f"{nested}.") for k in tensors):
+        cut = len(nested) + 1
+        tensors = {k[cut:]: v for k, v in tensors.items() if k.startswith(f"{nested}.")}
     if tensors and all(k.startswith(_PREFIX) for k in tensors):
         tensors = {k[len(_PREFIX) :]: v for k, v in tensors.items()}
     fitted = dict(tensors)
@@ -51,14 +58,16 @@ def fit_state_dict(
     return fitted
 
 
-def load_into(module: M, source: str | WeightSource, *, role: str = "weights") -> M:
+def load_into(
+    module: M, source: str | WeightSource, *, role: str = "weights", nested: str | None = None
+) -> M:
     """Strictly load a ``.safetensors`` file, or tensors already in memory, into ``module``
     (in place) and return it.
 
     ``module`` may live on the meta device; it then receives the tensors directly.
     """
     if isinstance(source, Mapping):
-        tensors = normalise_keys(module, source)
+        tensors = normalise_keys(module, source, nested=nested)
         loading.load_state_dict_strict(module, tensors, source=f"<{role} tensors>")
         return module
     path = Path(source)
@@ -67,6 +76,6 @@ def load_into(module: M, source: str | WeightSource, *, role: str = "weights") -
             "weights must be a .safetensors file (run `gpenguard convert` on the checkpoint)",
             path=path,
         )
-    tensors = normalise_keys(module, loading.read_safetensors(path))
+    tensors = normalise_keys(module, loading.read_safetensors(path), nested=nested)
     loading.load_state_dict_strict(module, tensors, source=path)
     return module

@@ -22,6 +22,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from gpenguard.policy import Policy
+from gpenguard.scan._nn_modules import STOCK_NN_MODULES
 from gpenguard.scan.findings import Severity
 
 
@@ -58,6 +59,8 @@ _PLAIN: dict[str, str] = {
     "torch._utils._rebuild_tensor_v2": "rebuilds a tensor view over a storage read from the archive",
     "torch._utils._rebuild_parameter": "wraps a rebuilt tensor as nn.Parameter",
     "collections.OrderedDict": "the container of every state_dict",
+    "torch.storage.UntypedStorage": "byte storage, used for dtypes without a typed storage class (float8, uint16)",
+    "torch.storage.TypedStorage": "typed storage wrapper; names a dtype only",
     **{
         f"torch.{n}": "typed storage class; names the dtype of raw storage bytes"
         for n in _STORAGE_NAMES
@@ -69,8 +72,25 @@ _PLAIN: dict[str, str] = {
     },
 }
 
+_ACTIVATIONS = (
+    "relu", "gelu", "silu", "elu", "selu", "celu", "leaky_relu", "tanh", "sigmoid", "softmax",
+    "log_softmax", "glu", "hardswish", "hardsigmoid", "mish", "softplus", "relu6",
+)  # fmt: skip
+
+_NUMPY_RNG = (
+    "numpy.random._pcg64.PCG64", "numpy.random._pcg64.PCG64DXSM", "numpy.random._mt19937.MT19937",
+    "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
+    "numpy.random.bit_generator.SeedSequence",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+)  # fmt: skip
+
 _DEFAULT: dict[str, str] = {
     **_PLAIN,
+    **{
+        f"torch.nn.functional.{n}": "activation function kept as an attribute by stock layers (pure tensor math)"
+        for n in _ACTIVATIONS
+    },
+    **dict.fromkeys(_NUMPY_RNG, "numpy random-generator state (bit generator rebuilt from its saved state)"),
     "torch._utils._rebuild_tensor": "pre-1.x tensor rebuild over a storage",
     "torch._utils._rebuild_tensor_v3": "tensor rebuild with an explicit dtype",
     "torch._utils._rebuild_parameter_with_state": "nn.Parameter with extra Python state",
@@ -405,6 +425,8 @@ def _is_stock_nn_module(module: str, name: str) -> bool:
         return False
     if not _IDENT.match(name) or name.startswith("_"):
         return False
+    if f"{module}.{name}" in STOCK_NN_MODULES:
+        return True
     try:
         import torch
 

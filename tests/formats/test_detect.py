@@ -256,3 +256,19 @@ def test_zip_that_is_also_a_tar() -> None:
     assert {"GG207", "GG208"} <= rule_ids(box)
     kinds = {c.format for c in box.children}
     assert Format.TAR in kinds
+
+
+def test_legacy_storage_records_are_followed_to_the_end() -> None:
+    base = torch.arange(10, dtype=torch.float64)
+    data = _torch_bytes(
+        {
+            "a": base,
+            "view": base[2:5],
+            "h": torch.ones(3, dtype=torch.float16),
+            "i": torch.arange(4),
+        },
+        _use_new_zipfile_serialization=False,
+    )
+    assert rule_ids(read_bytes(data)) == {"GG303"}
+    assert "GG112" in rule_ids(read_bytes(data + b"hidden bytes"))
+    assert "GG306" in rule_ids(read_bytes(data[:-3]))

@@ -194,3 +194,18 @@ def test_compressed_members_are_inflated_within_bounds(method: int) -> None:
     (stream,) = box.pickles
     assert bytes(stream.data) == payload
     assert "GG203" in rule_ids(box)  # 16 MiB of zeros is far past the ratio bound
+
+
+def test_trailing_bytes_after_data_pkl_stop() -> None:
+    box = read_bytes(torch_like_zip("archive", b"\x80\x02N." + b"\x00\x01 not a pickle"))
+    (finding,) = [f for f in box.findings if f.rule_id == "GG112"]
+    assert finding.member == "archive/data.pkl" and finding.offset == 4
+    assert len(box.pickles) == 1
+
+
+def test_repeated_container_findings_are_capped() -> None:
+    from gpenguard.formats._context import MAX_FINDINGS_PER_RULE
+
+    box = read_bytes(build_zip([ZipEntry(f"../x{i}", b"1") for i in range(300)]))
+    traversal = [f for f in box.findings if f.rule_id == "GG201"]
+    assert len(traversal) == MAX_FINDINGS_PER_RULE + 1

@@ -131,3 +131,16 @@ def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(InputError, match="too large"):
         read_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_icc_profile_is_carried_to_the_output(tmp_path: Path, suffix: str) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / f"in{suffix}"
+    _pattern(16, 16).save(src, icc_profile=icc)
+    split = SplitImage.of(read_image(src))
+    out = write_image(split.merge(split.rgb.copy()), tmp_path / f"out{suffix}")
+    with Image.open(out) as written:
+        assert written.info.get("icc_profile") == icc

@@ -132,3 +132,34 @@ def test_later_faces_win_only_where_their_mask_is_higher() -> None:
     # Left: the light face's mask is higher; right: the dark one's.
     assert out[50, 10, 0] == round(100 * (1 - ramp[50, 89].item()) + 200 * ramp[50, 89].item())
     assert out[50, 90, 0] == round(100 * (1 - ramp[50, 90].item()))
+
+
+def _blur_by_convolution(x: torch.Tensor) -> torch.Tensor:
+    """Reference: pad by mirroring (reflect-101) and convolve, rows then columns."""
+    t = torch.arange(101, dtype=torch.float64) - 50
+    k = torch.exp(-(t**2) / 32)
+    k = (k / k.sum()).float()
+    y = torch.nn.functional.pad(x[None, None], (50, 50, 0, 0), mode="reflect")
+    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1))
+    y = torch.nn.functional.pad(y, (0, 0, 50, 50), mode="reflect")
+    return torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1))[0, 0]
+
+
+def test_matrix_blur_equals_blurring_twice_by_convolution() -> None:
+    x = (torch.rand(128, 96) > 0.5).float()
+    twice = _blur_by_convolution(_blur_by_convolution(x))
+    torch.testing.assert_close(paste.gaussian_blur(x, passes=2), twice, atol=1e-5, rtol=0)
+    torch.testing.assert_close(paste.gaussian_blur(x), _blur_by_convolution(x), atol=1e-5, rtol=0)
+
+
+def test_mask_follows_argmax_of_the_parse() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(19, 512, 512)
+    labels = logits.argmax(dim=0)
+    hard = torch.ones(512, 512)
+    for cls in (0, 14, 18):
+        hard[labels == cls] = 0
+    hard[:26], hard[-26:], hard[:, :26], hard[:, -26:] = 0, 0, 0, 0
+    torch.testing.assert_close(
+        paste.mask_from_parsing(logits), paste.gaussian_blur(hard, passes=2), atol=1e-5, rtol=0
+    )

@@ -6,6 +6,8 @@ pipeline around it is what is tested here; the real ``FullGenerator`` has its ow
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from torch import nn
 from gpenguard.errors import ModelError, UsageError
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
-from gpenguard.restore import Restorer, RestorerWeights, paste, pipeline
+from gpenguard.restore import Face, Restorer, RestorerWeights, paste, pipeline
 from gpenguard.restore.weights import fit_state_dict
 
 torch.set_num_threads(1)
@@ -54,7 +56,12 @@ class AllFace(nn.Module):
 
 def rigged_retinaface(faces: bool = True, spread: float = 1.0) -> RetinaFace:
     """Random backbone; heads set so the 256-px anchors (stride 32, first anchor) are faces
-    with the `LAYOUT` landmarks, and nothing else is."""
+    with the `LAYOUT` landmarks, and nothing else is. (A copy: callers may move it.)"""
+    return copy.deepcopy(_rigged(faces, spread))
+
+
+@functools.cache
+def _rigged(faces: bool, spread: float) -> RetinaFace:
     torch.manual_seed(0)
     net = RetinaFace().eval()
     with torch.no_grad():
@@ -93,13 +100,13 @@ def make(
     )
 
 
-def _footprints(faces: tuple[object, ...], w: int, h: int) -> np.ndarray:
+def _footprints(faces: tuple[object, ...], w: int, h: int, size: int = SIZE) -> np.ndarray:
     from gpenguard.restore import align
 
     touched = np.zeros((h, w), dtype=bool)
     for face in faces:
-        m = align.invert(align.fit_similarity(face.landmark_array, align.reference_points(SIZE)))  # type: ignore[attr-defined]
-        r = paste.footprint(m, SIZE, w, h)
+        m = align.invert(align.fit_similarity(face.landmark_array, align.reference_points(size)))  # type: ignore[attr-defined]
+        r = paste.footprint(m, size, w, h)
         touched[r.y0 : r.y1, r.x0 : r.x1] = True
     return touched
 
@@ -299,3 +306,89 @@ def test_fit_state_dict_for_callers_that_load_themselves() -> None:
 def test_build_generator_is_real_unless_asked_for_meta() -> None:
     assert not next(pipeline.build_generator(256).parameters()).is_meta
     assert next(pipeline.build_generator(256, meta=True).parameters()).is_meta
+
+
+@pytest.mark.slow
+def test_released_gpen_256_with_the_full_parsenet(tmp_path: Path) -> None:
+    """Every network at its released shape (GPEN-BFR-256, ParseNet at 512, RetinaFace-R50),
+    random weights, loaded from safetensors through the public constructor."""
+    torch.manual_seed(0)
+    gen = pipeline.build_generator(256)
+    weights = RestorerWeights(
+        gpen=_save(gen, tmp_path / "gpen.safetensors"),
+        retinaface=_save(rigged_retinaface(spread=0.5), tmp_path / "r50.safetensors"),
+        parsenet=_save(ParseNet(), tmp_path / "parse.safetensors"),
+    )
+    restorer = Restorer(weights, size=256)
+    noise = np.random.default_rng(2).integers(0, 256, (200, 260, 3), dtype=np.uint8)
+    restorer.detector.detect = lambda img, d=restorer.detector.detect: d(img)[:2]  # type: ignore[union-attr, method-assign, misc]
+    result = restorer.restore(Image.fromarray(noise, "RGB"))
+    assert result.image.size == (260, 200) and len(result.faces) == 2
+    out = np.asarray(result.image)
+    touched = _footprints(result.faces, 260, 200, size=256)
+    assert np.array_equal(out[~touched], noise[~touched])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
+    from gpenguard.nets.gpen import FullGenerator
+
+    torch.manual_seed(0)
+    gen = FullGenerator(SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=1 / 32)
+    image = smooth_image(200, 160)
+    cpu = np.asarray(make(gen, spread=0.5).restore_image(image)).astype(int)
+    cuda = np.asarray(
+        make(gen, spread=0.5, device="cuda", dtype=dtype).restore_image(image)
+    ).astype(int)
+    assert np.abs(cpu - cuda).max() <= (2 if dtype == torch.float32 else 8)
+
+
+def test_faces_below_the_score_threshold_are_left_alone() -> None:
+    # The rigged faces score sigmoid(16) ~ 0.99999989; demand more and none qualify.
+    image = smooth_image()
+    assert make(Constant()).restore(image).faces
+    strict = make(Constant(), score_threshold=0.9999999)
+    result = strict.restore(image)
+    assert result.faces == ()
+    assert np.array_equal(np.asarray(result.image), np.asarray(image))
+
+
+def test_background_super_resolution_doubles_the_output() -> None:
+    from gpenguard.nets.rrdbnet import RRDBNet
+    from gpenguard.restore.upscale import upscale
+
+    torch.manual_seed(0)
+    sr = RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4).eval()
+    image = smooth_image(90, 70)
+    none = make(Constant(), faces=False, upscaler=sr).restore(image)
+    assert none.faces == ()
+    expected = upscale(image, sr, device=torch.device("cpu"))
+    assert np.array_equal(np.asarray(none.image), np.asarray(expected))
+    found = make(Constant(), upscaler=sr).restore(image)
+    assert found.image.size == (180, 140) and found.faces
+    aligned = Restorer.from_modules(Identity(), size=SIZE, mode="aligned", upscaler=sr)
+    assert aligned.restore_image(image).size == (2 * SIZE, 2 * SIZE)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (33, 17)])
+def test_tiny_images(size: tuple[int, int]) -> None:
+    out = make(Constant()).restore_image(smooth_image(*size))
+    assert out.size == size
+
+
+def test_faces_with_degenerate_or_outside_landmarks_are_skipped() -> None:
+    restorer = make(Constant())
+    image = smooth_image(120, 100)
+    outside = Face(
+        box=(500, 500, 600, 600),
+        score=0.99,
+        landmarks=tuple((x + 900.0, y + 900.0) for x, y in LAYOUT),
+    )
+    collapsed = Face(box=(0, 0, 50, 50), score=0.99, landmarks=((20.0, 20.0),) * 5)
+    assert restorer.detector is not None
+    restorer.detector.detect = lambda img: [outside, collapsed]  # type: ignore[method-assign]
+    result = restorer.restore(image)
+    assert result.faces == ()
+    assert np.array_equal(np.asarray(result.image), np.asarray(image))

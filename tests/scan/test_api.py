@@ -104,3 +104,44 @@ def test_unchecked_content_blocks_whatever_the_threshold(tmp_path: Path) -> None
         [tmp_path / "big.pt"], policy=lenient, limits=Limits(max_opcodes=100), jobs=1
     ).files
     assert f.verdict is Verdict.BLOCK and f.not_checked
+
+
+def test_many_distinct_refused_imports_are_summarised(tmp_path: Path) -> None:
+    from tests.corpus import P2, STOP, op_global
+
+    body = b"".join(op_global(f"pkg{i}", "Thing") + b"0" for i in range(500))
+    path = tmp_path / "many.pkl"
+    path.write_bytes(P2 + body + b"N" + STOP)
+    (f,) = scan(path).files
+    imports = [x for x in f.findings if x.rule_id == "GG101"]
+    assert len(imports) == 201 and "300 more refused imports" in imports[-1].message
+    assert f.verdict is Verdict.BLOCK and len(f.globals_seen) == 500
+
+
+def test_storage_records_checked_against_the_pickle(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from tests.corpus import ZipEntry, build_zip
+
+    buf = io.BytesIO()
+    torch.save({"a": torch.zeros(4), "b": torch.ones(2, dtype=torch.int8)}, buf)
+    zf = zipfile.ZipFile(buf)
+    members = {n: zf.read(n) for n in zf.namelist()}
+    assert scan_source(Source.from_bytes(buf.getvalue(), "ok.pt")).findings == ()
+
+    def variant(**changes: bytes | None) -> set[str]:
+        entries = dict(members)
+        for key, value in changes.items():
+            name = f"archive/data/{key.lstrip('k')}"
+            if value is None:
+                del entries[name]
+            else:
+                entries[name] = value
+        data = build_zip([ZipEntry(n, d) for n, d in entries.items()])
+        report = scan_source(Source.from_bytes(data, "v.pt"))
+        return {f.message for f in report.findings if f.rule_id == "GG307"}
+
+    assert any("lacks" in m for m in variant(k1=None))
+    assert any("holds 8 bytes" in m for m in variant(k0=b"\0" * 8))
+    assert any("no tensor refers" in m for m in variant(k7=b"hidden"))
