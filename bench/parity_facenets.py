@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.nets.rrdbnet import RRDBNet
+from gpenguard.restore import align
 from gpenguard.restore.detect import postprocess, prior_boxes
 
 
@@ -170,6 +171,28 @@ def compare_decoding(root: Path) -> float:
     return max(worst, box_diff, lms_diff)
 
 
+def compare_alignment(root: Path) -> float:
+    """The 5-point template and the similarity fit against ``align_faces.py`` (its OpenCV
+    and scikit-image imports are stubbed: the functions compared use only numpy)."""
+    import types
+
+    for name in ("cv2", "skimage", "skimage.transform"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["skimage"].transform = sys.modules["skimage.transform"]  # type: ignore[attr-defined]
+    official = _load("gpen_align", root / "align_faces.py")
+    worst = 0.0
+    rng = np.random.default_rng(0)
+    for size in (256, 512, 1024, 2048):
+        ref = official.get_reference_facial_points((size, size), 0.25, (0, 0), True)
+        worst = max(worst, float(np.abs(ref - align.reference_points(size)).max()))
+        for _ in range(20):
+            src = ref * rng.uniform(0.05, 3) + rng.uniform(-500, 2000, 2) + rng.normal(0, 3, (5, 2))
+            theirs, _scale = official._umeyama(src, ref, True)
+            worst = max(worst, float(np.abs(theirs[:2] - align.fit_similarity(src, ref)).max()))
+    print(f"alignment template and fit at 256-2048, 80 random faces  max|diff| {worst:.3g}")
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,6 +221,7 @@ def main() -> None:
         x = torch.randn(1, 3, 200, 264) * 50
         worst = max(worst, compare("RetinaFace", RetinaFace(), theirs_d, x))
     worst = max(worst, compare_decoding(args.official))
+    worst = max(worst, compare_alignment(args.official))
     sys.exit(0 if worst <= args.tolerance else 1)
 
 
