@@ -68,12 +68,15 @@ def ours(size: int) -> FullGenerator:
     return FullGenerator(size, 512, 8, channel_multiplier=2, narrow=1.0)
 
 
-def compare(src: Path, size: int, seed: int) -> tuple[float, float, float, float]:
+def compare(src: Path, size: int, seed: int, batch: int) -> tuple[float, float, float, float]:
     torch.manual_seed(seed)
     mine = ours(size).eval()
     state = randomised_state(mine, seed)
     mine.load_state_dict(state, strict=True)
-    x = torch.rand((1, 3, size, size), generator=torch.Generator().manual_seed(seed + 1)) * 2 - 1
+    x = (
+        torch.rand((batch, 3, size, size), generator=torch.Generator().manual_seed(seed + 1)) * 2
+        - 1
+    )
 
     official = build_official(src, size).eval()
     official.load_state_dict(state, strict=True)
@@ -102,15 +105,18 @@ def main() -> int:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--tol", type=float, default=1e-4)
     args = parser.parse_args()
     src = official_dir(args.official)
     torch.set_grad_enabled(False)
     worst = 0.0
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU, batch {args.batch}"
+    )
     print(f"{'size':>6} {'max|diff|':>12} {'max|out|':>10} {'official s':>11} {'ours s':>8}")
     for size in args.sizes:
-        diff, peak, t_off, t_ours = compare(src, size, args.seed)
+        diff, peak, t_off, t_ours = compare(src, size, args.seed, args.batch)
         worst = max(worst, diff)
         print(f"{size:>6} {diff:>12.3e} {peak:>10.3f} {t_off:>11.2f} {t_ours:>8.2f}", flush=True)
     ok = worst < args.tol

@@ -11,6 +11,7 @@ as gpenguard's restorer does.
 
     python bench/restore.py --official /tmp/gpen_official            # 2048, CPU, fp32
     python bench/restore.py --official /tmp/gpen_official --size 512 --repeat 3
+    python bench/restore.py --official /tmp/gpen_official --bf16   # + ours in bfloat16
 
 On a machine with CUDA, ours is also timed on the GPU (peak = ``max_memory_allocated``);
 the official GPU path needs its JIT-compiled extensions and is not run here.
@@ -36,8 +37,20 @@ def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process: less sensitive to other load than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def worker(
-    impl: str, size: int, repeat: int, threads: int, official: str | None, device: str
+    impl: str,
+    size: int,
+    repeat: int,
+    threads: int,
+    official: str | None,
+    device: str,
+    dtype_name: str = "float32",
 ) -> dict[str, Any]:
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -59,24 +72,25 @@ def worker(
 
         model = FullGenerator(size, 512, 8, channel_multiplier=cm, narrow=narrow)
         context = torch.inference_mode
-    model = model.eval().to(device)
-    x = (torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(
-        device
-    )
+    dtype = getattr(torch, dtype_name)
+    model = model.eval().to(device=device, dtype=dtype)
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x = x.to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated() if device == "cuda" else rss_bytes()
-    times = []
+    times, cpu_times = [], []
     checksum = 0.0
     for _ in range(repeat):
         with context():
             sync()
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             out = model(x)
             out = out[0] if isinstance(out, tuple) else out
             sync()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(cpu_seconds() - c0)
         checksum = float(out.float().abs().mean())
         del out
     if device == "cuda":
@@ -84,16 +98,19 @@ def worker(
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "impl": impl,
+        "impl": impl if dtype_name == "float32" else f"{impl} {dtype_name}",
         "best_s": min(times),
         "median_s": statistics.median(times),
+        "cpu_s": min(cpu_times),
         "peak_bytes": peak,
         "forward_bytes": peak - before,
         "checksum": checksum,
     }
 
 
-def run_worker(impl: str, args: argparse.Namespace, device: str) -> dict[str, Any]:
+def run_worker(
+    impl: str, args: argparse.Namespace, device: str, dtype: str = "float32"
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         __file__,
@@ -107,6 +124,8 @@ def run_worker(impl: str, args: argparse.Namespace, device: str) -> dict[str, An
         str(args.threads),
         "--device",
         device,
+        "--dtype",
+        dtype,
     ]
     if args.official:
         cmd += ["--official", str(args.official)]
@@ -121,19 +140,25 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def table(title: str, ours: dict[str, Any], official: dict[str, Any] | None) -> None:
+def table(
+    title: str,
+    ours: dict[str, Any],
+    official: dict[str, Any] | None,
+    extra: tuple[dict[str, Any], ...] = (),
+) -> None:
     print(f"\n{title}")
-    print(f"{'':10} {'best s':>8} {'median s':>9} {'peak RSS':>11} {'forward':>11}")
-    for row in (ours, official):
+    print(f"{'':14} {'best s':>8} {'median s':>9} {'CPU s':>7} {'peak RSS':>11} {'forward':>11}")
+    for row in (ours, official, *extra):
         if row is not None:
             print(
-                f"{row['impl']:10} {row['best_s']:8.2f} {row['median_s']:9.2f} "
+                f"{row['impl']:14} {row['best_s']:8.2f} {row['median_s']:9.2f} {row['cpu_s']:7.2f} "
                 f"{gib(row['peak_bytes']):>11} {gib(row['forward_bytes']):>11}"
             )
     if official is not None:
         print(
             f"ours/official: time {ours['best_s'] / official['best_s']:.2f}x (best), "
-            f"{ours['median_s'] / official['median_s']:.2f}x (median); "
+            f"{ours['median_s'] / official['median_s']:.2f}x (median), "
+            f"{ours['cpu_s'] / official['cpu_s']:.2f}x (CPU time); "
             f"peak RSS {ours['peak_bytes'] / official['peak_bytes']:.2f}x; "
             f"forward memory {ours['forward_bytes'] / official['forward_bytes']:.2f}x"
         )
@@ -149,6 +174,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time ours in bfloat16 (not in the ratios)"
+    )
     args = parser.parse_args()
     if args.worker:
         official = None
@@ -159,7 +188,15 @@ def main() -> int:
             )
         print(
             json.dumps(
-                worker(args.worker, args.size, args.repeat, args.threads, official, args.device)
+                worker(
+                    args.worker,
+                    args.size,
+                    args.repeat,
+                    args.threads,
+                    official,
+                    args.device,
+                    args.dtype,
+                )
             )
         )
         return 0
@@ -167,11 +204,12 @@ def main() -> int:
     import torch
 
     print(
-        f"GPEN-BFR-{args.size} forward, batch 1, fp32; torch {torch.__version__}; {args.threads} threads; repeat {args.repeat}"
+        f"GPEN-BFR-{args.size} forward, batch 1, fp32 unless marked; torch {torch.__version__}; {args.threads} threads; repeat {args.repeat}"
     )
     official_cpu = run_worker("official", args, "cpu") if args.official else None
     ours_cpu = run_worker("ours", args, "cpu")
-    table("CPU", ours_cpu, official_cpu)
+    extra = (run_worker("ours", args, "cpu", "bfloat16"),) if args.bf16 else ()
+    table("CPU", ours_cpu, official_cpu, extra)
     if official_cpu is None:
         print("official: not measured (pass --official DIR)")
     if torch.cuda.is_available():

@@ -124,11 +124,19 @@ def test_a_checkpoint_of_another_size_is_refused_naming_the_key(tmp_path: Path) 
         load_safetensors(gpen_bfr(512), path)
 
 
-def test_unknown_size_is_refused() -> None:
+def test_unknown_size_and_variant_are_refused() -> None:
     with pytest.raises(ValueError, match="GPEN-BFR"):
         gpen_bfr(128)
     with pytest.raises(ValueError, match="power of two"):
         FullGenerator(300)
+    with pytest.raises(ValueError, match="isconcat"):
+        FullGenerator(64, isconcat=False)
+
+
+def test_generator_needs_one_feature_map_per_styled_conv() -> None:
+    model = small()
+    with pytest.raises(ValueError, match="expected 7 noise maps, got 6"):
+        model.generator(torch.zeros(1, 64), [torch.zeros(1, 8, 4, 4)] * 6)
 
 
 # ------------------------------------------------------------------------- references (maths)
@@ -218,7 +226,7 @@ def test_modulated_conv_equals_per_sample_loop(upsample: bool, demodulate: bool)
 def test_demodulated_filters_have_unit_norm() -> None:
     torch.manual_seed(4)
     conv = ModulatedConv2d(8, 4, 3, 16)
-    w = conv.modulated_weight(torch.randn(2, 16))
+    w = conv.modulated_weight(torch.randn(2, 16)).view(2, 4, 8, 3, 3)
     norms = w.pow(2).sum(dim=(2, 3, 4)).sqrt()
     torch.testing.assert_close(norms, torch.ones(2, 4), rtol=1e-5, atol=1e-5)
 
@@ -325,6 +333,19 @@ def test_output_shape_dtype_and_range() -> None:
     assert out.shape == (2, 3, 64, 64) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert out.std() > 0 and out.abs().max() < 50
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_input_is_left_untouched(channels_last: bool) -> None:
+    """The in-place fast paths only ever overwrite tensors the network made itself."""
+    model = small()
+    x = image(2, 32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    with torch.inference_mode():
+        model(x)
+    assert torch.equal(x, before)
 
 
 def test_rejects_wrong_input_shape() -> None:

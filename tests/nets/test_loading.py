@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from gpenguard.errors import FormatError, GpenguardError, InputError, ModelError
-from gpenguard.nets.loading import load_safetensors
+from gpenguard.errors import (
+    FormatError,
+    GpenguardError,
+    InputError,
+    LimitExceeded,
+    ModelError,
+    VerificationError,
+)
+from gpenguard.nets.loading import load_safetensors, read_safetensors
 
 
 class Tiny(nn.Module):
@@ -106,3 +114,40 @@ def test_missing_file_and_garbage(tmp_path: Path) -> None:
     ) as info:
         load_safetensors(Tiny(), bad)
     assert isinstance(info.value, GpenguardError)
+
+
+def test_rewriting_the_file_after_loading_changes_nothing(tmp_path: Path) -> None:
+    """The tensors are copies: a file swapped after the check cannot reach the weights."""
+    path = saved(tmp_path, {"w": torch.zeros(100_000)})
+    tensors = read_safetensors(path)
+    raw = bytearray(path.read_bytes())
+    raw[-4000:] = b"\x01" * 4000
+    path.write_bytes(bytes(raw))
+    assert tensors["w"].abs().sum() == 0
+    assert tensors["w"].untyped_storage().nbytes() == 400_000
+
+
+def test_sha256_is_checked_on_the_bytes_used(tmp_path: Path) -> None:
+    path = saved(tmp_path, Tiny().state_dict())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    load_safetensors(Tiny(), path, sha256=digest.upper())
+    with pytest.raises(VerificationError, match=f"sha256 {digest}, expected 00") as info:
+        load_safetensors(Tiny(), path, sha256="00" * 32)
+    assert info.value.exit_code == 1
+
+
+def test_size_bound(tmp_path: Path) -> None:
+    path = saved(tmp_path, {"w": torch.zeros(1000)})
+    with pytest.raises(LimitExceeded, match="more than the 1000 allowed"):
+        read_safetensors(path, max_bytes=1000)
+
+
+def test_every_float_dtype_round_trips(tmp_path: Path) -> None:
+    want = {
+        str(dt): torch.arange(6, dtype=dt).reshape(2, 3)
+        for dt in (torch.float16, torch.bfloat16, torch.float64)
+    }
+    got = read_safetensors(saved(tmp_path, want | {"empty": torch.zeros(0, 3)}))
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value)
+    assert got["empty"].shape == (0, 3)
