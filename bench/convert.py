@@ -12,6 +12,8 @@ runs each contender in a fresh subprocess, alternating them `--repeat` times:
 - ``gpenguard-nogate``   reader + writer + read-back verification only
 - ``recipe``             ``torch.load(weights_only=True)`` + ``safetensors.torch.save_file``
 - ``cp``                 ``cp SRC DST`` (the physical floor: one copy of the bytes)
+- ``sha256``             hashlib over the file (the floor for anything that must state the
+                         digest of what it wrote, as the converter's provenance does)
 
 Wall time is measured by the parent around the whole child (interpreter start and imports
 included, as a user pays them); peak RSS is the child's own ``ru_maxrss`` from ``os.wait4``.
@@ -56,6 +58,14 @@ def _child(mode: str, src: str, out: str) -> None:
         t0 = time.perf_counter()
         with Source.open(src) as source:
             write_safetensors(read_tensors(read_container(source)), out)
+    elif mode == "sha256":
+        import hashlib
+
+        t0 = time.perf_counter()
+        h = hashlib.sha256()
+        with Path(src).open("rb", buffering=0) as f:
+            while chunk := f.read(16 * 2**20):
+                h.update(chunk)
     elif mode == "recipe":
         import torch
         from safetensors.torch import save_file
@@ -141,13 +151,14 @@ def main() -> None:
             "gpenguard-nogate": lambda out: [sys.executable, __file__, "--child", "gpenguard-nogate", str(src), str(out)],
             "recipe": lambda out: [sys.executable, __file__, "--child", "recipe", str(src), str(out)],
             "cp": lambda out: ["cp", str(src), str(out)],
+            "sha256": lambda out: [sys.executable, __file__, "--child", "sha256", str(src), str(out)],
         }
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeat):
             for mode, cmd in modes.items():
                 out = Path(d) / f"out-{mode}.safetensors"
                 r = measure(cmd(out))
-                out.unlink()
+                out.unlink(missing_ok=True)
                 for extra in (out.with_name(out.name + ".intoto.json"),):
                     extra.unlink(missing_ok=True)
                 b = best.setdefault(mode, {"wall_s": float("inf"), "rss_mb": 0.0, "work_s": float("inf"), "hwm_mb": 0.0})
@@ -162,14 +173,15 @@ def main() -> None:
         work = f"{b['work_s']:8.2f}" if b["work_s"] != float("inf") else f"{'-':>8}"
         hwm = f"{b['hwm_mb']:9.0f}" if b["hwm_mb"] else f"{'-':>9}"
         print(f"{mode:18} {b['wall_s']:8.2f} {work} {b['rss_mb']:12.0f} {hwm}")
-    rec, cp = best["recipe"], best["cp"]
+    rec, cp, sha = best["recipe"], best["cp"], best["sha256"]
     print("\nratios (targets: RSS <= 0.50x recipe, time <= 1.00x recipe, time <= 2.00x cp)")
     for mode in ("gpenguard", "gpenguard-nogate"):
         b = best[mode]
         print(
             f"{mode:18} RSS {b['rss_mb'] / rec['rss_mb']:.2f}x recipe   "
             f"wall {b['wall_s'] / rec['wall_s']:.2f}x recipe   wall {b['wall_s'] / cp['wall_s']:.2f}x cp   "
-            f"work {b['work_s'] / rec['work_s']:.2f}x recipe work"
+            f"work {b['work_s'] / rec['work_s']:.2f}x recipe work   "
+            f"work {b['work_s'] / sha['work_s']:.2f}x sha256 of the file"
         )
 
 

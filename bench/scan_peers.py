@@ -189,10 +189,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run_one(peer.name, peer.command(Path(item.path)), env,
                                     item.name, bad, peer))
         print_tables(tools, runs, n_bad=len(malicious), n_good=len(benign))
+        if "gpenguard" in tools:
+            print_batch([Path(item.path) for item, _ in items], g_env)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def print_batch(files: list[Path], env: dict[str, str]) -> None:
+    """gpenguard once over the whole corpus: the scan's own cost, without n process starts."""
+    n_files = len(files)
+    cmd = [sys.executable, "-m", "gpenguard", "scan", "--format", "json", *map(str, files)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, env=env, timeout=TIMEOUT_S, check=False)
+    seconds = time.perf_counter() - start
+    print(f"\nFor reference (not a comparison): gpenguard in ONE process over all {n_files} files "
+          f"(default --jobs): {seconds:.2f} s, {seconds / max(n_files, 1) * 1000:.0f} ms "
+          f"per file, exit {proc.returncode}.")
 
 
 def print_tables(tools: list[str], runs: list[Run], *, n_bad: int, n_good: int) -> None:
@@ -228,10 +242,10 @@ def print_tables(tools: list[str], runs: list[Run], *, n_bad: int, n_good: int) 
 
     print("Malicious items some tool reported CLEAN (missed) or could not decide on (error):")
     names = sorted({r.item for r in runs if r.malicious})
-    width = max((len(n) for n in names), default=10)
+    width = max((len(r.item) for r in runs), default=10)
     any_listed = False
     for name in names:
-        these = [r for r in runs if r.item == name]
+        these = [r for r in runs if r.item == name and r.malicious]
         missed = [r.tool for r in these if r.outcome is Outcome.CLEAN]
         errored = [r.tool for r in these if r.outcome in (Outcome.ERROR, Outcome.TIMEOUT)]
         if missed or errored:

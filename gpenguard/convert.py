@@ -13,6 +13,7 @@ mapping, so memory does not grow with the number or size of tensors.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -20,7 +21,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from gpenguard import __version__
 from gpenguard.errors import (
     Blocked,
     ConversionError,
+    ExitCode,
     FormatError,
     GpenguardError,
     InputError,
@@ -98,7 +100,7 @@ class ConversionRecord:
     size: int
     provenance: Path
     tensors: int
-    parameters: int
+    elements: int
     select: str | None
     strip_prefix: str | None
     shared: tuple[tuple[str, ...], ...]
@@ -134,6 +136,13 @@ class Provenance:
         deps = self.statement["predicate"]["buildDefinition"]["resolvedDependencies"]
         return str(deps[0]["digest"]["sha256"])
 
+    def byproduct(self, name: str) -> Any:
+        """A JSON byproduct (``gate-decision``, ``shared-storage-groups``...), or None."""
+        for item in self.statement["predicate"]["runDetails"].get("byproducts", []):
+            if item.get("name") == name and "content" in item:
+                return json.loads(base64.b64decode(item["content"]))
+        return None
+
     def verified_by(self, keys: Sequence[PublicKey]) -> tuple[str, ...]:
         """Key ids among `keys` whose signature over this envelope verifies (empty if unsigned)."""
         if self.envelope is None:
@@ -168,16 +177,22 @@ def _layout(state: StateDict) -> list[tuple[TensorRecord, int, int]]:
     return out
 
 
-def _header(layout: list[tuple[TensorRecord, int, int]], metadata: Mapping[str, str]) -> bytes:
+def _header(
+    layout: list[tuple[TensorRecord, int, int]], metadata: Mapping[str, str], source: str
+) -> bytes:
     head: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
     for rec, begin, end in layout:
         if rec.name == "__metadata__":
-            raise ConversionError("a tensor is named '__metadata__', which safetensors reserves")
+            raise ConversionError(
+                "a tensor is named '__metadata__', which safetensors reserves", path=source
+            )
         head[rec.name] = {"dtype": rec.dtype, "shape": list(rec.shape), "data_offsets": [begin, end]}
     raw = json.dumps(head, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-(len(raw) + 8) % 8)  # data starts 8-byte aligned
     if len(raw) > MAX_HEADER:
-        raise ConversionError(f"safetensors header would be {len(raw)} bytes (limit {MAX_HEADER})")
+        raise ConversionError(
+            f"safetensors header would be {len(raw)} bytes (limit {MAX_HEADER})", path=source
+        )
     return struct.pack("<Q", len(raw)) + raw
 
 
@@ -209,7 +224,7 @@ def _temp_beside(dest: Path, suffix: str = ".tmp") -> Iterator[tuple[int, Path]]
 
 def _write_tmp(state: StateDict, fd: int, tmp: Path, metadata: Mapping[str, str]) -> WrittenWeights:
     layout = _layout(state)
-    header = _header(layout, metadata)
+    header = _header(layout, metadata, state.path)
     size = len(header) + (layout[-1][2] if layout else 0)
     try:
         digest = _stream(state, fd, tmp, header, layout)
@@ -229,17 +244,16 @@ def _pieces(state: StateDict, header: bytes, layout: list[tuple[TensorRecord, in
     """The file's bytes in order: (piece, tensor it belongs to, last piece of that tensor)."""
     yield memoryview(header), None, True
     for rec, _begin, _end in layout:
-        data = state.tensor_bytes(rec)
-        if not len(data):
-            continue
-        for off in range(0, len(data), _CHUNK):
-            yield data[off : off + _CHUNK], rec, off + _CHUNK >= len(data)
+        done = 0
+        for piece in state.iter_bytes(rec, _CHUNK):
+            done += len(piece)
+            yield piece, rec, done >= rec.nbytes
 
 
 def _stream(
     state: StateDict, fd: int, path: Path, header: bytes, layout: list[tuple[TensorRecord, int, int]]
 ) -> str:
-    """Write every piece, read it straight back from the file, compare, and hash what was read.
+    """Write every piece, read it back from the file, compare, and hash what was read.
 
     The sha256 is of the bytes read back, so it is the digest of the file on disk. Hashing runs
     in a worker thread (hashlib releases the GIL) on one of two alternating buffers while the
@@ -250,7 +264,10 @@ def _stream(
     buffers = [bytearray(_CHUNK), bytearray(_CHUNK)]
     pending: list[Future[None] | None] = [None, None]
     pos = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpenguard-sha256") as pool:
+    rfd = os.open(path, os.O_RDONLY)  # read back through a separate open of the file
+    with contextlib.ExitStack() as stack:
+        stack.callback(os.close, rfd)
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpenguard-sha256"))
         for i, (piece, rec, last) in enumerate(_pieces(state, header, layout)):
             _write_all(fd, piece)
             slot = i % 2
@@ -258,8 +275,8 @@ def _stream(
             if waiting is not None:
                 waiting.result()
             got = buffers[slot] if len(piece) == _CHUNK else bytearray(len(piece))
-            if os.preadv(fd, [got], pos) != len(piece) or got != piece:
-                what = f"tensor {rec.name!r}" if rec is not None else "the header"
+            if os.preadv(rfd, [got], pos) != len(piece) or got != piece:
+                what = f"tensor {rec.name[:80]!r}" if rec is not None else "the header"
                 raise ConversionError(
                     f"{what} read back from the output differs from the source", path=path
                 )
@@ -370,16 +387,20 @@ def provenance_statement(
         "stripPrefix": strip_prefix,
     }
     if approval.registry_name is not None:
-        external["registry"] = {
-            "name": approval.registry_name,
-            "version": approval.registry_version,
-            "digest": {"sha256": approval.registry_sha256},
-        }
-    byproducts = []
+        external["registry"] = {"name": approval.registry_name, "version": approval.registry_version}
+        if approval.registry_sha256:
+            external["registry"]["digest"] = {"sha256": approval.registry_sha256}
+    gate = {
+        "verdict": "pass",
+        "checks": [{"check": c, "outcome": o} for c, o in approval.checks],
+        "warnings": list(approval.warnings),
+        "notChecked": list(approval.not_checked),
+    }
+    byproducts = [_json_descriptor("gate-decision", gate)]
     if shared:
-        byproducts.append({"name": "shared-storage-groups", "content": [list(g) for g in shared]})
+        byproducts.append(_json_descriptor("shared-storage-groups", [list(g) for g in shared]))
     if materialised:
-        byproducts.append({"name": "materialised-views", "content": list(materialised)})
+        byproducts.append(_json_descriptor("materialised-views", list(materialised)))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": output_name, "digest": {"sha256": sha256}}],
@@ -399,6 +420,17 @@ def provenance_statement(
                 "byproducts": byproducts,
             },
         },
+    }
+
+
+def _json_descriptor(name: str, value: Any) -> dict[str, Any]:
+    """An in-toto ResourceDescriptor carrying JSON: `content` is bytes, so base64 in JSON."""
+    raw = json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return {
+        "name": name,
+        "mediaType": "application/json",
+        "content": base64.b64encode(raw).decode("ascii"),
+        "digest": {"sha256": hashlib.sha256(raw).hexdigest()},
     }
 
 
@@ -467,15 +499,20 @@ class _Approval:
     registry_version: int | None
     registry_sha256: str | None
     policy: str
+    checks: tuple[tuple[str, str], ...] = ()
+    """(check, outcome) as the gate listed them: what "approved" meant for this file."""
+    warnings: tuple[str, ...] = ()
+    not_checked: tuple[str, ...] = ()
 
 
 def _approval(decision: GateDecision, path: Path) -> _Approval:
     if not decision.passed:
-        raise Blocked(
-            f"the gate does not pass this file (verdict: {decision.verdict})",
-            reasons=decision.reasons,
-            path=path,
-        )
+        if str(decision.verdict) == "error":
+            err = Blocked("the gate could not decide on this file, so it is not converted",
+                          reasons=decision.reasons, path=path)
+            err.exit_code = ExitCode.ERROR  # as `gpenguard verify`: 2 means "could not decide"
+            raise err
+        raise Blocked("the gate blocks this file", reasons=decision.reasons, path=path)
     digest = (decision.sha256 or "").removeprefix("sha256:").lower()
     if len(digest) != 64:  # a pass always hashes; anything else is not a pass we can use
         raise Blocked("the gate passed the file without hashing it", path=path)
@@ -486,6 +523,9 @@ def _approval(decision: GateDecision, path: Path) -> _Approval:
         registry_version=decision.registry_version,
         registry_sha256=decision.registry_sha256,
         policy=decision.policy,
+        checks=tuple((c.name, str(c.outcome)) for c in decision.checks),
+        warnings=decision.warnings,
+        not_checked=decision.not_checked,
     )
 
 
@@ -546,13 +586,16 @@ def convert(
     audit_log: str | os.PathLike[str] | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ConversionRecord:
     """Gate `path`, then convert what the gate passed into `out` (and/or the store).
 
-    Raises `Blocked` (exit 1) with the gate's reasons when the gate does not pass, and a
+    Raises `Blocked` with the gate's reasons when the gate does not pass (exit 1; exit 2 when
+    the gate could not decide, as for ``gpenguard verify``), and a
     `ConversionError`/`FormatError`/`InputError` (exit 2) when the weights cannot be read or
     written safely; in every failure no output file is left behind. `select` defaults to the
     state_dict the gate fingerprinted (the registry entry's ``architecture.state_dict_key``).
+    `progress(done, total)` follows the gate's hashing of the source, the long part of the gate.
     """
     from gpenguard.gate import verify_source
 
@@ -567,50 +610,68 @@ def convert(
 
         private = keylib.load_private_key(Path(sign_key))  # before any work: a bad key fails fast
 
+    if out is not None:
+        _check_output(Path(out), src_path)
+
     before = _identity(src_path)
     source = Source.open(src_path)
+
+    def unchanged() -> None:
+        # The mapping follows in-place rewrites of the file: if the file changed at all, the
+        # bytes converted are not provably the bytes the gate hashed. Checked before renaming.
+        if before is None or _identity(src_path) != before:
+            raise ConversionError(
+                "the file changed on disk during conversion; nothing was written", path=src_path
+            )
+
     try:
         decision = verify_source(
             source, registry=registry, name=name, policy=policy, trust_root=trust_root,
-            audit_log=audit_log, state_dir=state_dir,
+            audit_log=audit_log, state_dir=state_dir, progress=progress,
         )
         approval = _approval(decision, src_path)
         if decision.fingerprint is not None:
             if select is not None and select != decision.state_dict_key:
+                where = repr(decision.state_dict_key) if decision.state_dict_key else "the top level"
                 raise UsageError(
-                    f"the registry entry pins the state_dict at {decision.state_dict_key!r}; "
-                    f"converting {select!r} would write tensors the gate did not fingerprint",
+                    f"the registry entry pins the state_dict at {where}; converting {select!r} "
+                    "would write tensors the gate did not fingerprint",
                     path=src_path,
                 )
             select = decision.state_dict_key
         dest = Path(out) if out is not None else _store_staging(the_store)
         record = _convert_open(
             source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
-            private=private, started=started, limits=limits,
+            private=private, started=started, limits=limits, before_commit=unchanged,
+            output_name=dest.name if out is not None else f"{src_path.stem}.safetensors",
         )
         record = dataclasses.replace(record, decision=decision)
-        if before is None or _identity(src_path) != before:
-            # The mapping may have followed an in-place rewrite: the bytes converted are not
-            # provably the bytes the gate hashed.
-            _unlink_pair(record.output)
-            raise ConversionError(
-                "the file changed on disk during conversion; nothing was written", path=src_path
-            )
     finally:
         _close(source)
 
     stored = None
     if the_store is not None:
         try:
-            stored = the_store.add(record.output, record.sha256, record.provenance)
-        finally:
-            if out is None:  # the output lived only in the staging folder
-                _unlink_pair(record.output)
+            # without -o the output was written into the store's staging folder: move it in
+            stored = the_store.add(record.output, record.sha256, record.provenance, move=out is None)
+        except BaseException:
+            _unlink_pair(record.output)  # a failed run leaves nothing, not half its outputs
+            raise
         if out is None:
             record = dataclasses.replace(
                 record, output=stored.path, provenance=stored.provenance or record.provenance
             )
     return dataclasses.replace(record, stored=stored)
+
+
+def _check_output(out: Path, src: Path) -> None:
+    if out.is_dir():
+        raise UsageError("the output is a directory; name the .safetensors file to write", path=out)
+    same = out.resolve() == src.resolve()
+    with contextlib.suppress(OSError):
+        same = same or (out.exists() and out.samefile(src))
+    if same:
+        raise UsageError("the output would replace the checkpoint being converted", path=out)
 
 
 def _convert_open(
@@ -623,6 +684,8 @@ def _convert_open(
     private: PrivateKey | None,
     started: datetime,
     limits: Limits | None,
+    before_commit: Callable[[], None] | None = None,
+    output_name: str | None = None,
 ) -> ConversionRecord:
     container: Container = read_container(source, limits=limits)
     state = read_tensors(container, select=select, strip_prefix=strip_prefix, limits=limits)
@@ -634,7 +697,7 @@ def _convert_open(
         written = _write_tmp(state, fd, tmp, meta)
         finished = datetime.now(UTC)
         statement = provenance_statement(
-            output_name=dest.name,
+            output_name=output_name or dest.name,
             sha256=written.sha256,
             source_name=Path(source.name).name,
             approval=approval,
@@ -652,6 +715,8 @@ def _convert_open(
             os.fsync(pfd)
         except OSError as exc:
             raise InputError(f"cannot write: {exc.strerror or exc}", path=prov_dest) from exc
+        if before_commit is not None:
+            before_commit()
         _rename(tmp, dest)
         try:
             _rename(ptmp, prov_dest)
@@ -667,7 +732,7 @@ def _convert_open(
         size=written.size,
         provenance=prov_dest,
         tensors=len(state),
-        parameters=state.parameter_count,
+        elements=state.element_count,
         select=state.select,
         strip_prefix=strip_prefix,
         shared=shared,
@@ -683,12 +748,8 @@ def _convert_open(
 
 def _store_staging(store: Store | None) -> Path:
     assert store is not None
-    staging = store.root / "staging"
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the store: {exc.strerror or exc}", path=staging) from exc
-    return staging / f"{os.getpid()}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.safetensors"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    return store.staging() / f"{os.getpid()}-{stamp}.safetensors"
 
 
 def _unlink_pair(weights: Path) -> None:

@@ -130,7 +130,7 @@ def _mapped_identity(src: Source, fallback: tuple[int, ...] | None) -> tuple[int
     The baseline must be the open file, not the path: a path swapped between the caller's
     open and this check would otherwise look unchanged at the end.
     """
-    fd = getattr(src, "_fd", None)
+    fd = src.fileno()
     if fd is None:
         return fallback
     try:
@@ -225,6 +225,10 @@ def verify(
                 state_dir=state_dir, progress=progress, source=source)
     except GpenguardError as exc:  # anything unforeseen still ends in a decision, never a pass
         run.error("gate", str(exc))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
+        # NOTE: a bug or an environment failure must not crash into exit 1 ("blocked") or
+        # look like a decision that was reached; it is an error, and it is logged as one.
+        run.error("gate", f"internal error: {type(exc).__name__}: {exc}")
     decision = run.decision()
     if log_path is not None:
         decision = _log(decision, log_path)
@@ -404,7 +408,7 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             run.skip("architecture", f"entry {art.name} has no architecture fingerprint",
                      required=pol.require_architecture)
         after = _identity(run.path)
-        in_memory = getattr(src, "_fd", None) is None and source is not None
+        in_memory = src.fileno() is None and source is not None
     if in_memory:
         return  # bytes handed over in memory: there is no path that could change
     if before is None or after is None or before != after:

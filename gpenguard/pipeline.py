@@ -24,7 +24,7 @@ from pathlib import Path
 from gpenguard.errors import InputError, SandboxError, UsageError, VerificationError
 from gpenguard.policy import Policy
 from gpenguard.runner import BackendName
-from gpenguard.runner.interface import Event, EventSink, RunResult
+from gpenguard.runner.interface import Backend, Event, EventSink, RunResult
 from gpenguard.runner.spec import (
     HOST_IMAGE,
     INPUTS_DIR,
@@ -114,6 +114,14 @@ def restore(
             raise UsageError("GPU runs need the docker backend; bwrap runs on the CPU only")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
     backend = backend_name.create()
+    # The engine and image are checked before the (possibly long) gate and conversion.
+    if backend_name is BackendName.DOCKER:
+        from gpenguard.runner.docker import DEFAULT_IMAGE, DockerBackend, resolve_image
+
+        assert isinstance(backend, DockerBackend)
+        image = resolve_image(backend.engine, request.image or DEFAULT_IMAGE)
+    else:
+        image = HOST_IMAGE
 
     weights = tuple(
         _gate_and_store(role, path, request, policy, stage)
@@ -124,15 +132,31 @@ def restore(
         recheck(stored)
     stage("verified", "stored weights match their provenance records")
 
-    if backend_name is BackendName.DOCKER:
-        from gpenguard.runner.docker import DEFAULT_IMAGE, DockerBackend, resolve_image
-
-        assert isinstance(backend, DockerBackend)
-        image = resolve_image(backend.engine, request.image or DEFAULT_IMAGE)
-    else:
-        image = HOST_IMAGE
-
     output_dir = request.output_dir
+    stage("sandbox", f"{backend.name}: {image}")
+    result, outputs = run_worker(
+        backend, image, policy, weights, inputs, output_dir,
+        mode=mode, size=request.size, gpus=request.gpus, dtype=request.dtype, on_event=on_event,
+    )  # fmt: skip
+    stage("done", f"{len(outputs)} image(s) in {output_dir}")
+    return RestoreOutcome(outputs=outputs, weights=weights, run=result, image=image, events=result.events)
+
+
+def run_worker(
+    backend: Backend,
+    image: str,
+    policy: Policy,
+    weights: Sequence[StoredInput],
+    inputs: Sequence[Path],
+    output_dir: Path,
+    *,
+    mode: str = "aligned",
+    size: int = 2048,
+    gpus: tuple[str, ...] = (),
+    dtype: str = "float32",
+    on_event: EventSink | None = None,
+) -> tuple[RunResult, tuple[Path, ...]]:
+    """Run the worker on already gated, stored and re-checked weights; publish its results."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -153,7 +177,8 @@ def restore(
             )
 
         gpen_file = weight_file("gpen")
-        assert gpen_file is not None
+        if gpen_file is None:
+            raise UsageError("no GPEN weights to run")
         worker_job = WorkerJob(
             gpen=gpen_file,
             detector=weight_file("detector"),
@@ -161,9 +186,9 @@ def restore(
             inputs=tuple(f"{INPUTS_DIR}/{i:04d}-{p.name}" for i, p in enumerate(inputs)),
             output_dir=OUTPUT_DIR,
             mode=mode,
-            size=request.size,
-            device="cuda" if request.gpus else "cpu",
-            dtype=request.dtype,
+            size=size,
+            device="cuda" if gpus else "cpu",
+            dtype=dtype,
         )
         job = Job(
             image=image,
@@ -171,19 +196,17 @@ def restore(
             weights=tuple(str(p) for w in weights for p in (w.path, w.provenance)),
             inputs=tuple(str(p) for p in inputs),
             output_dir=str(staging),
-            gpus=request.gpus,
+            gpus=gpus,
             user=user,
         )
         from gpenguard.runner.seccomp import load_profile
 
         spec = build_spec(policy, job, seccomp_profile=load_profile())
-        stage("sandbox", f"{backend.name}: {image}")
         result = backend.run(spec, on_event=on_event)
         outputs = _publish(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    stage("done", f"{len(outputs)} image(s) in {output_dir}")
-    return RestoreOutcome(outputs=outputs, weights=weights, run=result, image=image, events=result.events)
+    return result, outputs
 
 
 def _resolve_inputs(paths: Sequence[Path]) -> list[Path]:

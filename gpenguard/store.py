@@ -86,11 +86,14 @@ class Store:
         prov = provenance_path(path)
         return StoredWeights(hexdigest, path, prov if prov.is_file() else None)
 
-    def add(self, weights: Path, sha256: str, provenance: Path | None = None) -> StoredWeights:
-        """Copy `weights` (whose digest the caller computed) and its provenance into the store.
+    def add(
+        self, weights: Path, sha256: str, provenance: Path | None = None, *, move: bool = False
+    ) -> StoredWeights:
+        """Put `weights` (whose digest the caller computed) and its provenance into the store.
 
-        The copy is hashed as it is written and refused if it differs from `sha256`, so an
-        entry can never sit under a digest it does not have.
+        A copy is hashed as it is written and refused if it differs from `sha256`, so an entry
+        can never sit under a digest it does not have. `move` renames instead, for a file the
+        caller has just written and verified inside the store's own folder (see `staging`).
         """
         hexdigest = parse_digest(sha256)
         dest = self.path_for(hexdigest)
@@ -98,12 +101,29 @@ class Store:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the store: {exc.strerror or exc}", path=dest.parent) from exc
+        stored_prov = provenance_path(dest) if provenance is not None else None
+        if move:
+            try:
+                weights.chmod(0o444)
+                weights.replace(dest)
+                if provenance is not None and stored_prov is not None:
+                    provenance.replace(stored_prov)
+            except OSError as exc:
+                raise InputError(f"cannot store: {exc.strerror or exc}", path=dest) from exc
+            return StoredWeights(hexdigest, dest, stored_prov)
         _copy_checked(weights, dest, hexdigest)
-        stored_prov = None
-        if provenance is not None:
-            stored_prov = provenance_path(dest)
+        if provenance is not None and stored_prov is not None:
             _copy_checked(provenance, stored_prov, None)
         return StoredWeights(hexdigest, dest, stored_prov)
+
+    def staging(self) -> Path:
+        """A folder inside the store for outputs on their way in (same file system: renames)."""
+        folder = self.root / "staging"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the store: {exc.strerror or exc}", path=folder) from exc
+        return folder
 
     def entries(self) -> list[StoredWeights]:
         """Every entry, by digest."""

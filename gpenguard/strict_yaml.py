@@ -2,9 +2,9 @@
 
 PyYAML's safe loader silently keeps the *last* of two equal keys, so a reviewer reading the
 first ``require_signed_registry: true`` could approve a file whose second line says ``false``.
-This loader refuses that, refuses anchors/aliases (no shared or exponentially expanded
-structures) and non-string keys, and remembers the line of every key so that validation
-errors can name ``file:line``.
+This loader refuses that, and non-string keys; its `StrictLoader` (shared with the registry) refuses
+anchors, aliases and deep nesting, and remembers the line of every key so that
+validation errors can name ``file:line``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,38 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode
+
+MAX_DEPTH = 32
+"""Deepest nesting accepted; configuration files are shallow, hostile ones are not."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors, aliases and deep nesting, naming the line.
+
+    Aliases let one node appear in many places (and "billion laughs" expansion); a registry has
+    no need for them. Duplicate keys are refused while the composed tree is walked
+    (`_Doc.mapping`), where the line of both occurrences is known.
+    """
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML anchors and aliases are not allowed", event.start_mark
+            )
+        if self.depth >= MAX_DEPTH:
+            # PyYAML composes recursively: "[[[[..." would otherwise end in a RecursionError.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 class LinedMap(dict[str, Any]):
@@ -35,15 +66,8 @@ class StrictYAMLError(ValueError):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
-class _Loader(yaml.SafeLoader):
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        line = event.start_mark.line + 1 if event.start_mark is not None else None
-        if isinstance(event, yaml.AliasEvent):
-            raise StrictYAMLError("aliases (*name) are not allowed", line)
-        if getattr(event, "anchor", None) is not None:
-            raise StrictYAMLError("anchors (&name) are not allowed", line)
-        return super().compose_node(parent, index)
+class _Loader(StrictLoader):
+    """`StrictLoader` plus line-aware mappings."""
 
 
 def _construct_map(loader: _Loader, node: MappingNode) -> LinedMap:

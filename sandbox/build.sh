@@ -2,8 +2,9 @@
 # Build the gpenguard sandbox image offline.
 #
 #   sandbox/build.sh                 CPU image on a debootstrap'd Debian bookworm base
-#   BASE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime sandbox/build.sh
-#                                    GPU image on a CUDA PyTorch base you pulled beforehand
+#   BASE=pytorch/pytorch:2.13.0-cuda12.8-cudnn9-runtime PYVER=3.11 sandbox/build.sh
+#                                    GPU image (tag gpenguard-sandbox:gpu) on a CUDA PyTorch
+#                                    base you pulled beforehand; PYVER = that base's Python
 #
 # Nothing is fetched from a container registry. The base is made with debootstrap from the
 # Debian mirror apt already uses; Python packages are `pip download`ed on this host for the
@@ -13,8 +14,14 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 build="${GPENGUARD_SANDBOX_BUILD_DIR:-$here/build}"
-tag="${GPENGUARD_IMAGE:-gpenguard-sandbox:latest}"
 base="${BASE:-gpenguard-base:bookworm}"
+if [ "$base" = "gpenguard-base:bookworm" ]; then
+  tag="${GPENGUARD_IMAGE:-gpenguard-sandbox:latest}"
+else
+  tag="${GPENGUARD_IMAGE:-gpenguard-sandbox:gpu}"   # run with: gpenguard restore --image gpenguard-sandbox:gpu --gpu 0
+fi
+# The Python of the image, for `pip download` (bookworm: 3.11; set PYVER for another base).
+pyver="${PYVER:-3.11}"
 python="${PYTHON:-python3}"
 mkdir -p "$build"
 
@@ -64,15 +71,17 @@ else
   venv_flags="--system-site-packages"
 fi
 printf '%s\n' $reqs >"$build/wheels/requirements.txt"
-log "pip download ($reqs) for cp311 manylinux x86_64"
+log "pip download ($reqs) for cp${pyver/./} manylinux x86_64"
 "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-  --implementation cp --python-version 3.11 --platform manylinux_2_28_x86_64 \
+  --implementation cp --python-version "$pyver" --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$build/wheels" -r "$build/wheels/requirements.txt"
 # Hard links keep the build context cheap to assemble.
 cp -al "$build"/wheels/. "$ctx/wheels/"
 
 log "build the gpenguard wheel"
+# setuptools reuses build/lib; a stale copy of a deleted module must not reach the image.
+rm -rf "$root/build/lib" "$root"/build/bdist.*
 "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
   -w "$ctx/gpenguard-wheel" "$root" >/dev/null
 

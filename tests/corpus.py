@@ -12,6 +12,7 @@ gpenguard must report for it.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
@@ -42,6 +43,10 @@ class CorpusItem:
     expect_member: str | None = None
     """The member chain that finding must name (None: any / the file itself)."""
     malicious: bool = True
+    also_rules: tuple[str, ...] = ()
+    """Further rule ids the report must contain (e.g. the polyglot finding next to the payload)."""
+    expect_verdict: str = "block"
+    """``block`` for payloads; ``error`` where failing closed on an unreadable container is right."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,6 +75,7 @@ P4 = b"\x80\x04"
 STOP = b"."
 REDUCE = b"R"
 TUPLE1 = b"\x85"
+K1 = b"K\x01"
 MARK = b"("
 
 
@@ -245,10 +251,11 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         sev: str,
         glob: str | None,
         member: str | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
         path = dest / filename
         path.write_bytes(data)
-        items.append(CorpusItem(path, name, klass, desc, rule, sev, glob, member))
+        items.append(CorpusItem(path, name, klass, desc, rule, sev, glob, member, also_rules=also))
 
     system = os_system_true(2)
 
@@ -555,16 +562,7 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "GG100",
         "CRITICAL",
         "builtins.getattr",
-    )
-    add(
-        "getattr_chain_call.pkl",
-        getattr_chain,
-        "call-on-computed",
-        "B: call of a computed callable",
-        "the result of getattr(...) is called",
-        "GG106",
-        "HIGH",
-        "builtins.getattr",
+        also=("GG106",),
     )
     partial = (
         P2
@@ -712,16 +710,7 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "GG100",
         "CRITICAL",
         "posix.system",
-    )
-    add(
-        "broken_after_payload_malformed.pkl",
-        system[:-1] + b"\xff\xfe garbage",
-        "broken-pickle-malformed",
-        "B: nullifAI broken pickle",
-        "the corruption itself is reported",
-        "GG111",
-        "HIGH",
-        None,
+        also=("GG111",),
     )
     add(
         "monkeypatch_build.pkl",
@@ -757,6 +746,102 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "B: GET of a slot never set",
         "BINGET 7 on an empty memo",
         "GG114",
+        "HIGH",
+        None,
+    )
+
+    # more denylist gaps named in the advisories: one import each, all must be CRITICAL
+    gaps = [
+        ("http.client", "HTTPConnection", "example.invalid", "network-exfiltration"),
+        ("requests", "get", "http://example.invalid", "requests-exfiltration"),
+        ("ssl", "get_server_certificate", "example.invalid", "ssl-network"),
+        ("pdb", "run", "None", "debugger-exec"),
+        ("doctest", "debug_script", "None", "doctest-exec"),
+        ("idlelib.pyshell", "main", "", "idlelib-exec"),
+        ("site", "addsitedir", "/nonexistent", "site-pth"),
+        ("atexit", "register", "", "atexit-hook"),
+        ("multiprocessing.util", "spawnv_passfds", "true", "multiprocessing-spawn"),
+        ("pandas", "read_csv", "http://example.invalid/x.csv", "pandas-read-url"),
+        ("mlflow.projects.backend.local", "_run_entry_point", "true", "mlflow-entry-point"),
+        ("importlib", "import_module", "os", "importlib-import"),
+        ("ensurepip", "_run_pip", "--version", "ensurepip-run-pip"),
+        ("venv", "create", "/nonexistent", "venv-create"),
+        ("code", "InteractiveInterpreter", "", "code-interpreter"),
+        ("shutil", "rmtree", "/nonexistent-gpenguard-corpus", "shutil-rmtree"),
+        ("tempfile", "mkdtemp", "", "tempfile-create"),
+        ("signal", "raise_signal", "0", "signal-raise"),
+        ("threading", "Thread", "", "threading-thread"),
+        ("torch.hub", "load", "x/y", "torch-hub-load"),
+        ("torch.jit", "load", "/dev/null", "torch-jit-load"),
+        ("torch.storage", "_load_from_bytes", "", "torch-storage-load-from-bytes"),
+        ("ctypes", "CDLL", "libc.so.6", "ctypes-cdll"),
+        ("sys", "exit", "0", "sys-exit"),
+        ("socket", "create_connection", "example.invalid", "socket-connect"),
+    ]
+    for module, attr, arg, name in gaps:
+        args = (arg,) if arg else ()
+        add(
+            f"{name}.pkl",
+            call(module, attr, *args),
+            name,
+            "A: incomplete denylist",
+            f"{module}.{attr}",
+            "GG100",
+            "CRITICAL",
+            f"{module}.{attr}",
+        )
+    gadget = P2 + op_global("numpy", "__builtins__") + b"}" + op_bstr("x") + K1 + b"s" + b"b" + STOP
+    add(
+        "numpy_builtins.pkl",
+        gadget,
+        "numpy-builtins-gadget",
+        "B: attribute gadget (modelscan#330)",
+        "numpy.__builtins__ then BUILD",
+        "GG100",
+        "CRITICAL",
+        "numpy.__builtins__",
+    )
+    eop = (
+        P2
+        + b"("
+        + op_global("posix", "system")
+        + op_bstr("true")
+        + TUPLE1
+        + REDUCE
+        + op_global("builtins", "int")
+        + op_bstr("not-a-number")
+        + TUPLE1
+        + REDUCE
+        + b"t"
+        + STOP
+    )
+    add(
+        "exception_oriented.pkl",
+        eop,
+        "exception-oriented",
+        "B: exception-oriented programming",
+        "payload, then a call that raises on purpose",
+        "GG100",
+        "CRITICAL",
+        "posix.system",
+    )
+    add(
+        "setitem_non_dict.pkl",
+        P2 + b"]" + b"K\x00K\x01s" + STOP,
+        "setitem-on-non-dict",
+        "D: SETITEM on a non-dict (CVE-2026-24747)",
+        "SETITEM applied to a list",
+        "GG110",
+        "HIGH",
+        None,
+    )
+    add(
+        "deep_marks.pkl",
+        P2 + b"(" * 20_001 + STOP,
+        "deep-mark-nesting",
+        "E: DoS by nesting",
+        "20001 nested MARKs",
+        "GG115",
         "HIGH",
         None,
     )
@@ -1061,16 +1146,19 @@ def make_malicious_corpus(dest: Path) -> list[CorpusItem]:
         "CRITICAL",
         "posix.system",
         "[as zip-embedded]!archive/data.pkl",
+        also=("GG207",),
     )
-    add(
-        "polyglot_marker.pt",
-        polyglot,
-        "polyglot-finding",
-        "C: polyglot (pickle at 0, zip after it)",
-        "the ambiguity is itself reported",
-        "GG207",
-        "HIGH",
-        None,
+
+    path = dest / "wrapped.pt.gz"
+    path.write_bytes(gzip.compress(system))
+    items.append(
+        CorpusItem(
+            path,
+            "gzip-wrapped",
+            "C: compressed wrapper (nullifAI used 7z)",
+            "a pickle inside gzip: not a container torch opens, so it must fail closed, never pass",
+            expect_verdict="error",
+        )
     )
 
     class _Tiny(torch.nn.Module):

@@ -166,3 +166,13 @@ def test_concurrent_writers_keep_one_valid_chain(tmp_path: Path) -> None:
     assert check.records == 100
     files = [json.loads(line)["file"] for line in lines(p)]
     assert len(set(files)) == 100  # every record whole, none lost or interleaved
+
+
+def test_records_longer_than_the_tail_block_chain_correctly(tmp_path: Path) -> None:
+    p = tmp_path / "big.jsonl"
+    long = AuditEvent(file="/m.pth", sha256=None, size=None, policy="default", verdict="block",
+                      reasons=tuple("x" * 1000 + str(i) for i in range(150)))  # ~150 KB per line
+    for _ in range(3):
+        append(p, long)
+    check = verify_log(p)
+    assert check.ok and check.records == 3

@@ -253,3 +253,29 @@ def test_a_file_rewritten_in_place_during_the_check_is_blocked(tmp_path: Path, m
     d = verify(w.model, registry=w.registry)
     assert d.verdict is Verdict.BLOCK
     assert any("changed on disk" in r for r in d.reasons)
+
+
+def test_an_unexpected_failure_is_an_error_decision_and_is_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpenguard.gate as gate
+
+    w = build_world(tmp_path)
+
+    def broken(run: gate._Run, src: Source) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(gate, "_scan", broken)
+    log = tmp_path / "a.jsonl"
+    d = verify(w.model, registry=w.registry, audit_log=log)
+    assert d.verdict is Verdict.ERROR and "internal error: OSError" in d.reasons[-1]
+    assert json.loads(log.read_text())["verdict"] == "error"
+
+
+def test_a_legacy_format_checkpoint_is_fingerprinted_too(tmp_path: Path) -> None:
+    import torch
+
+    w = build_world(tmp_path, pinned=False)
+    torch.save(tiny_state_dict(), w.model, _use_new_zipfile_serialization=False)
+    d = verify(w.model, registry=w.registry, name=MODEL_NAME)
+    assert d.passed, d.reasons
+    assert d.scan is not None and d.scan.format == "torch-legacy"
+    assert d.fingerprint == w.entry["architecture"]["fingerprint"]

@@ -69,6 +69,7 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
         ("name: x\nscan: &a {}\n", 2, "anchors"),
         ("name: x\nscan: [1\n", 3, None),
         ("description: no name\n", 1, "needs a 'name'"),
+        ("name: x\nscan: " + "[" * 100 + "]" * 100 + "\n", 2, "nesting deeper"),
     ],
 )
 def test_invalid_policies_name_file_line_and_reason(tmp_path: Path, text: str, line: int, message: str | None) -> None:

@@ -34,11 +34,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GPEN-256 state_dict with random weights, written by torch.save."""
     import torch
 
-    from gpenguard.restore.pipeline import build_generator
+    from gpenguard.nets.gpen import gpen_bfr
 
     torch.manual_seed(7)
     path = tmp_path_factory.mktemp("weights") / "gpen-bfr-256.pth"
-    torch.save(build_generator(SIZE).state_dict(), path)
+    torch.save(gpen_bfr(SIZE).state_dict(), path)
     return path
 
 
@@ -142,3 +142,49 @@ def test_gpu_run_refused_by_policy_before_anything_starts(tmp_path: Path, checkp
     assert done.returncode == 2, done.stderr
     assert "forbids GPU runs" in done.stderr
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_full_mode_gates_all_three_networks_and_runs_them_in_docker(
+    tmp_path: Path, checkpoint: Path, faces: list[Path], sandbox_image: str
+) -> None:
+    """--detector and --parser go through the same gate and store; the worker builds all three."""
+    import torch
+
+    from gpenguard.nets.parsenet import ParseNet
+    from gpenguard.nets.retinaface import RetinaFace
+    from gpenguard.restore import Restorer
+
+    torch.manual_seed(11)
+    detector, parser = tmp_path / "retinaface-r50.pth", tmp_path / "parsenet.pth"
+    torch.save(RetinaFace().state_dict(), detector)
+    torch.save(ParseNet().state_dict(), parser)
+    out, store = tmp_path / "out", tmp_path / "store"
+    args = [a for a in _restore_args(faces[:1], out, checkpoint, store, "--image", sandbox_image) if a != "aligned"]
+    args.remove("--mode")
+    done = _gpenguard(*args, "--detector", str(detector), "--parser", str(parser))
+    assert done.returncode == 0, done.stderr
+    for role in ("gpen", "detector", "parser"):
+        assert f"convert {role}: sha256:" in done.stderr
+    assert len(list((store / "sha256").glob("*.safetensors"))) == 3
+    # Which stored file came from which checkpoint: the provenance record names the source digest.
+    from gpenguard.convert import read_provenance
+    from gpenguard.store import provenance_path, sha256_file
+
+    by_source = {read_provenance(provenance_path(p)).source_sha256: p for p in (store / "sha256").glob("*.safetensors")}
+    weights = {role: by_source[sha256_file(path)] for role, path in (("gpen", checkpoint), ("detector", detector), ("parser", parser))}
+    torch.set_num_threads(1)
+    expected = Restorer(weights, size=SIZE, mode="full").restore_image(Image.open(faces[0]).convert("RGB"))
+    produced = np.asarray(Image.open(out / "alice.png"))
+    assert produced.shape == np.asarray(expected).shape
+    assert np.abs(produced.astype(int) - np.asarray(expected).astype(int)).max() <= 1
+
+
+@pytest.mark.docker
+def test_missing_image_fails_before_any_conversion(tmp_path: Path, checkpoint: Path, faces: list[Path]) -> None:
+    store = tmp_path / "store"
+    done = _gpenguard(*_restore_args(faces[:1], tmp_path / "out", checkpoint, store, "--image", "gpenguard-no-such-image:never"))
+    assert done.returncode == 2, done.stderr
+    assert "is not on this host" in done.stderr and "sandbox/build.sh" in done.stderr
+    assert not store.exists()

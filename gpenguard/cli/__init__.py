@@ -1,28 +1,41 @@
 """The `gpenguard` command: options in, one library call, a rendered report, an exit code.
 
-Each command group lives in its own module and registers itself on `app`; none of them holds
-logic beyond parsing options and choosing a renderer.
+Each command group lives in its own module with a ``register(app)``; none of them holds logic
+beyond parsing options and choosing a renderer.
+
+NOTE: a CI gate runs ``gpenguard scan`` once per file, so start-up time is per-file time.
+`main()` therefore builds only the command group that was asked for (typer builds a parameter
+adapter for every option of every registered command); ``--help`` and `app` get all of them.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+from typing import Any
+
 import typer
 
-from gpenguard.cli import _audit, _convert, _dev, _keys, _restore, _sandbox, _scan, _verify
-
-app = typer.Typer(
-    name="gpenguard",
-    help="Vet PyTorch checkpoints statically, verify them against a signed registry, convert "
-    "them to safetensors, and run GPEN on them inside a locked-down sandbox.",
-    no_args_is_help=True,
-    add_completion=False,
-    # NOTE: typer's default shows local variables in tracebacks, which can leak paths and keys.
-    pretty_exceptions_show_locals=False,
+_HELP = (
+    "Vet PyTorch checkpoints statically, verify them against a signed registry, convert them "
+    "to safetensors, and run GPEN on them inside a locked-down sandbox."
 )
 
+# Order is the order of `gpenguard --help`.
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "scan": ("_scan",),
+    "verify": ("_verify",),
+    "sign": ("_keys",),
+    "convert": ("_convert",),
+    "restore": ("_restore",),
+    "dev-restore": ("_dev",),
+    "keys": ("_keys",),
+    "registry": ("_keys", "_verify"),
+    "audit": ("_audit",),
+    "sandbox": ("_sandbox",),
+}
 
 
-@app.command()
 def version() -> None:
     """Print gpenguard's version."""
     from gpenguard import __version__
@@ -30,10 +43,46 @@ def version() -> None:
     typer.echo(__version__)
 
 
-for _module in (_scan, _verify, _keys, _audit, _convert, _restore, _sandbox, _dev):
-    _module.register(app)
+def _root() -> None:
+    """Vet PyTorch checkpoints; see the commands below."""
+
+
+def build_app(groups: tuple[str, ...] | None = None) -> typer.Typer:
+    """A typer app with the named command modules registered (all of them by default)."""
+    new = typer.Typer(
+        name="gpenguard",
+        help=_HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        # NOTE: typer's default shows local variables in tracebacks: paths and keys in CI logs.
+        pretty_exceptions_show_locals=False,
+    )
+    # A callback keeps typer in group mode even when only one command is registered.
+    new.callback()(_root)
+    new.command()(version)
+    wanted = groups if groups is not None else tuple(m for ms in _GROUPS.values() for m in ms)
+    for name in dict.fromkeys(wanted):
+        importlib.import_module(f"gpenguard.cli.{name}").register(new)
+    return new
+
+
+_app: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `app` (every command) is built on first use: tests and `--help` want it, `main` need not.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = build_app()
+        return _app
+    raise AttributeError(f"module 'gpenguard.cli' has no attribute {name!r}")
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    groups = _GROUPS.get(command) if command else None
+    if command == "version":
+        groups = ()
+    build_app(groups)()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gpenguard.cli._common import err_console, guarded
 
+if TYPE_CHECKING:
+    from gpenguard.convert import ConversionRecord
 
-def _summary(record: Any) -> dict[str, Any]:
+
+def _summary(record: ConversionRecord) -> dict[str, Any]:
     return {
         "source": record.source,
         "source_sha256": record.source_sha256,
@@ -21,7 +25,7 @@ def _summary(record: Any) -> dict[str, Any]:
         "provenance": str(record.provenance),
         "signed_by": list(record.signed_by),
         "tensors": record.tensors,
-        "parameters": record.parameters,
+        "elements": record.elements,
         "select": record.select,
         "strip_prefix": record.strip_prefix,
         "shared": [list(g) for g in record.shared],
@@ -60,19 +64,23 @@ def convert_command(
     the_store: Store | None = Store(store) if store is not None else None
     if output is None and the_store is None:
         the_store = Store()
-    record = convert(
-        file,
-        output,
-        registry=registry,
-        name=name,
-        policy=policy,
-        select=select,
-        strip_prefix=strip_prefix,
-        store=the_store,
-        sign_key=sign_key,
-        trust_root=trust_root,
-        audit_log=audit_log,
-    )
+
+    def run(progress: Callable[[int, int], None] | None = None) -> ConversionRecord:
+        return convert(
+            file, output, registry=registry, name=name, policy=policy, select=select,
+            strip_prefix=strip_prefix, store=the_store, sign_key=sign_key, trust_root=trust_root,
+            audit_log=audit_log, progress=progress,
+        )
+
+    if err_console.is_terminal:  # a bar for the gate's sha256 pass, only when someone watches
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("sha256", total=None)
+            record = run(lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        record = run()
     decision = record.decision
     for warning in getattr(decision, "warnings", ()):
         err_console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
@@ -83,7 +91,7 @@ def convert_command(
         return
     typer.echo(f"converted {record.source} -> {record.output}")
     typer.echo(f"  sha256      {record.sha256}")
-    typer.echo(f"  tensors     {record.tensors} ({record.parameters:,} elements, {record.size:,} bytes)")
+    typer.echo(f"  tensors     {record.tensors} ({record.elements:,} elements, {record.size:,} bytes)")
     typer.echo(f"  source      sha256 {record.source_sha256}" + (f" ({record.artifact})" if record.artifact else ""))
     if record.select or record.strip_prefix:
         typer.echo(f"  selected    {record.select or '-'}; stripped {record.strip_prefix or '-'}")

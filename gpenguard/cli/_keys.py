@@ -107,9 +107,15 @@ def sign_command(
     bundle = oms.sign_file(file, private, sha256=digest)
     target = output or file.with_name(file.name + ".sig")
     write_atomic(target, bundle)
+    kid = keylib.key_id(private.public_key())
     console.print(f"signed {file} (sha256 {digest})", markup=False)
     console.print(f"bundle: {target}", markup=False)
-    console.print(f"key id: {keylib.key_id(private.public_key())}", markup=False)
+    console.print(f"key id: {kid}", markup=False)
+    console.print(
+        "\nentry for the artifact's signatures (path relative to the registry file):\n"
+        f"  - {{kind: oms-bundle, path: {target.name}, key_id: {kid}}}",
+        markup=False,
+    )
 
 
 @registry_app.command("sign")
@@ -190,7 +196,7 @@ def registry_show(
         console.print(keys)
     for name, role in reg.roles.items():
         console.print(f"  role {name}: {role.threshold} of {len(role.keyids)} key(s)", markup=False)
-    table = Table("artifact", "version", "status", "file", "size", "sha256", "fingerprint", title_justify="left")
+    table = Table("artifact", "version", "status", "file", "size", "sha256", "fingerprint", "sigs", title_justify="left")
     table.columns[0].no_wrap = True
     for a in reg.artifacts:
         for f in a.files:
@@ -202,6 +208,7 @@ def registry_show(
                 f"{f.size:,}" if f.size is not None else "-",
                 f.sha256[:12] + "…" if f.sha256 else "not pinned",
                 a.architecture.fingerprint[:12] + "…" if a.architecture else "-",
+                str(len(a.signatures)),
             )
     console.print(table)
 

@@ -42,14 +42,15 @@ def register(app: typer.Typer) -> None:
 def scan(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="Checkpoint files, or directories (with --recursive).", show_default=False),
+        typer.Argument(metavar="PATH", help="Checkpoint files, or directories (with --recursive).",
+                       show_default=False),
     ],
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Descend into directories.")
     ] = False,
     fmt: Annotated[
         ReportFormat | None,
-        typer.Option("--format", "-f", help="Report format [default: the policy's, else text].",
+        typer.Option("--format", "-f", help="Report format (default: the policy's, else text).",
                      case_sensitive=False, show_default=False),
     ] = None,
     output: Annotated[
@@ -61,17 +62,17 @@ def scan(
         str | None,
         typer.Option("--fail-on", metavar="SEVERITY",
                      help=f"Block on findings at or above this severity ({_SEVERITIES}) "
-                     "[default: the policy's, else high].", show_default=False),
+                     "(default: the policy's, else high).", show_default=False),
     ] = None,
     policy: Annotated[
         str | None,
         typer.Option("--policy", metavar="FILE|NAME",
                      help="Gate policy: a YAML file, or a shipped one (default, strict, ci) "
-                     "[default: default].", show_default=False),
+                     "(default: default).", show_default=False),
     ] = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", "-j", min=1, help="Files scanned in parallel [default: CPU count].",
+        typer.Option("--jobs", "-j", min=1, help="Files scanned in parallel (default: CPU count).",
                      show_default=False),
     ] = None,
 ) -> None:

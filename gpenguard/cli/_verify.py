@@ -116,4 +116,5 @@ def register(app: typer.Typer) -> None:
     from gpenguard.cli._keys import registry_app  # the one `registry` group, owned by _keys
 
     app.command("verify")(guarded(verify_command))
-    registry_app.command("pin")(guarded(pin_command))
+    if not any(c.name == "pin" for c in registry_app.registered_commands):
+        registry_app.command("pin")(guarded(pin_command))

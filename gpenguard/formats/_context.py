@@ -10,6 +10,9 @@ from gpenguard.scan.findings import Finding, Severity
 from gpenguard.scan.rules import finding
 from gpenguard.scan.walker import WalkLimits
 
+MAX_FINDINGS_PER_RULE = 100
+"""Per container: 100k traversal names need not become 100k findings."""
+
 
 @dataclass
 class Budget:
@@ -30,6 +33,7 @@ class Ctx:
     depth: int = 0
     budget: Budget = field(default_factory=Budget)
     findings: list[Finding] = field(default_factory=list)
+    per_rule: dict[str, int] = field(default_factory=dict)
 
     def sub(self, name: str) -> str:
         """The member chain of `name` inside the current container."""
@@ -52,6 +56,13 @@ class Ctx:
         """
         if offset is None:
             offset = 0
+        count = self.per_rule.get(rule_id, 0) + 1
+        self.per_rule[rule_id] = count
+        if count > MAX_FINDINGS_PER_RULE:
+            if count == MAX_FINDINGS_PER_RULE + 1:
+                message = f"{message} (and more like it; only the first {MAX_FINDINGS_PER_RULE} are listed)"
+            else:
+                return
         self.findings.append(
             finding(
                 rule_id,

@@ -9,11 +9,11 @@ the ambiguity itself is a finding.
 from __future__ import annotations
 
 import dataclasses
-import zipfile
+import struct
 
 from gpenguard.errors import FormatError, LimitExceeded
 from gpenguard.formats import safetensors
-from gpenguard.formats._context import Ctx, MemFile
+from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, Limits
 from gpenguard.formats.legacy import is_legacy, read_legacy
 from gpenguard.formats.numpy import is_npy, read_npy
@@ -21,9 +21,9 @@ from gpenguard.formats.pickle import looks_like_pickle, probe, read_bare
 from gpenguard.formats.source import Source
 from gpenguard.formats.tar import is_tar, read_tar
 from gpenguard.formats.torchzip import read_zip
+from gpenguard.formats.zipdir import DirectoryError, find_end, read_directory
 
 _EOCD = b"PK\x05\x06"
-_EOCD_SEARCH = 65536 + 22
 _ARCHIVES = ("zip", "tar", "legacy", "zip-embedded")
 
 
@@ -58,12 +58,11 @@ def _pickle_reading(buf: memoryview, limits: Limits, *, secondary: bool) -> bool
 
 
 def _embedded_zip(buf: memoryview) -> bool:
-    tail_start = max(0, len(buf) - _EOCD_SEARCH)
-    if bytes(buf[tail_start:]).rfind(_EOCD) < 0:
+    if find_end(buf) is None:
         return False
     try:
-        return bool(zipfile.ZipFile(MemFile(buf)).infolist())
-    except Exception:
+        return bool(read_directory(buf, max_entries=1).entries)
+    except (DirectoryError, struct.error):
         return False
 
 

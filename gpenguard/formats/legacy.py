@@ -7,10 +7,13 @@ then, for each key in that order, an int64 element count and the raw storage byt
 
 from __future__ import annotations
 
+import struct
+
 from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, Format, PickleStream
 from gpenguard.formats.pickle import probe, split_stream
-from gpenguard.scan.walker import WalkLimits, constant, walk
+from gpenguard.formats.tar import ELEMENT_SIZE
+from gpenguard.scan.walker import Global, WalkLimits, constant, walk
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -49,7 +52,7 @@ def read_legacy(ctx: Ctx, buf: memoryview) -> Container:
         )
         pos = p.end
     tail = buf[pos:]
-    streams += _check_tail(ctx, buf, streams[-1], pos)
+    streams += _check_tail(ctx, buf, streams[3], streams[-1], pos)
     ctx.add("GG303", "legacy torch serialization (five pickles and raw storages)", offset=0)
     return Container(
         path=ctx.path,
@@ -61,9 +64,14 @@ def read_legacy(ctx: Ctx, buf: memoryview) -> Container:
 
 
 def _check_tail(
-    ctx: Ctx, buf: memoryview, keys: PickleStream, tail_start: int
+    ctx: Ctx, buf: memoryview, main: PickleStream, keys: PickleStream, tail_start: int
 ) -> list[PickleStream]:
-    """When the storage-key list is no list of strings, the tail cannot be storages."""
+    """Follow the storage records after the key list, as torch reads them.
+
+    Each record is an int64 element count followed by that many elements; the element size
+    comes from the storage type in the object pickle's persistent ids. Bytes left after the
+    last record are never read by torch: a place to park data, so they are reported.
+    """
     res = walk(keys.data, 0, ctx.walk_limits)
     try:
         value = constant(res.value)
@@ -76,4 +84,49 @@ def _check_tail(
             return split_stream(
                 ctx, buf, member=None, expect=0, first_index=len(RECORDS), start=tail_start
             )
+        return []
+    main_walk = walk(main.data, 0, ctx.walk_limits)
+    if not main_walk.complete:
+        return []  # the scanner reports why the object pickle breaks off; sizes are unknown
+    declared = _declared_storages(main_walk.pids)
+    pos = tail_start
+    for key in value:
+        if key not in declared:
+            ctx.add("GG306", f"storage {key!r} is listed but no tensor refers to it", offset=pos)
+            return []
+        elem, numel = declared[key]
+        if pos + 8 > len(buf):
+            ctx.add("GG306", f"storage {key!r}: record runs past the end of the file", offset=pos)
+            return []
+        (count,) = struct.unpack_from("<q", buf, pos)
+        if count != numel:
+            ctx.add(
+                "GG306",
+                f"storage {key!r} holds {count} elements, the object pickle says {numel}",
+                offset=pos,
+            )
+            return []
+        pos += 8 + count * elem
+        if pos > len(buf):
+            ctx.add("GG306", f"storage {key!r}: data runs past the end of the file", offset=pos)
+            return []
+    if pos < len(buf):
+        ctx.add(
+            "GG112",
+            f"{len(buf) - pos} bytes after the last storage record; torch never reads them",
+            offset=pos,
+        )
     return []
+
+
+def _declared_storages(pids: list[object]) -> dict[str, tuple[int, int]]:
+    """storage key -> (element size, element count) from ``('storage', type, key, loc, numel, view)``."""
+    out: dict[str, tuple[int, int]] = {}
+    for pid in pids:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            continue
+        kind, key, numel = pid[1], pid[2], pid[4]
+        size = ELEMENT_SIZE.get(kind.name) if isinstance(kind, Global) else None
+        if size is not None and isinstance(key, str) and isinstance(numel, int) and numel >= 0:
+            out.setdefault(key, (size, numel))
+    return out

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, Format, PickleStream
-from gpenguard.scan.opcodes import IMPORT_OPS, DecodeError, Decoder
+from gpenguard.scan.opcodes import extent
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +31,9 @@ class Probe:
 
 def probe(buf: memoryview, start: int = 0, *, max_ops: int = 50_000_000) -> Probe:
     """Decode opcodes from `start` until STOP, an error or `max_ops`."""
-    dec = Decoder(buf, start)
-    ops = imports = 0
-    proto = None
-    try:
-        while ops < max_ops:
-            op = dec.next_op()
-            ops += 1
-            if op.name in IMPORT_OPS:
-                imports += 1
-            elif op.name == "PROTO" and ops == 1:
-                proto = op.arg if isinstance(op.arg, int) else None
-            if op.name == "STOP":
-                return Probe(op.end, ops, imports, proto)
-    except DecodeError:
-        pass
-    return Probe(None, ops, imports, proto)
+    end, ops, imports = extent(buf, start, max_ops=max_ops)
+    proto = buf[start + 1] if starts_with_proto(buf, start) else None
+    return Probe(end, ops, imports, proto)
 
 
 def starts_with_proto(buf: memoryview, start: int = 0) -> bool:

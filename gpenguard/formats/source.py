@@ -62,6 +62,23 @@ class Source:
         """Wrap bytes already in memory (nested archive members, tests)."""
         return cls(name, bytes(data))
 
+    def fileno(self) -> int | None:
+        """The descriptor of the mapped file (None for in-memory bytes), for identity checks."""
+        return self._fd
+
+    def advise(self, start: int, length: int, *, need: bool) -> None:
+        """Hint the kernel about a byte range of the mapping: read it ahead, or drop its pages.
+
+        Dropping is safe on this read-only shared mapping: a later touch re-reads the page
+        cache. It keeps peak memory flat while a large file is streamed once (hashing).
+        """
+        if not isinstance(self._data, mmap.mmap) or length <= 0 or start >= self.size:
+            return
+        page = start - start % mmap.PAGESIZE
+        advice = mmap.MADV_WILLNEED if need else mmap.MADV_DONTNEED
+        with contextlib.suppress(OSError, ValueError):
+            self._data.madvise(advice, page, min(length + start - page, self.size - page))
+
     def close(self) -> None:
         """Release the mapping; views taken from `buf` must not be used afterwards.
 

@@ -51,17 +51,20 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
             if m.name.startswith(prefix) and key and "/" not in key and key not in storages:
                 storages[key] = m
     npz_members = 0
-    storage_members = {id(m) for m in storages.values()}
+    storage_keys = {id(m): key for key, m in storages.items()}
+    inflated: dict[str, memoryview] = {}
     for m in files:
         try:
-            data = member_bytes(ctx, buf, m, check_crc=id(m) not in storage_members)
+            data = member_bytes(ctx, buf, m, check_crc=id(m) not in storage_keys)
         except ZipReadError as exc:
-            if not str(exc).startswith(("compression bound", "size mismatch")):
+            if not exc.reported:
                 ctx.add("GG212", f"member not inspected: {exc}", member=m.name)
             continue
         if is_npy(data):
             npz_members += 1
-        is_storage = id(m) in storage_members
+        is_storage = id(m) in storage_keys
+        if is_storage and m.info.compress_type != 0:
+            inflated[storage_keys[id(m)]] = data  # keep it: the reader must not inflate twice
         main = is_torch and m.name == f"{root}/data.pkl"
         found, kids = _members.inspect(
             ctx, m.name, data, storage=is_storage, main_pickle=main, torch_zip=is_torch
@@ -79,7 +82,7 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
         path=ctx.path,
         format=fmt,
         pickles=tuple(pickles),
-        storages=LazyStorages(ctx, buf, storages) if is_torch else {},
+        storages=LazyStorages(ctx, buf, storages, inflated) if is_torch else {},
         children=tuple(children),
         member=ctx.where,
         root=root if is_torch else None,

@@ -204,7 +204,8 @@ class StateDict:
         return sum(rec.nbytes for rec in self.tensors)
 
     @property
-    def parameter_count(self) -> int:
+    def element_count(self) -> int:
+        """Elements over all tensors, buffers included (nothing in a file says which is which)."""
         return sum(rec.numel for rec in self.tensors)
 
     def shared_groups(self) -> tuple[tuple[str, ...], ...]:
@@ -231,6 +232,25 @@ class StateDict:
             return self._buffers[rec.storage_key][start : start + rec.nbytes]
         return self.array(rec).reshape(-1).view(np.uint8).data
 
+    def iter_bytes(self, rec: TensorRecord, chunk: int = 8 * 2**20) -> Iterator[memoryview]:
+        """`tensor_bytes` in pieces of about `chunk` bytes, without ever holding all of a view.
+
+        Contiguous tensors are sliced from the mapping; a strided view is materialised a block
+        of leading-dimension rows at a time, so even a large transposed tensor costs one chunk.
+        """
+        if rec.nbytes == 0:
+            return
+        if rec.contiguous or not rec.shape:
+            data = self.tensor_bytes(rec)
+            for off in range(0, len(data), chunk):
+                yield data[off : off + chunk]
+            return
+        view = self._strided(rec)
+        row_bytes = rec.nbytes // rec.shape[0]
+        rows = max(1, chunk // max(row_bytes, 1))
+        for i in range(0, rec.shape[0], rows):
+            yield np.ascontiguousarray(view[i : i + rows]).reshape(-1).view(np.uint8).data
+
     def release(self, rec: TensorRecord) -> None:
         """Hand `rec`'s source pages back to the kernel: done with them, for now.
 
@@ -244,23 +264,30 @@ class StateDict:
 
     def array(self, rec: TensorRecord) -> np.ndarray[Any, np.dtype[Any]]:
         """`rec` as a C-contiguous numpy array of a same-width type (bf16 -> uint16, bool -> uint8)."""
-        dtype = DTYPES[rec.dtype]
-        buf = self._buffers[rec.storage_key]
         if rec.nbytes == 0:
-            return np.zeros(rec.shape, dtype=dtype.numpy)
+            return np.zeros(rec.shape, dtype=DTYPES[rec.dtype].numpy)
+        return np.ascontiguousarray(self._strided(rec))
+
+    def _strided(self, rec: TensorRecord) -> np.ndarray[Any, np.dtype[Any]]:
+        """A read-only numpy view of `rec` over the raw storage (no copy)."""
+        dtype = DTYPES[rec.dtype]
         start, end = rec.byte_span
-        elems = np.frombuffer(buf, dtype=dtype.numpy, count=(end - start) // dtype.itemsize, offset=start)
+        elems = np.frombuffer(
+            self._buffers[rec.storage_key],
+            dtype=dtype.numpy,
+            count=(end - start) // dtype.itemsize,
+            offset=start,
+        )
         if rec.contiguous:
             return elems[: rec.numel].reshape(rec.shape)
         # NOTE: `as_strided` trusts its arguments; read_tensors proved that every element it
         # can reach lies inside [start, end) of this storage before any record was handed out.
-        view = np.lib.stride_tricks.as_strided(
+        return np.lib.stride_tricks.as_strided(
             elems,
             shape=rec.shape,
-            strides=tuple(s * dtype.itemsize for s in rec.stride),
+            strides=tuple(st * dtype.itemsize for st in rec.stride),
             writeable=False,
         )
-        return np.ascontiguousarray(view)
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,7 +478,7 @@ class _Machine:
     def resolve(self, module: str, name: str) -> None:
         found = _GLOBALS.get((module, name))
         if found is None:
-            self.fail(f"global {module}.{name} is not on the weights-only allowlist")
+            self.fail(f"global {_name(module)}.{_name(name)} is not on the weights-only allowlist")
         self.push(found)
 
     def reduce(self) -> None:
@@ -470,8 +497,6 @@ class _Machine:
             if not all(isinstance(k, str) for k in state):
                 self.fail("BUILD state of an OrderedDict has non-string attribute names")
             target.state.update(state)
-            return
-        if isinstance(target, _Tensor) and state is None:
             return
         self.fail(f"BUILD on {_describe(target)} with {_describe(state)} is not allowed")
 
@@ -527,6 +552,10 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _name(text: str) -> str:
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
 def _show(value: Any, limit: int = 40) -> str:
     """A short, safe rendering of an untrusted value for a message (no deep or huge repr)."""
     if value is None or isinstance(value, bool | float):
@@ -535,8 +564,10 @@ def _show(value: Any, limit: int = 40) -> str:
         return str(value) if value.bit_length() <= 128 else f"<{value.bit_length()}-bit integer>"
     if isinstance(value, str | bytes):
         return repr(value[:limit]) + ("…" if len(value) > limit else "")
-    if isinstance(value, tuple) and len(value) <= 8 and all(
-        v is None or isinstance(v, int | str | bool) for v in value
+    if (
+        isinstance(value, tuple)
+        and len(value) <= 8
+        and all(v is None or isinstance(v, int | str | bool) for v in value)
     ):
         return "(" + ", ".join(_show(v, 16) for v in value) + ("," if len(value) == 1 else "") + ")"
     return _describe(value)
@@ -925,7 +956,9 @@ def _tensor(
     strides = _ints(m, stride, "tensor stride")
     if len(shape) != len(strides):
         m.fail(f"tensor size {_show(shape)} and stride {_show(strides)} differ in length")
-    return _Tensor(storage, _int(m, offset, "storage offset"), shape, strides, dtype or storage.dtype)
+    return _Tensor(
+        storage, _int(m, offset, "storage offset"), shape, strides, dtype or storage.dtype
+    )
 
 
 def _rebuild_tensor(m: _Machine, args: tuple[Any, ...]) -> _Tensor:
@@ -997,6 +1030,9 @@ def _build_globals() -> dict[tuple[str, str], _Builtin]:
     add("torch", "Size", call=_torch_size)
     for cls, dtype in _STORAGE_TYPES.items():
         add("torch", cls, storage_dtype=dtype)
+        if cls != "UntypedStorage":
+            # saved from a GPU by older torch; the location is ignored, the bytes are the same
+            add("torch.cuda", cls, storage_dtype=dtype)
     add("torch.storage", "UntypedStorage", storage_dtype="U8")  # how torch >= 2 names it
     for name, dtype in _V3_DTYPES.items():
         add("torch", name, dtype=dtype)
@@ -1080,6 +1116,15 @@ def read_tensors(
         buffers = _zip_buffers(container, storages)
     elif container.format is Format.TORCH_LEGACY:
         root, buffers = _read_legacy(container, lim, storages)
+    elif container.format is Format.SAFETENSORS:
+        raise ConversionError(
+            "the file is already safetensors; there is nothing to convert", path=path
+        )
+    elif container.format is Format.TORCH_TAR:
+        raise ConversionError(
+            "the pre-1.0 torch tar format is not read; re-save it with a current torch in a sandbox",
+            path=path,
+        )
     else:
         raise ConversionError(
             f"a {container.format} file holds no torch checkpoint to convert "
@@ -1194,7 +1239,9 @@ def _read_legacy(
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ConversionError("legacy storage-key list is not a list of strings", path=path)
     if container.legacy_tail is None:
-        raise ConversionError("legacy torch stream has no storage data after its pickles", path=path)
+        raise ConversionError(
+            "legacy torch stream has no storage data after its pickles", path=path
+        )
     tail = container.legacy_tail
     tail = tail if tail.format == "B" and tail.ndim == 1 else tail.cast("B")
 
@@ -1202,7 +1249,9 @@ def _read_legacy(
     pos = 0
     for key in keys:
         if key in buffers:
-            raise ConversionError(f"storage {_show(key)} is listed twice in the storage keys", path=path)
+            raise ConversionError(
+                f"storage {_show(key)} is listed twice in the storage keys", path=path
+            )
         rec = storages.get(key)
         if rec is None:
             raise ConversionError(
@@ -1268,7 +1317,9 @@ def _candidates_hint(node: Any) -> str:
         for k, v in node.items()
         if isinstance(v, dict) and any(isinstance(x, _Tensor) for x in v.values())
     ]
-    return f"; state_dicts found under: {', '.join(found)} (choose one with --select)" if found else ""
+    return (
+        f"; state_dicts found under: {', '.join(found)} (choose one with --select)" if found else ""
+    )
 
 
 def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorRecord:
@@ -1292,8 +1343,9 @@ def _record(name: str, t: _Tensor, storage: StorageRecord, path: str) -> TensorR
         requires_grad=t.requires_grad,
         parameter=t.parameter,
     )
-    start, end = rec.byte_span
-    if (numel and end > storage.nbytes) or start > storage.nbytes:
+    end = rec.byte_span[1]
+    # An empty tensor reads nothing, and torch keeps whatever offset a slice left it with.
+    if numel and end > storage.nbytes:
         raise ConversionError(
             f"tensor {_show(name)} (offset {_show(t.offset)}, size {_show(t.shape)}, stride "
             f"{_show(t.stride)}) reaches byte {_show(end)} of storage {_show(storage.key)}, "

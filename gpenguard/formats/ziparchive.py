@@ -1,15 +1,16 @@
 """Hardened zip reading, at least as permissive as torch's own reader (miniz).
 
-Python's `zipfile` parses the central directory well, but refuses to open members whose CRC
-is wrong or whose local header disagrees with the directory, while torch (miniz, CRC checks
-compiled out) loads them. Scanners that gave up there were bypassed (CVE-2025-10156,
-CVE-2025-1944/1945). So: `zipfile` reads the directory; the member bytes are located from
-the local header by hand, like miniz does, and every disagreement becomes a finding.
+Python's `zipfile` refuses to open members whose CRC is wrong or whose local header
+disagrees with the directory, while torch (miniz, CRC checks compiled out) loads them.
+Scanners that gave up there were bypassed (CVE-2025-10156, CVE-2025-1944/1945). So the
+directory is parsed by `zipdir` (as loosely as miniz), member bytes are located from the
+local header by hand, like miniz does, and every disagreement becomes a finding.
 """
 
 from __future__ import annotations
 
 import bz2
+import lzma
 import struct
 import zipfile
 import zlib
@@ -18,7 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from gpenguard.errors import FormatError
-from gpenguard.formats._context import Ctx, MemFile
+from gpenguard.formats._context import Ctx
+from gpenguard.formats.zipdir import DirectoryError, Entry, read_directory
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIG = b"PK\x03\x04"
@@ -30,7 +32,7 @@ class Member:
     """One zip entry as the central directory describes it, with its data located."""
 
     name: str
-    info: zipfile.ZipInfo
+    info: Entry
     data_offset: int | None
     """Where the (possibly compressed) bytes start in the file; None when unreadable."""
 
@@ -38,45 +40,45 @@ class Member:
 class ZipReadError(Exception):
     """A member's bytes cannot be produced (message says why)."""
 
+    def __init__(self, message: str, *, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported
+        """True when a finding already says why (bounds, size lies)."""
+
 
 def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
     """Parse the central directory and check every entry against its local header."""
-    try:
-        zf = zipfile.ZipFile(MemFile(buf))
-        infos = zf.infolist()
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        ValueError,
-        struct.error,
-        OSError,
-        NotImplementedError,
-        EOFError,
-    ) as exc:
-        raise FormatError(f"zip archive is corrupt: {exc}", path=_label(ctx)) from exc
     lim = ctx.limits
-    if len(infos) > lim.max_members:
+    try:
+        directory = read_directory(buf, max_entries=lim.max_members)
+    except DirectoryError as exc:
+        raise FormatError(f"zip archive is corrupt: {exc}", path=_label(ctx)) from exc
+    infos = list(directory.entries)
+    if directory.truncated:
         ctx.add(
             "GG204",
-            f"{len(infos)} members, more than {lim.max_members}; only the first {lim.max_members} inspected",
+            f"more than {lim.max_members} members; only the first {lim.max_members} inspected",
         )
-        infos = infos[: lim.max_members]
+    if directory.declared != len(infos) and not directory.truncated:
+        ctx.add(
+            "GG206",
+            f"the end record declares {directory.declared} entries, the directory holds {len(infos)}",
+        )
     ctx.budget.members += len(infos)
     if ctx.budget.members > lim.max_members * 4:
         ctx.add("GG204", f"nested archives hold more than {lim.max_members * 4} members in total")
         infos = []
-    first = min((i.header_offset for i in infos), default=0)
-    start_dir = getattr(zf, "start_dir", 0)
-    if (infos and first > 0) or (not infos and start_dir > 0):
-        ctx.add("GG208", f"{first or start_dir} bytes precede the first zip record", offset=0)
-    # torch compares raw name bytes; decoding every name the same way keeps that equality
+    first = min((i.header_offset for i in infos), default=directory.start)
+    if first > 0:
+        ctx.add("GG208", f"{first} bytes precede the first zip record", offset=0)
+    # torch compares raw name bytes; every name is decoded the same way to keep that equality
     # whatever the UTF-8 flag of each entry says (CVE-2025-1945 played on that flag).
-    names = [_raw_name(i).decode("utf-8", "surrogateescape") for i in infos]
-    for name, count in Counter(names).items():
+    for name, count in Counter(i.name for i in infos).items():
         if count > 1:
             ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
     members = []
-    for info, name in zip(infos, names, strict=True):
+    for info in infos:
+        name = info.name
         if _escapes(name):
             ctx.add(
                 "GG201",
@@ -100,15 +102,7 @@ def _escapes(name: str) -> bool:
     return ".." in norm.split("/")
 
 
-def _raw_name(info: zipfile.ZipInfo) -> bytes:
-    enc = "utf-8" if info.flag_bits & 0x800 else "cp437"
-    try:
-        return info.orig_filename.encode(enc)
-    except UnicodeEncodeError:
-        return info.orig_filename.encode("utf-8", "surrogateescape")
-
-
-def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo, name: str) -> int | None:
+def _locate(ctx: Ctx, buf: memoryview, info: Entry, name: str) -> int | None:
     """The data offset from the local header, as miniz computes it; anomalies are findings."""
     off = info.header_offset
     if off < 0 or off + _LOCAL.size > len(buf):
@@ -125,7 +119,7 @@ def _locate(ctx: Ctx, buf: memoryview, info: zipfile.ZipInfo, name: str) -> int 
         )
         return None
     local_name = bytes(buf[off + _LOCAL.size : off + _LOCAL.size + nlen])
-    if local_name != _raw_name(info):
+    if local_name != info.raw_name:
         ctx.add(
             "GG206",
             f"local header at byte {off} names the member {local_name[:80]!r}; the directory says {name!r}",
@@ -180,7 +174,7 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
                 f"member expands to {declared} bytes from {info.compress_size} (bounds: ratio {lim.max_compression_ratio:g}, total {lim.max_uncompressed_bytes})",
                 member=m.name,
             )
-            raise ZipReadError("compression bound")
+            raise ZipReadError("compression bound", reported=True)
         data = _inflate(method, raw, declared + 1)
         if len(data) != declared:
             ctx.add(
@@ -189,7 +183,7 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
                 member=m.name,
             )
             if len(data) > declared:
-                raise ZipReadError("size mismatch")
+                raise ZipReadError("size mismatch", reported=True)
         ctx.budget.uncompressed += len(data)
         out = memoryview(data)
     if check_crc and len(out) <= _CRC_CHECK_MAX and zlib.crc32(out) != info.CRC:
@@ -209,9 +203,15 @@ def _inflate(method: int, raw: memoryview, cap: int) -> bytes:
         if method == zipfile.ZIP_BZIP2:
             return bz2.BZ2Decompressor().decompress(raw, cap)
         if method == zipfile.ZIP_LZMA:
-            lz = zipfile.LZMADecompressor()  # type: ignore[attr-defined]
-            return bytes(lz.decompress(bytes(raw)))[:cap]
-    except (zlib.error, OSError, EOFError, ValueError) as exc:
+            # zip's LZMA: 2-byte version, 2-byte property size, properties, raw LZMA1 data
+            if len(raw) < 4:
+                raise ZipReadError("truncated LZMA header")
+            psize = int.from_bytes(raw[2:4], "little")
+            props = bytes(raw[4 : 4 + psize])
+            lzma_filter = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            dec = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter])
+            return dec.decompress(raw[4 + psize :], cap)
+    except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
         raise ZipReadError(f"corrupt compressed data: {exc}") from exc
     raise ZipReadError(f"unsupported compression method {method}")
 
@@ -219,11 +219,17 @@ def _inflate(method: int, raw: memoryview, cap: int) -> bytes:
 class LazyStorages(Mapping[str, memoryview]):
     """Storage key -> bytes; stored members are views, compressed ones inflate on first use."""
 
-    def __init__(self, ctx: Ctx, buf: memoryview, members: dict[str, Member]):
+    def __init__(
+        self,
+        ctx: Ctx,
+        buf: memoryview,
+        members: dict[str, Member],
+        ready: dict[str, memoryview] | None = None,
+    ):
         self._ctx = ctx
         self._buf = buf
         self._members = members
-        self._cache: dict[str, memoryview] = {}
+        self._cache: dict[str, memoryview] = dict(ready or {})
 
     def __getitem__(self, key: str) -> memoryview:
         if key in self._cache:
@@ -237,6 +243,10 @@ class LazyStorages(Mapping[str, memoryview]):
             ) from exc
         self._cache[key] = view
         return view
+
+    def nbytes(self, key: str) -> int:
+        """The storage's size as the directory declares it, without reading it."""
+        return self._members[key].info.file_size
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._members)

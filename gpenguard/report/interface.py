@@ -49,10 +49,7 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def location(member: str | None, offset: int | None) -> str | None:
-    """``member@offset`` as far as either is known; decimal, as ``python -m pickletools`` shows it."""
-    if member is None and offset is None:
-        return None
-    where = member or ""
-    if offset is not None:
-        where += f"@{offset}"
-    return where
+    """``member@offset`` (decimal, as ``python -m pickletools`` shows it), as far as known."""
+    if member is None:
+        return None if offset is None else f"offset {offset}"
+    return member if offset is None else f"{member}@{offset}"

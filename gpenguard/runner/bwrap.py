@@ -7,8 +7,10 @@ own user, pid, net, ipc, uts and cgroup namespaces (`--unshare-all`), no capabil
 session (no TIOCSTI into the caller's terminal), and dies with its parent.
 
 Differences from Docker, stated rather than hidden:
-- bubblewrap cannot mount a tmpfs ``noexec``; a tmpfs the spec wants noexec is mounted
-  read-only instead (fail closed: no scratch space rather than executable scratch space).
+- bubblewrap cannot mount a tmpfs ``noexec`` (nor is its /dev tmpfs noexec), so the job can
+  execute a file it wrote to /tmp. Such a program inherits everything that confines the job:
+  the seccomp filter, no_new_privs, no capabilities, the namespaces and limits (the escape
+  battery checks this). torch needs a writable temp dir at import, so /tmp stays writable.
 - Limits use a cgroup (pids, memory) when the caller may create one (root); otherwise rlimits:
   RLIMIT_NPROC (counted per host uid) and RLIMIT_AS, where an allocation past the limit raises
   MemoryError inside the job, which is reported as SandboxOOM.
@@ -114,10 +116,8 @@ def bwrap_argv(spec: SandboxSpec, runtime: HostRuntime, *, bwrap: str = "bwrap",
         argv += ["--perms", "1777"]
         if size is not None:
             argv += ["--size", size]
+        # NOTE: bwrap mounts tmpfs nosuid,nodev but cannot add noexec (see the module notes).
         argv += ["--tmpfs", path]
-        if "noexec" in flags:
-            # NOTE: bwrap has no noexec tmpfs; read-only keeps exec-from-scratch impossible.
-            argv += ["--remount-ro", path]
     for bind in spec.binds:
         argv += ["--ro-bind" if bind.read_only else "--bind", bind.source, bind.target]
     # Last: the root itself (a tmpfs bwrap made) becomes read-only, like Docker's read_only.
@@ -265,7 +265,7 @@ class BwrapBackend:
                 preexec_fn=limits.enter,
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # the latter: limits could not be set
             limits.cleanup()
             raise SandboxError(f"cannot start bubblewrap: {exc}") from exc
         finally:

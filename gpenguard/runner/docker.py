@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from gpenguard.errors import SandboxError, SandboxOOM, SandboxTimeout
@@ -112,8 +113,11 @@ class DockerBackend:
         return self._engine
 
     def output_owner(self, user: tuple[int, int]) -> tuple[int, int]:
-        """The host uid/gid the container writes as: its own user (no userns-remap assumed)."""
-        return user
+        """The host uid/gid the container user writes as: itself, or shifted by userns-remap."""
+        security = self.engine.info().get("SecurityOptions") or ()
+        if not any("name=userns" in str(option) for option in security):
+            return user
+        return remapped_owner(user, _read("/etc/docker/daemon.json"), _read("/etc/subuid"), _read("/etc/subgid"))
 
     def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
         import docker.errors
@@ -167,6 +171,37 @@ class DockerBackend:
             stderr_tail=tail(stderr),
             duration_s=duration,
         )
+
+
+def remapped_owner(user: tuple[int, int], daemon_json: str, subuid: str, subgid: str) -> tuple[int, int]:
+    """Where uid/gid `user` of a container lands on the host under dockerd's ``userns-remap``.
+
+    The remap user is named in daemon.json (``default`` means ``dockremap``); its first range in
+    /etc/subuid and /etc/subgid is the shift. Anything unclear is an error, not a guess.
+    """
+    import json
+
+    try:
+        name = str(json.loads(daemon_json or "{}").get("userns-remap") or "")
+    except ValueError as exc:
+        raise SandboxError(f"cannot read the engine's userns-remap setting: {exc}", path="/etc/docker/daemon.json") from exc
+    name = "dockremap" if name in {"", "default"} else name.split(":", 1)[0]
+
+    def base(text: str, path: str) -> int:
+        for line in text.splitlines():
+            parts = line.strip().split(":")
+            if len(parts) == 3 and parts[0] == name and parts[1].isdigit():
+                return int(parts[1])
+        raise SandboxError(f"userns-remap user {name!r} has no range", path=path)
+
+    return base(subuid, "/etc/subuid") + user[0], base(subgid, "/etc/subgid") + user[1]
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 class _Collector:

@@ -6,6 +6,7 @@ bubblewrap argv), so what the sandbox allows is decided here, once, and tested a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -238,8 +239,8 @@ def validate_spec(spec: SandboxSpec) -> None:
         raise SandboxError("the sandbox refuses to run as root (uid or gid 0)")
     if spec.ipc_mode != "private":
         raise SandboxError(f"IPC namespace must be private, got {spec.ipc_mode!r}")
-    if spec.seccomp is not None and "unconfined" in spec.seccomp[:64]:
-        raise SandboxError("seccomp must not be unconfined")
+    if spec.seccomp is not None:
+        _check_seccomp(spec.seccomp)
     for path, options in spec.tmpfs:
         flags = set(options.split(","))
         if not {"noexec", "nosuid", "nodev"} <= flags:
@@ -253,6 +254,17 @@ def validate_spec(spec: SandboxSpec) -> None:
             raise SandboxError(f"mount target {bind.target} is outside /weights, /in and /out")
         if not bind.read_only and bind.target != OUTPUT_DIR:
             raise SandboxError(f"only {OUTPUT_DIR} may be writable, not {bind.target}")
+
+
+def _check_seccomp(profile: str) -> None:
+    """A profile must be JSON whose default denies; an allow-by-default list is no sandbox."""
+    try:
+        parsed = json.loads(profile)
+    except ValueError as exc:
+        raise SandboxError(f"seccomp profile is not JSON (unconfined is never allowed): {exc}") from exc
+    default = parsed.get("defaultAction") if isinstance(parsed, dict) else None
+    if default not in {"SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP"}:
+        raise SandboxError(f"seccomp profile must deny by default, not {default!r}")
 
 
 def check_mount_source(source: str) -> None:

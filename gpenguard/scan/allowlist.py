@@ -22,6 +22,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from gpenguard.policy import Policy
+from gpenguard.scan._nn_modules import STOCK_NN_MODULES
 from gpenguard.scan.findings import Severity
 
 
@@ -58,14 +59,38 @@ _PLAIN: dict[str, str] = {
     "torch._utils._rebuild_tensor_v2": "rebuilds a tensor view over a storage read from the archive",
     "torch._utils._rebuild_parameter": "wraps a rebuilt tensor as nn.Parameter",
     "collections.OrderedDict": "the container of every state_dict",
+    "torch.storage.UntypedStorage": "byte storage, used for dtypes without a typed storage class (float8, uint16)",
+    "torch.storage.TypedStorage": "typed storage wrapper; names a dtype only",
     **{
         f"torch.{n}": "typed storage class; names the dtype of raw storage bytes"
         for n in _STORAGE_NAMES
     },
+    **{
+        f"torch.cuda.{n}": "storage class of a tensor saved from a GPU (legacy files); names a dtype only"
+        for n in _STORAGE_NAMES
+        if n != "UntypedStorage"
+    },
 }
+
+_ACTIVATIONS = (
+    "relu", "gelu", "silu", "elu", "selu", "celu", "leaky_relu", "tanh", "sigmoid", "softmax",
+    "log_softmax", "glu", "hardswish", "hardsigmoid", "mish", "softplus", "relu6",
+)  # fmt: skip
+
+_NUMPY_RNG = (
+    "numpy.random._pcg64.PCG64", "numpy.random._pcg64.PCG64DXSM", "numpy.random._mt19937.MT19937",
+    "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
+    "numpy.random.bit_generator.SeedSequence",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+)  # fmt: skip
 
 _DEFAULT: dict[str, str] = {
     **_PLAIN,
+    **{
+        f"torch.nn.functional.{n}": "activation function kept as an attribute by stock layers (pure tensor math)"
+        for n in _ACTIVATIONS
+    },
+    **dict.fromkeys(_NUMPY_RNG, "numpy random-generator state (bit generator rebuilt from its saved state)"),
     "torch._utils._rebuild_tensor": "pre-1.x tensor rebuild over a storage",
     "torch._utils._rebuild_tensor_v3": "tensor rebuild with an explicit dtype",
     "torch._utils._rebuild_parameter_with_state": "nn.Parameter with extra Python state",
@@ -287,6 +312,8 @@ _DANGEROUS_NAMES = frozenset(
         "torch.from_file",
         "torch.classes",
         "torch.ops",
+        "torch.storage._load_from_bytes",
+        "torch._weights_only_unpickler.load",
         "numpy.load",
         "numpy.save",
         "numpy.fromfile",
@@ -319,10 +346,47 @@ def normalize(module: str, name: str) -> str:
     return f"{module}.{name}"
 
 
+# Attribute names that reach interpreter internals from any object (namespace escapes).
+_DUNDER_ESCAPES = frozenset(
+    [
+        "__builtins__",
+        "__globals__",
+        "__dict__",
+        "__class__",
+        "__subclasses__",
+        "__bases__",
+        "__mro__",
+        "__getattribute__",
+        "__getattr__",
+        "__setattr__",
+        "__delattr__",
+        "__import__",
+        "__loader__",
+        "__spec__",
+        "__code__",
+        "__closure__",
+        "__func__",
+        "__self__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__setstate__",
+        "__init__",
+        "__new__",
+        "__call__",
+        "__getitem__",
+        "__setitem__",
+        "__module__",
+    ]
+)
+
+
 def is_dangerous(qualname: str) -> bool:
+    """Known to run code or reach the OS: a listed module or name, or a dunder escape."""
     if qualname in _DANGEROUS_NAMES:
         return True
     parts = qualname.split(".")
+    if any(p in _DUNDER_ESCAPES for p in parts):
+        return True
     for i in range(1, len(parts) + 1):
         prefix = ".".join(parts[:i])
         if prefix in _DANGEROUS_MODULES:
@@ -333,9 +397,10 @@ def is_dangerous(qualname: str) -> bool:
 
 
 def _matches(qualname: str, pattern: str) -> bool:
+    """``a.b.c`` matches ``a.b.c``, ``a.b.*`` and ``a.b`` (a module denies all it holds)."""
     if pattern.endswith(".*"):
         return qualname.startswith(pattern[:-1])
-    return qualname == pattern
+    return qualname == pattern or qualname.startswith(pattern + ".")
 
 
 def reason_allowed(qualname: str, module: str, name: str, profile: Profile) -> str | None:
@@ -360,6 +425,8 @@ def _is_stock_nn_module(module: str, name: str) -> bool:
         return False
     if not _IDENT.match(name) or name.startswith("_"):
         return False
+    if f"{module}.{name}" in STOCK_NN_MODULES:
+        return True
     try:
         import torch
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -12,13 +13,19 @@ from gpenguard import __version__
 from gpenguard.errors import GpenguardError, InputError
 from gpenguard.formats.container import Container, Limits, PickleStream, read_container
 from gpenguard.formats.source import Source
+from gpenguard.formats.tar import ELEMENT_SIZE
+from gpenguard.formats.ziparchive import LazyStorages
 from gpenguard.policy import Policy
 from gpenguard.scan.allowlist import judge, normalize
-from gpenguard.scan.findings import FileReport, Finding, ScanReport, Verdict
+from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.scan.rules import RULES, finding
-from gpenguard.scan.walker import Global, WalkLimits, render, walk
+from gpenguard.scan.walker import Global, WalkLimits, WalkResult, render, walk
+from gpenguard.trust.hashing import hash_source
 
 # Findings of these rules mean part of the file was not looked at.
+_MAX_IMPORT_FINDINGS = 200
+"""Distinct refused imports listed per pickle; beyond it, one summary finding."""
+
 _NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"})
 
 
@@ -38,8 +45,18 @@ def analyse_stream(
     stream: PickleStream, *, path: str, policy: Policy, limits: Limits
 ) -> tuple[list[Finding], list[str]]:
     """Findings for one pickle program, and every import it makes (normalised names)."""
-    res = walk(stream.data, 0, _walk_limits(limits))
+    findings, seen, _res = _analyse_stream(stream, path=path, policy=policy, limits=limits)
+    return findings, seen
+
+
+def _analyse_stream(
+    stream: PickleStream, *, path: str, policy: Policy, limits: Limits
+) -> tuple[list[Finding], list[str], WalkResult | None]:
     base = stream.offset
+    if len(stream.data) > limits.max_pickle_bytes:
+        msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
+        return [finding("GG115", msg, path=path, member=stream.member, offset=base)], [], None
+    res = walk(stream.data, 0, _walk_limits(limits))
     out: list[Finding] = [
         finding(
             p.rule_id,
@@ -59,10 +76,15 @@ def analyse_stream(
         if name not in by_name:
             seen.append(name)
         by_name.setdefault(name, []).append(g)
+    refused = 0
     for name, uses in by_name.items():
         first = uses[0]
         verdict = judge(first.module, first.name, policy)
         if verdict is None:
+            continue
+        refused += 1
+        if refused > _MAX_IMPORT_FINDINGS:
+            # Still blocks (the worst one is listed); thousands of distinct names add nothing.
             continue
         called = next((g for g in uses if g.first_call is not None), None)
         raw = f"{first.module}.{first.name}"
@@ -82,7 +104,63 @@ def analyse_stream(
                 severity=verdict.severity,
             )
         )
-    return out, seen
+    if refused > _MAX_IMPORT_FINDINGS:
+        worst = max((f for f in out if f.global_name), key=lambda f: f.severity)
+        note = f"{refused - _MAX_IMPORT_FINDINGS} more refused imports not listed; the first {_MAX_IMPORT_FINDINGS} are"
+        out.append(
+            finding(
+                worst.rule_id,
+                note,
+                path=path,
+                member=stream.member,
+                offset=base,
+                severity=worst.severity,
+            )
+        )
+    return out, seen, res
+
+
+def _check_storages(box: Container, stream: PickleStream, res: WalkResult) -> list[Finding]:
+    """Persistent ids of a torch zip's data.pkl against its ``data/<key>`` records."""
+    if not isinstance(box.storages, LazyStorages):
+        return []
+    storages = box.storages
+    out: list[Finding] = []
+    referenced: set[str] = set()
+    for pid in res.pids:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            continue
+        kind, key, numel = pid[1], pid[2], pid[4]
+        if not isinstance(key, str):
+            continue
+        referenced.add(key)
+        if key not in storages:
+            msg = f"the pickle refers to storage {key!r}, which the archive lacks"
+            out.append(
+                finding("GG307", msg, path=box.path, member=stream.member, offset=stream.offset)
+            )
+            continue
+        size = ELEMENT_SIZE.get(kind.name) if isinstance(kind, Global) else None
+        if size is not None and isinstance(numel, int) and numel * size != storages.nbytes(key):
+            msg = f"storage {key!r} holds {storages.nbytes(key)} bytes; the pickle expects {numel} x {size}"
+            out.append(
+                finding("GG307", msg, path=box.path, member=stream.member, offset=stream.offset)
+            )
+    if not res.complete:
+        return out  # a walk cut short has not seen every reference
+    prefix = f"{box.member}!" if box.member else ""
+    out.extend(
+        finding(
+            "GG307",
+            "storage record no tensor refers to (data torch never reads)",
+            path=box.path,
+            member=f"{prefix}{box.root}/data/{key}",
+            offset=0,
+            severity=Severity.LOW,
+        )
+        for key in sorted(set(storages) - referenced)[:100]
+    )
+    return out
 
 
 def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Finding], list[str]]:
@@ -92,14 +170,25 @@ def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Fin
     for sub in _containers(box):
         findings.extend(sub.findings)
         for stream in sub.pickles:
-            found, names = analyse_stream(stream, path=box.path, policy=policy, limits=limits)
+            found, names, res = _analyse_stream(stream, path=box.path, policy=policy, limits=limits)
             findings.extend(found)
             seen.update(dict.fromkeys(names))
+            main = f"{sub.root}/data.pkl" if sub.root is not None else None
+            if (
+                res is not None
+                and main
+                and stream.index == 0
+                and (stream.member or "").endswith(main)
+            ):
+                findings.extend(_check_storages(sub, stream, res))
     return findings, list(seen)
 
 
 def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
-    return Verdict.BLOCK if any(f.severity >= policy.fail_on for f in findings) else Verdict.PASS
+    """BLOCK at the policy's threshold, and always when part of the file went unchecked."""
+    if any(f.severity >= policy.fail_on or f.rule_id in _NOT_CHECKED_RULES for f in findings):
+        return Verdict.BLOCK
+    return Verdict.PASS
 
 
 def scan_source(
@@ -122,6 +211,9 @@ def scan_source(
             size=source.size,
             error="structure nests too deeply to analyse",
         )
+    except Exception as exc:  # a scanner bug must fail closed, never read as clean
+        why = f"internal scanner error ({type(exc).__name__}: {exc}); the file was not checked"
+        return FileReport(path=source.name, verdict=Verdict.ERROR, size=source.size, error=why)
     not_checked = tuple(
         f"{f.member + ': ' if f.member else ''}{f.message}"
         for f in findings
@@ -146,8 +238,8 @@ def scan_file(path: str, policy: Policy | None = None, limits: Limits | None = N
         return FileReport(path=path, verdict=Verdict.ERROR, error=exc.message)
     with src:
         report = scan_source(src, policy=policy, limits=limits)
-        digest = hashlib.sha256(src.buf).hexdigest()
-    return _with(report, sha256=digest, size=src.size)
+        digest = hash_source(src)  # the same mapping, streamed with flat memory
+    return _with(report, sha256=digest.sha256, size=digest.size)
 
 
 def _with(report: FileReport, **changes: object) -> FileReport:
@@ -161,12 +253,32 @@ def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
-            out.extend(str(f) for f in sorted(walker) if f.is_file())
+        if path.is_dir() and recursive:
+            # os.walk does not follow directory symlinks, so a link loop cannot recurse forever
+            found = [Path(d) / n for d, _subdirs, names in os.walk(path) for n in names]
+            out.extend(str(f) for f in sorted(found) if f.is_file())
+        elif path.is_dir():
+            out.extend(str(f) for f in sorted(path.iterdir()) if f.is_file())
         else:
             out.append(str(path))
     return out
+
+
+_POOL_MIN_BYTES = 32 * 2**20
+
+
+def _auto_workers(files: Sequence[str]) -> int:
+    """One process per core for real work; inline when a pool would cost more than it saves.
+
+    Starting workers costs about a second; a directory of small files scans faster inline.
+    """
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += Path(f).stat().st_size
+    if len(files) < 2 or total < _POOL_MIN_BYTES:
+        return 1
+    return min(len(files), os.cpu_count() or 1)
 
 
 def scan_paths(
@@ -182,7 +294,7 @@ def scan_paths(
     policy = policy or Policy()
     limits = limits or Limits()
     files = expand(paths, recursive=recursive)
-    workers = jobs if jobs is not None else min(len(files), os.cpu_count() or 1)
+    workers = jobs if jobs is not None else _auto_workers(files)
     reports: list[FileReport | None] = [None] * len(files)
     if workers <= 1 or len(files) <= 1:
         for i, f in enumerate(files):
@@ -190,7 +302,11 @@ def scan_paths(
             if on_file is not None:
                 on_file(reports[i])  # type: ignore[arg-type]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # forkserver: workers never inherit the caller's threads or locks (a forked copy of a
+        # multi-threaded parent can deadlock), and start far faster than spawned interpreters.
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
+        ) as pool:
             futures = {pool.submit(scan_file, f, policy, limits): i for i, f in enumerate(files)}
             for fut in as_completed(futures):
                 i = futures[fut]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import pickletools
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 MAX_INLINE = 1 << 20
@@ -43,36 +43,27 @@ class Blob:
         return f"<{kind} of {self.length} bytes at offset {self.offset}>"
 
 
-@dataclass(frozen=True, slots=True)
 class Op:
     """One decoded opcode: its name, argument, and where it starts and ends."""
 
-    name: str
-    arg: object
-    offset: int
-    end: int
+    __slots__ = ("arg", "end", "name", "offset")
+
+    def __init__(self, name: str, arg: object, offset: int, end: int):
+        self.name = name
+        self.arg = arg
+        self.offset = offset
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"Op({self.name}, {self.arg!r}, {self.offset})"
 
 
-# opcode byte -> (name, argument kind)
-_TABLE: dict[int, tuple[str, str | None]] = {
-    ord(op.code.encode("latin-1")): (op.name, op.arg.name if op.arg is not None else None)
-    for op in pickletools.opcodes
-}
-
-OPCODE_BYTES = frozenset(_TABLE)
-IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"})
-
+_U1 = struct.Struct("<B")
 _U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
 _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
 _F8 = struct.Struct(">d")
-
-
-def opcode_name(byte: int) -> str | None:
-    """The pickle opcode a byte stands for, or None when it is none."""
-    entry = _TABLE.get(byte)
-    return entry[0] if entry else None
 
 
 class Decoder:
@@ -95,25 +86,94 @@ class Decoder:
         start = self.pos
         if start >= self.end:
             raise DecodeError(start, "pickle ends without STOP", truncated=True)
-        code = self.buf[start]
-        entry = _TABLE.get(code)
+        entry = _TABLE.get(self.buf[start])
         if entry is None:
-            raise DecodeError(start, f"unknown opcode 0x{code:02x}")
-        name, kind = entry
+            raise DecodeError(start, f"unknown opcode 0x{self.buf[start]:02x}")
+        name, reader = entry
         self.pos = start + 1
-        arg = self._read_arg(kind, name, start) if kind is not None else None
+        arg = reader(self, start, name) if reader is not None else None
         return Op(name, arg, start, self.pos)
 
-    # -- argument readers ------------------------------------------------------------------
+    # -- argument readers, one per pickletools argument kind ----------------------------------
 
-    def _take(self, n: int, at: int) -> memoryview:
+    def _need(self, n: int, at: int) -> int:
+        pos = self.pos
         if n < 0:
             raise DecodeError(at, f"negative length {n}")
-        if self.pos + n > self.end:
+        if pos + n > self.end:
             raise DecodeError(at, f"argument of {n} bytes runs past the end", truncated=True)
-        view = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return view
+        self.pos = pos + n
+        return pos
+
+    def _fixed(self, fmt: struct.Struct, at: int) -> object:
+        value: object = fmt.unpack_from(self.buf, self._need(fmt.size, at))[0]
+        return value
+
+    def _uint1(self, at: int, name: str) -> int:
+        return int(self.buf[self._need(1, at)])
+
+    def _uint2(self, at: int, name: str) -> object:
+        return self._fixed(_U2, at)
+
+    def _int4(self, at: int, name: str) -> object:
+        return self._fixed(_I4, at)
+
+    def _uint4(self, at: int, name: str) -> object:
+        return self._fixed(_U4, at)
+
+    def _uint8(self, at: int, name: str) -> object:
+        return self._fixed(_U8, at)
+
+    def _float8(self, at: int, name: str) -> object:
+        return self._fixed(_F8, at)
+
+    def _long(self, n: int, at: int) -> int:
+        if n > MAX_INLINE:
+            raise DecodeError(at, f"integer of {n} bytes")
+        pos = self._need(n, at)
+        return int.from_bytes(self.buf[pos : pos + n], "little", signed=True)
+
+    def _long1(self, at: int, name: str) -> int:
+        return self._long(self._uint1(at, name), at)
+
+    def _long4(self, at: int, name: str) -> int:
+        return self._long(int(_I4.unpack_from(self.buf, self._need(4, at))[0]), at)
+
+    def _sized(self, n: int, at: int, *, text: bool) -> object:
+        pos = self._need(n, at)
+        if n > MAX_INLINE:
+            return Blob(pos, n, text)
+        raw = self.buf[pos : pos + n]
+        if text:
+            try:
+                return str(raw, "utf-8", "surrogatepass")
+            except UnicodeDecodeError as exc:
+                raise DecodeError(at, f"invalid UTF-8 in string: {exc.reason}") from None
+        return raw.tobytes()
+
+    def _len(self, fmt: struct.Struct, at: int) -> int:
+        return int(fmt.unpack_from(self.buf, self._need(fmt.size, at))[0])
+
+    def _text1(self, at: int, name: str) -> object:
+        return self._sized(self._uint1(at, name), at, text=True)
+
+    def _bytes1(self, at: int, name: str) -> object:
+        return self._sized(self._uint1(at, name), at, text=False)
+
+    def _string4(self, at: int, name: str) -> object:
+        return self._sized(self._len(_I4, at), at, text=True)
+
+    def _text4(self, at: int, name: str) -> object:
+        return self._sized(self._len(_U4, at), at, text=True)
+
+    def _bytes4(self, at: int, name: str) -> object:
+        return self._sized(self._len(_U4, at), at, text=False)
+
+    def _text8(self, at: int, name: str) -> object:
+        return self._sized(self._len(_U8, at), at, text=True)
+
+    def _bytes8(self, at: int, name: str) -> object:
+        return self._sized(self._len(_U8, at), at, text=False)
 
     def _line(self, at: int) -> bytes:
         chunk = 256
@@ -130,76 +190,65 @@ class Decoder:
                 raise DecodeError(at, f"line argument longer than {_MAX_LINE} bytes")
             chunk *= 4
 
-    def _sized(self, n: int, at: int, *, text: bool) -> object:
-        if n > MAX_INLINE:
-            offset = self.pos
-            self._take(n, at)
-            return Blob(offset, n, text)
-        raw = self._take(n, at)
-        if text:
-            try:
-                return str(raw, "utf-8", "surrogatepass")
-            except UnicodeDecodeError as exc:
-                raise DecodeError(at, f"invalid UTF-8 in string: {exc.reason}") from None
-        return raw.tobytes()
+    def _decimal_short(self, at: int, name: str) -> object:
+        return _parse_int(self._line(at), at, allow_bool=name == "INT")
 
-    def _read_arg(self, kind: str, name: str, at: int) -> object:
-        if kind == "uint1":
-            return int(self._take(1, at)[0])
-        if kind == "uint2":
-            return int(_U2.unpack(self._take(2, at))[0])
-        if kind == "int4":
-            return int(_I4.unpack(self._take(4, at))[0])
-        if kind == "uint4":
-            return int(_U4.unpack(self._take(4, at))[0])
-        if kind == "uint8":
-            return int(_U8.unpack(self._take(8, at))[0])
-        if kind == "float8":
-            return float(_F8.unpack(self._take(8, at))[0])
-        if kind == "long1":
-            n = self._take(1, at)[0]
-            return int.from_bytes(self._take(n, at), "little", signed=True)
-        if kind == "long4":
-            n = int(_I4.unpack(self._take(4, at))[0])
-            if n > MAX_INLINE:
-                raise DecodeError(at, f"LONG4 of {n} bytes")
-            return int.from_bytes(self._take(n, at), "little", signed=True)
-        if kind in ("string1", "bytes1", "unicodestring1"):
-            n = self._take(1, at)[0]
-            return self._sized(n, at, text=kind != "bytes1")
-        if kind in ("string4", "bytes4", "unicodestring4"):
-            n = int((_I4 if kind == "string4" else _U4).unpack(self._take(4, at))[0])
-            return self._sized(n, at, text=kind != "bytes4")
-        if kind in ("bytes8", "bytearray8", "unicodestring8"):
-            n = int(_U8.unpack(self._take(8, at))[0])
-            return self._sized(n, at, text=kind == "unicodestring8")
+    def _decimal_long(self, at: int, name: str) -> object:
         line = self._line(at)
-        if kind == "decimalnl_short":
-            return _parse_int(line, at, allow_bool=name == "INT")
-        if kind == "decimalnl_long":
-            return _parse_int(line[:-1] if line.endswith(b"L") else line, at, allow_bool=False)
-        if kind == "floatnl":
-            try:
-                return float(line)
-            except ValueError:
-                raise DecodeError(at, f"bad float {line[:40]!r}") from None
-        if kind == "stringnl":
-            return _parse_quoted(line, at)
-        if kind == "stringnl_noescape":
-            return line.decode("latin-1")
-        if kind == "unicodestringnl":
-            try:
-                return codecs.decode(line, "raw-unicode-escape")
-            except UnicodeDecodeError as exc:
-                raise DecodeError(at, f"bad UNICODE argument: {exc.reason}") from None
-        if kind == "stringnl_noescape_pair":
-            first = line
-            second = self._line(at)
-            try:
-                return (first.decode("utf-8"), second.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise DecodeError(at, "import name is not UTF-8") from None
-        raise DecodeError(at, f"unsupported argument kind {kind}")  # pragma: no cover
+        return _parse_int(line[:-1] if line.endswith(b"L") else line, at, allow_bool=False)
+
+    def _floatnl(self, at: int, name: str) -> object:
+        line = self._line(at)
+        try:
+            return float(line)
+        except ValueError:
+            raise DecodeError(at, f"bad float {line[:40]!r}") from None
+
+    def _stringnl(self, at: int, name: str) -> object:
+        return _parse_quoted(self._line(at), at)
+
+    def _stringnl_noescape(self, at: int, name: str) -> object:
+        return self._line(at).decode("latin-1")
+
+    def _unicodenl(self, at: int, name: str) -> object:
+        line = self._line(at)
+        try:
+            return codecs.decode(line, "raw-unicode-escape")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(at, f"bad UNICODE argument: {exc.reason}") from None
+
+    def _pair(self, at: int, name: str) -> object:
+        first = self._line(at)
+        second = self._line(at)
+        try:
+            return (first.decode("utf-8"), second.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise DecodeError(at, "import name is not UTF-8") from None
+
+
+_Reader = Callable[[Decoder, int, str], object]
+
+_READERS: dict[str, _Reader] = {
+    "uint1": Decoder._uint1, "uint2": Decoder._uint2, "int4": Decoder._int4,
+    "uint4": Decoder._uint4, "uint8": Decoder._uint8, "float8": Decoder._float8,
+    "long1": Decoder._long1, "long4": Decoder._long4,
+    "string1": Decoder._text1, "unicodestring1": Decoder._text1, "bytes1": Decoder._bytes1,
+    "string4": Decoder._string4, "unicodestring4": Decoder._text4, "bytes4": Decoder._bytes4,
+    "unicodestring8": Decoder._text8, "bytes8": Decoder._bytes8, "bytearray8": Decoder._bytes8,
+    "decimalnl_short": Decoder._decimal_short, "decimalnl_long": Decoder._decimal_long,
+    "floatnl": Decoder._floatnl, "stringnl": Decoder._stringnl,
+    "stringnl_noescape": Decoder._stringnl_noescape, "unicodestringnl": Decoder._unicodenl,
+    "stringnl_noescape_pair": Decoder._pair,
+}  # fmt: skip
+
+# opcode byte -> (name, argument reader); the table itself comes from the stdlib
+_TABLE: dict[int, tuple[str, _Reader | None]] = {
+    ord(op.code.encode("latin-1")): (op.name, _READERS[op.arg.name] if op.arg is not None else None)
+    for op in pickletools.opcodes
+}
+
+OPCODE_BYTES = frozenset(_TABLE)
+IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"})
 
 
 def _parse_int(line: bytes, at: int, *, allow_bool: bool) -> int | bool:
@@ -223,17 +272,67 @@ def _parse_quoted(line: bytes, at: int) -> str:
     raise DecodeError(at, "STRING argument is not quoted")
 
 
-def skim(buf: memoryview, start: int = 0, *, max_ops: int | None = None) -> int:
-    """Return the offset just after the STOP of the pickle at `start`, or raise DecodeError.
+# argument kind -> (prefix bytes, struct of the length prefix or None for a fixed size)
+_FIXED = {"uint1": 1, "uint2": 2, "int4": 4, "uint4": 4, "uint8": 8, "float8": 8}
+_PREFIXED = {
+    "long1": _U1, "string1": _U1, "bytes1": _U1,
+    "unicodestring1": _U1, "long4": _I4, "string4": _I4, "bytes4": _U4,
+    "unicodestring4": _U4, "bytes8": _U8, "bytearray8": _U8, "unicodestring8": _U8,
+}  # fmt: skip
+_SKIP: dict[int, tuple[bool, int, struct.Struct | None]] = {}
+for _op in pickletools.opcodes:
+    _kind = _op.arg.name if _op.arg is not None else None
+    _code = ord(_op.code.encode("latin-1"))
+    if _kind is None:
+        _SKIP[_code] = (False, 0, None)
+    elif _kind in _FIXED:
+        _SKIP[_code] = (False, _FIXED[_kind], None)
+    elif _kind in _PREFIXED:
+        _SKIP[_code] = (False, 0, _PREFIXED[_kind])
+    else:
+        _SKIP[_code] = (True, 0, None)  # newline-terminated: let the full decoder check it
+_IMPORT_CODES = frozenset(c for c, (n, _r) in _TABLE.items() if n in IMPORT_OPS)
+_STOP = ord(".")
 
-    Only decodes; the stack is not modelled. Used to find where one pickle of a stream ends.
+
+def extent(buf: memoryview, start: int = 0, *, max_ops: int) -> tuple[int | None, int, int]:
+    """Where the pickle at `start` ends, decoding only lengths: (end or None, ops, imports).
+
+    A fast path for locating pickles in a stream; arguments are skipped, not built.
     """
-    dec = Decoder(buf, start)
-    count = 0
-    while True:
-        op = dec.next_op()
-        count += 1
-        if max_ops is not None and count > max_ops:
-            raise DecodeError(op.offset, f"more than {max_ops} opcodes")
-        if op.name == "STOP":
-            return op.end
+    pos = start
+    size = len(buf)
+    ops = imports = 0
+    skip = _SKIP
+    while ops < max_ops:
+        if pos >= size:
+            return None, ops, imports
+        code = buf[pos]
+        entry = skip.get(code)
+        if entry is None:
+            return None, ops, imports
+        ops += 1
+        if code in _IMPORT_CODES:
+            imports += 1
+        line, fixed, prefix = entry
+        if line:
+            dec = Decoder(buf, pos)
+            try:
+                dec.next_op()
+            except DecodeError:
+                return None, ops, imports
+            pos = dec.pos
+            continue
+        pos += 1 + fixed
+        if prefix is not None:
+            if pos + prefix.size > size:
+                return None, ops, imports
+            n = int(prefix.unpack_from(buf, pos)[0])
+            if n < 0:
+                return None, ops, imports
+            pos += prefix.size + n
+        if pos > size:
+            return None, ops, imports
+        if code == _STOP:
+            return pos, ops, imports
+    return None, ops, imports

@@ -223,6 +223,12 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         _H,
         "The legacy torch record structure could not be followed; later pickles may be missed.",
     ),
+    (
+        "GG307",
+        "storage-mismatch",
+        _M,
+        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages).",
+    ),
 )
 
 RULES: dict[str, Rule] = {rid: Rule(rid, name, desc, sev) for rid, name, sev, desc in _TABLE}

@@ -125,6 +125,8 @@ class WalkResult:
     opcodes: int = 0
     protocol: int | None = None
     persistent_ids: int = 0
+    pids: list[object] = field(default_factory=list)
+    """The persistent ids themselves (stand-ins), for readers that follow storage records."""
 
     @property
     def complete(self) -> bool:
@@ -139,6 +141,9 @@ class WalkLimits:
     max_memo: int = 10_000_000
     max_depth: int = 10_000
     max_stack_items: int = 1_000_000
+
+
+MAX_PROBLEMS_PER_RULE = 20
 
 
 class _Stop(Exception):
@@ -162,39 +167,34 @@ class Walker:
         self.ext_registry: dict[int, tuple[str, str]] = dict(copyreg._inverted_registry)  # type: ignore[attr-defined]
         self.result = WalkResult(start=start, end=None)
         self._overwritten = False
+        self._per_rule: dict[str, int] = {}
 
     # -- driver -------------------------------------------------------------------------------
 
     def run(self) -> WalkResult:
-        dec = Decoder(self.buf, self.start)
         lim = self.limits
         res = self.result
+        next_op = Decoder(self.buf, self.start).next_op
+        dispatch = _DISPATCH
+        max_ops, max_items = lim.max_opcodes, lim.max_stack_items
         count = 0
         try:
             while True:
                 try:
-                    op = dec.next_op()
+                    op = next_op()
                 except DecodeError as exc:
                     rule = "GG111" if exc.reason.startswith("unknown opcode") else "GG110"
                     self._problem(rule, exc.offset, exc.reason)
                     raise _Stop from None
                 count += 1
-                if count > lim.max_opcodes:
+                if count > max_ops:
                     self._problem(
-                        "GG115",
-                        op.offset,
-                        f"more than {lim.max_opcodes} opcodes; not walked further",
+                        "GG115", op.offset, f"more than {max_ops} opcodes; not walked further"
                     )
                     raise _Stop
-                handler = _DISPATCH.get(op.name)
-                if handler is None:  # pragma: no cover - the table covers every opcode
-                    self._problem("GG111", op.offset, f"opcode {op.name} not modelled")
-                    raise _Stop
-                handler(self, op)
-                if len(self.stack) > lim.max_stack_items:
-                    self._problem(
-                        "GG115", op.offset, f"stack holds more than {lim.max_stack_items} items"
-                    )
+                dispatch[op.name](self, op)  # the table covers every opcode pickletools knows
+                if len(self.stack) > max_items:
+                    self._problem("GG115", op.offset, f"stack holds more than {max_items} items")
                     raise _Stop
                 if op.name == "STOP":
                     res.end = op.end
@@ -205,7 +205,16 @@ class Walker:
         return res
 
     def _problem(self, rule_id: str, offset: int, message: str, **kw: str | None) -> None:
-        self.result.problems.append(Problem(rule_id, offset, message, **kw))
+        # A hostile program can repeat one trick a million times; the first few say enough.
+        seen = self._per_rule.get(rule_id, 0) + 1
+        self._per_rule[rule_id] = seen
+        if seen <= MAX_PROBLEMS_PER_RULE:
+            self.result.problems.append(Problem(rule_id, offset, message, **kw))
+        elif seen == MAX_PROBLEMS_PER_RULE + 1:
+            more = (
+                f"{message} (and more like it; only the first {MAX_PROBLEMS_PER_RULE} are listed)"
+            )
+            self.result.problems.append(Problem(rule_id, offset, more, **kw))
 
     def _malformed(self, op: Op, why: str) -> None:
         self._problem("GG110", op.offset, f"{op.name}: {why}; the unpickler would fail here")
@@ -464,15 +473,25 @@ class Walker:
     # -- calls ------------------------------------------------------------------------------------
 
     def _call(self, op: Op, func: object, args: object, kind: str, kwargs: object = None) -> None:
+        if isinstance(func, PersId):
+            # torch's legacy loader returns the class of a ('module', cls, file, source) id
+            pid = func.pid
+            if (
+                isinstance(pid, tuple)
+                and len(pid) >= 2
+                and pid[0] == "module"
+                and isinstance(pid[1], Global)
+            ):
+                func = pid[1]
         call = Call(func, args, op.offset, kind, kwargs)
         if isinstance(func, Global):
             if func.first_call is None:
                 func.first_call = call
-        elif isinstance(func, Call):
+        elif isinstance(func, Call | PersId):
             self._problem(
                 "GG106",
                 op.offset,
-                f"{op.name} calls a computed value (the result of {render(func.func)}(...))",
+                f"{op.name} calls a computed value ({render(func.func) + '(...)' if isinstance(func, Call) else render(func)})",
                 call=render(call),
                 global_name=_root_import(func),
             )
@@ -517,11 +536,14 @@ class Walker:
 
     def op_persid(self, op: Op) -> None:
         self.result.persistent_ids += 1
+        self.result.pids.append(op.arg)
         self._push(PersId(op.arg, op.offset))
 
     def op_binpersid(self, op: Op) -> None:
         self.result.persistent_ids += 1
-        self._push(PersId(self._pop(op), op.offset))
+        pid = self._pop(op)
+        self.result.pids.append(pid)
+        self._push(PersId(pid, op.offset))
 
     # -- framing ----------------------------------------------------------------------------------
 

@@ -8,10 +8,8 @@ a memoryview slice copies nothing, so throughput is that of sha256 itself.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,17 +53,13 @@ def hash_source(
     h = hashlib.sha256()
     buf = source.buf
     total = source.size
-    # NOTE: a performance hint only: ask the kernel to read the next chunk in while this one is
-    # hashed, so page faults on the mapping do not stall sha256 (bench/hashing.py measures it).
-    mapping = getattr(source, "_data", None)
-    ahead = mapping if isinstance(mapping, mmap.mmap) else None
+    # NOTE: performance hints only: the kernel reads the next chunk in while this one is hashed
+    # (page faults would stall sha256), and the pages of a hashed chunk are dropped so a
+    # multi-GB file does not stay resident (bench/hashing.py, bench/convert.py measure both).
     for start in range(0, total, chunk):
-        nxt = start + chunk
-        if ahead is not None and nxt < total:
-            page = nxt - nxt % mmap.PAGESIZE
-            with contextlib.suppress(OSError, ValueError):
-                ahead.madvise(mmap.MADV_WILLNEED, page, min(chunk, total - nxt) + nxt - page)
+        source.advise(start + chunk, chunk, need=True)
         h.update(buf[start : start + chunk])
+        source.advise(start, chunk, need=False)
         if progress is not None:
             progress(min(start + chunk, total), total)
     if progress is not None and total == 0:

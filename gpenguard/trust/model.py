@@ -132,7 +132,7 @@ class SignatureCheck:
     """The outcome of checking an artifact's signatures against the registry's artifact role."""
 
     valid_key_ids: tuple[str, ...]
-    """Distinct artifact-role keys whose signatures verified, in registry order."""
+    """Distinct artifact-role keys whose signatures verified, in the order the entry lists them."""
     threshold: int
     rejected: tuple[SignatureRejection, ...] = ()
 

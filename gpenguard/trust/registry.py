@@ -21,6 +21,7 @@ from yaml.constructor import SafeConstructor
 
 from gpenguard.errors import InputError, RegistryError, SignatureError
 from gpenguard.formats.container import Format
+from gpenguard.strict_yaml import StrictLoader
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import state
 from gpenguard.trust.dsse import parse_envelope
@@ -40,7 +41,6 @@ from gpenguard.trust.signatures import verify_registry_envelope
 SCHEMA_VERSION = 1
 SIG_SUFFIX = ".sig"
 MAX_REGISTRY_BYTES = 16 * 2**20
-MAX_DEPTH = 32
 """Deepest YAML nesting accepted; the schema itself needs 6 levels."""
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
@@ -52,34 +52,6 @@ FILE_FORMATS = (*(f.value for f in Format), ANY_PYTORCH)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"sha256:[0-9a-f]{64}")
 T = TypeVar("T")
-
-
-class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors, aliases and deep nesting, naming the line.
-
-    Aliases let one node appear in many places (and "billion laughs" expansion); a registry has
-    no need for them. Duplicate keys are refused while the composed tree is walked
-    (`_Doc.mapping`), where the line of both occurrences is known.
-    """
-
-    depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML anchors and aliases are not allowed", event.start_mark
-            )
-        if self.depth >= MAX_DEPTH:
-            # PyYAML composes recursively: "[[[[..." would otherwise end in a RecursionError.
-            raise yaml.constructor.ConstructorError(
-                None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
-            )
-        self.depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
 
 
 def _kind(value: object) -> str:

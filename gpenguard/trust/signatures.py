@@ -163,6 +163,14 @@ def _read_bundle(path: Path) -> bytes:
     return data
 
 
+def _verifies(bundle: oms.OmsBundle, key: Key, sha256: str, file_path: Path) -> bool:
+    try:
+        oms.verify_bundle(bundle, key, sha256=sha256, file_name=file_path.name)
+    except SignatureError:
+        return False
+    return True
+
+
 def verify_artifact_signatures(
     registry: Registry,
     artifact: Artifact,
@@ -199,12 +207,19 @@ def verify_artifact_signatures(
             continue
         if ref.key_id is not None:
             key = registry.keys.get(ref.key_id)
-        else:  # find the role key the bundle's publicKey.hint names
+        elif bundle.key_hint is not None:  # the role key the bundle's publicKey.hint names
             key = next(
                 (registry.keys[k] for k in role_ids if oms.hint_matches(bundle, registry.keys[k])), None
             )
+        else:  # pre-hint model-signing bundles: the role key whose signature verifies
+            key = next((registry.keys[k] for k in role_ids if _verifies(bundle, registry.keys[k], sha256, file_path)), None)
         if key is None:
-            reject(ref.path, f"no artifact-role key matches the bundle's key hint {bundle.key_hint or '(none)'}", ref.key_id)
+            unmatched = (
+                f"no artifact-role key matches the bundle's key hint {bundle.key_hint}"
+                if bundle.key_hint is not None
+                else "the bundle names no key, and no artifact-role key verifies it"
+            )
+            reject(ref.path, unmatched, ref.key_id)
             continue
         if key.key_id not in role_ids:
             reject(ref.path, f"key {key.key_id} ({key.owner}) is not an artifact-role key", key.key_id)

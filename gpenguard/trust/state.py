@@ -107,6 +107,8 @@ def check_version(
     A verified registry that reuses the highest seen version with different bytes is refused
     too: its signers produced two different registries under one version number.
     """
+    if not record and not (state_dir / STATE_FILE).exists():
+        return  # nothing recorded yet, nothing to record: leave a read-only home untouched
     with _locked(state_dir) as file:
         seen = _read(file)
         prior = seen.get(name)

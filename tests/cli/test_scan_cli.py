@@ -6,6 +6,7 @@ pickles a call to ``os.system("true")``, harmless even if it ever ran).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -121,7 +122,7 @@ def test_shipped_ci_policy_defaults_to_sarif(runner: CliRunner, pair: tuple[Path
     assert json.loads(result.stdout)["version"] == "2.1.0"
 
 
-def test_directory_needs_recursive_and_then_scans_everything(
+def test_recursive_directory_scan_covers_every_file(
     runner: CliRunner, pair: tuple[Path, Path]
 ) -> None:
     result = invoke(runner, "-r", "--format", "json", pair[0].parent)
@@ -228,3 +229,24 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+def test_progress_is_shown_only_to_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard.cli._scan import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with _progress() as on_file:
+        assert on_file is not None
+        on_file(FileReport("models/a.pth", Verdict.PASS))
+    assert "scanned" in terminal.getvalue()
+
+    piped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", piped)
+    with _progress() as on_file:
+        assert on_file is None
+    assert piped.getvalue() == ""

@@ -459,3 +459,29 @@ def test_pin_without_a_key_leaves_the_registry_unsigned_with_a_warning(tmp_path:
     assert "unsigned" in r.stderr
     assert not w.registry.with_name(w.registry.name + ".sig").exists()
     assert MODEL_FILE in r.stdout
+
+
+def test_pin_refuses_to_overwrite_a_different_pinned_digest(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    w.entry["files"][0]["sha256"] = "0" * 64
+    w.write(sign=False)
+    before = w.registry.read_bytes()
+    r = run("registry", "pin", MODEL_NAME, w.model, "--registry", w.registry)
+    assert r.exit_code == 1 and "already pins sha256" in r.stderr and "new artifact version" in r.stderr
+    assert w.registry.read_bytes() == before
+
+
+def test_pin_of_an_unknown_name_is_refused(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    r = run("registry", "pin", "nope", w.model, "--registry", w.registry)
+    assert r.exit_code == 2 and "no artifact named 'nope'" in r.stderr
+
+
+def test_usage_and_io_problems_exit_2(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    missing_reg = run("verify", w.model, "--registry", tmp_path / "none.yaml")
+    assert missing_reg.exit_code == 2 and "registry not found" in missing_reg.stdout
+    bad_format = run("verify", w.model, "--registry", w.registry, "--format", "html")
+    assert bad_format.exit_code == 2 and "--format must be one of text, json, sarif" in bad_format.stderr
+    a_dir = run("verify", tmp_path, "--registry", w.registry)
+    assert a_dir.exit_code == 2 and "file: not a regular file" in a_dir.stdout

@@ -23,10 +23,10 @@ torch = pytest.importorskip("torch")
 
 
 class StorageStub:
-    """Pickled by persistent id as ``('storage', cls, key, 'cpu', numel)``."""
+    """Pickled by persistent id as ``('storage', cls, key, location, numel)``."""
 
-    def __init__(self, cls: Any, key: str, numel: int) -> None:
-        self.cls, self.key, self.numel = cls, key, numel
+    def __init__(self, cls: Any, key: str, numel: int, location: str = "cpu") -> None:
+        self.cls, self.key, self.numel, self.location = cls, key, numel, location
 
 
 class TensorStub:
@@ -43,7 +43,7 @@ class TensorStub:
 class _Pickler(pickle.Pickler):
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, StorageStub):
-            return ("storage", obj.cls, obj.key, "cpu", obj.numel)
+            return ("storage", obj.cls, obj.key, obj.location, obj.numel)
         return None
 
 

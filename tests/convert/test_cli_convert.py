@@ -43,7 +43,7 @@ def test_blocked_exits_1_with_every_reason(tmp_path: Path) -> None:
     torch.save({"x": Evil()}, src)
     code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "evil.safetensors"))
     assert code == 1
-    assert "the gate does not pass" in stderr and "getpid" in stderr
+    assert "the gate blocks this file" in stderr and "getpid" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth"]
 
 
@@ -85,3 +85,31 @@ def test_console_entry_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "converted" in proc.stdout and "provenance" in proc.stdout
+
+
+def test_unusable_sign_key_fails_before_any_work(tmp_path: Path) -> None:
+    src = tmp_path / "m.pth"
+    torch.save({"w": torch.ones(3)}, src)
+    key = tmp_path / "bad.key"
+    key.write_text("not a key")
+    code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "m.safetensors"), "--sign-key", str(key))
+    assert code == 2
+    assert str(key) in stderr and "not a usable PEM private key" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.key", "m.pth"]
+
+
+def test_signed_conversion_from_the_cli(tmp_path: Path) -> None:
+    from tests.trust.factory import new_key
+
+    src = tmp_path / "m.pth"
+    torch.save({"w": torch.ones(3)}, src)
+    key = new_key("ecdsa-p256")
+    priv, pub = key.write(tmp_path, "converter")
+    code, stdout, _ = run("convert", str(src), "-o", str(tmp_path / "m.safetensors"), "--sign-key", str(priv), "--json")
+    assert code == 0
+    assert json.loads(stdout)["signed_by"] == [key.key_id]
+    from gpenguard.convert import read_provenance
+    from gpenguard.trust.keys import load_public_key
+
+    prov = read_provenance(tmp_path / "m.safetensors.intoto.json")
+    assert prov.verified_by([load_public_key(pub)]) == (key.key_id,)

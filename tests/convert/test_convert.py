@@ -84,6 +84,9 @@ def test_round_trip_bit_exact_with_torch_load(tmp_path: Path, legacy: bool) -> N
     assert record.tensors == len(ref)
     assert set(record.materialised) == {"transposed", "window", "expanded"}
     assert record.shared == (("transposed", "window", "row"),)
+    prov = read_provenance(record.provenance)
+    assert prov.byproduct("shared-storage-groups") == [["transposed", "window", "row"]]
+    assert set(prov.byproduct("materialised-views")) == set(record.materialised)
 
 
 def test_metadata_records_source_and_what_was_done(tmp_path: Path) -> None:
@@ -139,6 +142,9 @@ def test_provenance_statement_and_signature(tmp_path: Path) -> None:
     assert build["externalParameters"]["registry"]["name"] == "gpenguard-default"
     run = st["predicate"]["runDetails"]
     assert run["metadata"]["startedOn"] <= run["metadata"]["finishedOn"]
+    gate = prov.byproduct("gate-decision")
+    assert gate["verdict"] == "pass"
+    assert {"check": "scan", "outcome": "pass"} in gate["checks"]
     assert record.signed_by == (key.key_id,)
     assert prov.verified_by([key.private.public_key(), other.private.public_key()]) == (key.key_id,)
 
@@ -226,6 +232,16 @@ def test_registry_entry_selects_the_fingerprinted_state_dict(tmp_path: Path) -> 
     assert not (tmp_path / "other.safetensors").exists()
 
 
+def test_gate_that_cannot_decide_exits_2(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    with pytest.raises(Blocked, match="could not decide") as err:
+        convert(src, tmp_path / "m.safetensors", registry=tmp_path / "missing.yaml")
+    assert err.value.exit_code == 2
+    assert any("registry" in r for r in err.value.reasons)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_registry_mismatch_blocks(tmp_path: Path) -> None:
     world = build_world(tmp_path)  # pins size and sha256
     torch.save({k: v + 1 for k, v in world.state_dict.items()}, world.model)  # same shapes, new bytes
@@ -243,11 +259,13 @@ def test_truncated_checkpoint_fails_cleanly(tmp_path: Path) -> None:
     torch.save({"w": torch.randn(64, 64)}, src, _use_new_zipfile_serialization=False)
     src.write_bytes(src.read_bytes()[:-100])
     before = listing(tmp_path)
-    # the scanner has nothing against the pickles; the reader finds the storage short
-    with pytest.raises(ConversionError, match=r"is truncated: 16384 bytes declared, 16284 left") as err:
+    # the scanner follows the legacy storage records to the end and blocks the short one;
+    # the reader, on its own, finds the same storage short
+    with pytest.raises(Blocked) as blocked:
         convert(src, tmp_path / "m.safetensors")
-    assert err.value.exit_code == 2 and err.value.path == str(src)
+    assert any("past the end of the file" in r for r in blocked.value.reasons), blocked.value.reasons
     assert listing(tmp_path) == before
+    _assert_reader_refuses(src, "is truncated: 16384 bytes declared, 16284 left")
 
 
 def test_missing_output_folder_is_an_input_error(tmp_path: Path) -> None:
@@ -258,20 +276,36 @@ def test_missing_output_folder_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_file_rewritten_during_conversion_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard import gate
+
     src = tmp_path / "model.pth"
     torch.save({"w": torch.ones(2)}, src)
-    real = convert_mod._convert_open
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"the user's previous output")
+    real = gate.verify_source
 
-    def and_touch(*args: Any, **kw: Any) -> Any:
-        result = real(*args, **kw)
+    def and_touch(source: Source, **kw: Any) -> Any:
+        decision = real(source, **kw)
         os.utime(src, ns=(1, 1))  # what any rewrite of the file does to its identity
-        return result
+        return decision
 
-    monkeypatch.setattr(convert_mod, "_convert_open", and_touch)
+    monkeypatch.setattr(gate, "verify_source", and_touch)
     before = listing(tmp_path)
     with pytest.raises(ConversionError, match="changed on disk during conversion"):
-        convert(src, tmp_path / "m.safetensors")
+        convert(src, out)
     assert listing(tmp_path) == before
+    assert out.read_bytes() == b"the user's previous output"  # refused before anything was renamed
+
+
+def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    original = src.read_bytes()
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(src, tmp_path / "." / "model.pth")
+    with pytest.raises(UsageError, match="is a directory"):
+        convert(src, tmp_path)
+    assert src.read_bytes() == original
 
 
 def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,7 +368,9 @@ def test_store_keeps_weights_by_digest(tmp_path: Path) -> None:
     assert record.output == tmp_path / "store" / "sha256" / f"{record.sha256}.safetensors"
     found = store.find(f"sha256:{record.sha256}", verify=True)
     assert found is not None and found.provenance is not None
-    assert read_provenance(found.provenance).subject_sha256 == record.sha256
+    prov = read_provenance(found.provenance)
+    assert prov.subject_sha256 == record.sha256
+    assert prov.statement["subject"][0]["name"] == "model.safetensors"
     assert not list((tmp_path / "store").glob("staging/*"))
     assert store.find("0" * 64) is None
     assert [e.sha256 for e in store.entries()] == [record.sha256]
@@ -365,7 +401,69 @@ def test_needs_an_output_or_a_store(tmp_path: Path) -> None:
 def test_non_checkpoints_are_blocked(tmp_path: Path) -> None:
     src = tmp_path / "notes.pth"
     src.write_bytes(b"just some text, not a checkpoint\n" * 10)
-    with pytest.raises(Blocked, match="the gate does not pass") as err:
+    with pytest.raises(Blocked, match="the gate blocks this file") as err:
         convert(src, tmp_path / "n.safetensors")
     assert any("not a checkpoint" in r for r in err.value.reasons)
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def _forged(tmp_path: Path, case: str) -> Path:
+    from tests.convert.conftest import StorageStub, TensorStub, forge_pickle, write_zip
+
+    def zip_with(offset: int, numel: int, raw: dict[str, bytes]) -> Path:
+        obj = {"w": TensorStub(StorageStub(torch.FloatStorage, "0", numel), offset, (4,), (1,))}
+        return write_zip(tmp_path / "forged.pth", forge_pickle(obj), raw, root="forged")
+
+    if case == "offset-out-of-range":
+        return zip_with(3, 4, {"0": bytes(16)})
+    if case == "size-mismatch":
+        return zip_with(0, 4, {"0": bytes(12)})
+    if case == "storage-missing":
+        return zip_with(0, 4, {})
+    path = tmp_path / "legacy.pth"
+    # equal sizes: which storage comes last in the file depends on memory addresses
+    torch.save({"a": torch.ones(3), "b": torch.zeros(3)}, path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    return_path = tmp_path / "forged.pth"
+    return_path.write_bytes(raw[:-4] if case == "legacy-truncated" else raw + b"\0" * 8)
+    return return_path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("offset-out-of-range", "reaches byte 28 of storage '0', which holds 16"),
+        ("size-mismatch", "holds 12 bytes but the pickle declares 4 x F32 = 16"),
+        ("storage-missing", "storage '0' is referenced by the pickle but missing"),
+        ("legacy-truncated", "is truncated: 12 bytes declared, 8 left"),
+        ("legacy-trailing", "8 unexplained bytes after the last legacy storage"),
+    ],
+)
+def test_corrupt_checkpoints_fail_with_the_reason_and_leave_nothing(tmp_path: Path, case: str, message: str) -> None:
+    src = _forged(tmp_path, case)
+    before = listing(tmp_path)
+    # the gate may block first (the scanner follows storage records too); either way nothing
+    # is written, and the reader, on its own, names the damage
+    with pytest.raises((ConversionError, Blocked)) as err:
+        convert(src, tmp_path / "out.safetensors")
+    assert err.value.path == str(src)
+    assert listing(tmp_path) == before
+    _assert_reader_refuses(src, message)
+
+
+def _assert_reader_refuses(src: Path, message: str) -> None:
+    with Source.open(src) as source:
+        box = read_container(source)
+        with pytest.raises(ConversionError) as err:
+            sd = read_tensors(box)
+            for rec in sd:
+                sd.tensor_bytes(rec)
+    assert err.value.exit_code == 2 and message in str(err.value), str(err.value)
+
+
+def test_progress_follows_the_gate_hash(tmp_path: Path) -> None:
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.randn(64, 64)}, src)
+    seen: list[tuple[int, int]] = []
+    convert(src, tmp_path / "m.safetensors", progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (src.stat().st_size, src.stat().st_size)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpenguard.errors import ConversionError, GpenguardError, LimitExceeded
 from gpenguard.formats.container import Container, Limits, PickleStream, read_container
@@ -33,7 +35,7 @@ def read(path: Path, **kw: Any) -> StateDict:
 
 def torch_bytes(t: Any) -> bytes:
     """A tensor's contiguous bytes as torch itself lays them out (the reference)."""
-    t = t.detach().contiguous()
+    t = torch.empty(t.shape, dtype=t.dtype).copy_(t.detach())  # dense, standard strides
     if t.numel() == 0:
         return b""
     return t.reshape(-1).view(torch.uint8).numpy().tobytes()
@@ -379,3 +381,78 @@ def test_hostile_values_give_short_messages(tmp_path: Path, body: bytes, message
     with pytest.raises(ConversionError, match=message) as err:
         read(path)
     assert len(str(err.value)) < 400
+
+
+def test_gpu_saved_storages_read_as_cpu(tmp_path: Path) -> None:
+    """Older torch pickled GPU tensors as torch.cuda.<T>Storage at 'cuda:0'; bytes are the same."""
+    values = torch.arange(6, dtype=torch.float16)
+    obj = {"w": TensorStub(StorageStub(torch.cuda.HalfStorage, "0", 6, "cuda:0"), 0, (2, 3), (3, 1))}
+    path = forged_zip(tmp_path, obj, {"0": values.numpy().tobytes()})
+    state = read(path)
+    assert state["w"].dtype == "F16"
+    assert bytes(state.tensor_bytes(state["w"])) == values.numpy().tobytes()
+
+
+def test_safetensors_input_is_named_as_such(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.ones(2)}, path)
+    with pytest.raises(ConversionError, match="already safetensors"):
+        read(path)
+
+
+@pytest.mark.parametrize("legacy", FORMATS)
+def test_iter_bytes_streams_views_in_bounded_pieces(save: Callable[..., Path], legacy: bool) -> None:
+    base = torch.randn(64, 48)
+    path = save({"t": base.t(), "c": base, "s": base[::3, 5:40]}, legacy=legacy)
+    state = read(path)
+    for rec in state:
+        pieces = list(state.iter_bytes(rec, chunk=1024))
+        assert b"".join(bytes(p) for p in pieces) == bytes(state.tensor_bytes(rec))
+        row = rec.nbytes // rec.shape[0]
+        assert max(len(p) for p in pieces) <= max(1024, row)
+        assert len(pieces) > 1
+
+
+@st.composite
+def views(draw: st.DrawFn) -> Any:
+    """A random tensor view: permuted, sliced with steps and offsets, maybe expanded."""
+    dtype = draw(st.sampled_from(list(DTYPES.values())))
+    shape = draw(st.lists(st.integers(0, 5), min_size=0, max_size=3))
+    t = sample(dtype, tuple(shape))
+    if t.dim() > 1:
+        t = t.permute(*draw(st.permutations(range(t.dim()))))
+    for d in range(t.dim()):
+        size = t.shape[d]
+        start = draw(st.integers(0, size))
+        step = draw(st.integers(1, 3))
+        t = t.narrow(d, start, size - start)[(slice(None),) * d + (slice(None, None, step),)]
+    if t.dim() and draw(st.booleans()):
+        t = t.unsqueeze(0).expand(draw(st.integers(1, 3)), *t.shape)
+    return t
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_random_views_round_trip(data: st.DataObject) -> None:
+    import tempfile
+
+    views_ = data.draw(st.lists(views(), min_size=1, max_size=3))
+    legacy = data.draw(st.booleans())
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "v.pth"
+        torch.save({f"v{i}": v for i, v in enumerate(views_)}, path, _use_new_zipfile_serialization=not legacy)
+        state = read(path)
+        for i, v in enumerate(views_):
+            rec = state[f"v{i}"]
+            assert rec.shape == tuple(v.shape) and rec.stride == tuple(v.stride())
+            assert bytes(state.tensor_bytes(rec)) == torch_bytes(v)
+            assert b"".join(bytes(p) for p in state.iter_bytes(rec, chunk=16)) == torch_bytes(v)
+
+
+def test_empty_view_may_sit_past_its_storage(tmp_path: Path) -> None:
+    """torch keeps a slice's offset even when nothing is left to read (found by the fuzzer)."""
+    path = forged_zip(tmp_path, one_tensor(9, (0, 3), (3, 1)), {"0": bytes(16)})
+    rec = read(path)["w"]
+    assert rec.nbytes == 0 and rec.storage_offset == 9

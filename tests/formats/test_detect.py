@@ -227,3 +227,48 @@ def test_npy_truncated_and_bad_header() -> None:
     bad = data.replace(b"'descr'", b"'dexcr'")
     assert "GG301" in rule_ids(read_bytes(bad))
     assert "GG112" in rule_ids(read_bytes(data + b"extra"))
+
+
+def test_zip_that_is_also_a_pickle_reports_both_readings() -> None:
+    # The first local header's file name carries a newline (ending PERSID's argument) and then
+    # a pickle program: bytes a zip reader skips and a pickle reader runs.
+    payload = "x\ncposix\nsystem\n(S'true'\ntR."
+    data = build_zip([ZipEntry(payload, b"hello")])
+    box = read_bytes(data)
+    assert box.format is Format.ZIP
+    assert "GG207" in rule_ids(box)
+    (child,) = box.children
+    assert child.format is Format.PICKLE and child.member == "[as pickle]"
+
+
+def test_zip_that_is_also_a_tar() -> None:
+    import tarfile
+
+    tar_buf = io.BytesIO()
+    with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo("PK\x03\x04-looks-like-zip")
+        body = pickle.dumps({"a": 1}, protocol=2)
+        info.size = len(body)
+        tf.addfile(info, io.BytesIO(body))
+    data = tar_buf.getvalue() + build_zip([ZipEntry("a/data.pkl", pickle.dumps([1], protocol=2))])
+    box = read_bytes(data)
+    assert box.format is Format.TORCH_ZIP  # torch.load picks zip first
+    assert {"GG207", "GG208"} <= rule_ids(box)
+    kinds = {c.format for c in box.children}
+    assert Format.TAR in kinds
+
+
+def test_legacy_storage_records_are_followed_to_the_end() -> None:
+    base = torch.arange(10, dtype=torch.float64)
+    data = _torch_bytes(
+        {
+            "a": base,
+            "view": base[2:5],
+            "h": torch.ones(3, dtype=torch.float16),
+            "i": torch.arange(4),
+        },
+        _use_new_zipfile_serialization=False,
+    )
+    assert rule_ids(read_bytes(data)) == {"GG303"}
+    assert "GG112" in rule_ids(read_bytes(data + b"hidden bytes"))
+    assert "GG306" in rule_ids(read_bytes(data[:-3]))

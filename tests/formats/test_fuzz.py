@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gpenguard.errors import GpenguardError
 from gpenguard.formats import Limits, Source, read_container
 from gpenguard.scan import Verdict, scan_source
-from gpenguard.scan.opcodes import OPCODE_BYTES
+from gpenguard.scan.opcodes import OPCODE_BYTES, DecodeError, Decoder, extent
 from gpenguard.scan.walker import render, walk
 from tests.corpus import ZipEntry, build_zip, legacy_stream, legacy_tar, npy_object, os_system_true
 
@@ -140,3 +140,71 @@ def test_real_pickles_walk_clean(value: object, proto: int) -> None:
     res = walk(memoryview(pickle.dumps(value, protocol=proto)))
     assert res.complete
     assert not [p for p in res.problems if p.rule_id not in ("GG116",)]
+
+
+def _decoder_end(data: bytes) -> tuple[int | None, str | None]:
+    try:
+        for op in Decoder(memoryview(data)):
+            if op.name == "STOP":
+                return op.end, None
+    except DecodeError as exc:
+        return None, exc.reason
+    return None, None
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(_OPS), st.binary(max_size=6)), max_size=60))
+def test_fast_extent_agrees_with_the_decoder(program: list[tuple[int, bytes]]) -> None:
+    data = b"".join(bytes([op]) + arg for op, arg in program) + b"."
+    full, reason = _decoder_end(data)
+    fast, _ops, _imports = extent(memoryview(data), max_ops=10_000)
+    if full is not None:
+        assert fast == full
+    elif fast is not None:
+        # the fast path skips argument contents; only content errors may separate them
+        assert reason is not None and ("UTF-8" in reason or "integer of" in reason), reason
+
+
+_DATA = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.text(max_size=4), kids, max_size=4)
+        | st.tuples(kids, kids)
+        | st.frozensets(st.integers(), max_size=3)
+        | st.sets(st.text(max_size=3), max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(_DATA, st.integers(0, 5))
+def test_plain_data_pickles_pass_the_default_profile(value: object, proto: int) -> None:
+    report = scan_source(Source.from_bytes(pickle.dumps(value, protocol=proto), "data.pkl"))
+    assert report.verdict is Verdict.PASS, report.findings
+
+
+class _Payload:
+    """Pickles as ``os.system('true')``; never unpickled here."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("true",))
+
+
+@FUZZ
+@given(st.lists(_DATA, max_size=5), st.integers(0, 5), st.data())
+def test_payload_anywhere_in_plain_data_is_blocked(
+    items: list[object], proto: int, data: st.DataObject
+) -> None:
+    where = data.draw(st.integers(0, len(items)))
+    items.insert(where, {"nested": (_Payload(),)})
+    report = scan_source(Source.from_bytes(pickle.dumps(items, protocol=proto), "mixed.pkl"))
+    assert report.verdict is Verdict.BLOCK
+    hits = [f for f in report.findings if f.rule_id == "GG100"]
+    assert hits and hits[0].global_name == "posix.system" and hits[0].call == "posix.system('true')"

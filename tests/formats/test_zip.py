@@ -147,3 +147,65 @@ def test_torchscript_archive_is_flagged(tmp_path: object) -> None:
         torch_like_zip("m", b"\x80\x02N.", [ZipEntry("m/constants.pkl", b"\x80\x02).")])
     )
     assert "GG210" in rule_ids(box)
+
+
+def test_directory_fields_zipfile_refuses_but_torch_accepts() -> None:
+    data = bytearray(_repack())
+    pos = data.find(b"PK\x01\x02")
+    while pos >= 0:
+        data[pos + 6 : pos + 8] = (99).to_bytes(2, "little")  # "version needed to extract" 9.9
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    with pytest.raises(NotImplementedError):
+        zipfile.ZipFile(io.BytesIO(bytes(data)))
+    assert torch.equal(
+        torch.load(io.BytesIO(bytes(data)), weights_only=True)["w"], torch.arange(4.0)
+    )
+    box = read_bytes(bytes(data))
+    assert box.format is Format.TORCH_ZIP and box.pickles
+
+
+def test_declared_entry_count_disagreement_reads_every_record() -> None:
+    data = bytearray(
+        build_zip([ZipEntry("a/one.pkl", b"\x80\x02N."), ZipEntry("a/two.pkl", b"\x80\x02N.")])
+    )
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # claim a single entry
+    box = read_bytes(bytes(data))
+    assert len(box.pickles) == 2 and "GG206" in rule_ids(box)
+
+
+def test_zip64_archive_with_prepended_bytes() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, zf.open("a/data.pkl", "w", force_zip64=True) as fh:
+        fh.write(pickle.dumps({"k": 1}, protocol=2))
+    box = read_bytes(b"\x00" * 100 + buf.getvalue())
+    assert [p.member for p in box.pickles] == ["a/data.pkl"]
+    assert "GG208" in rule_ids(box)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_compressed_members_are_inflated_within_bounds(method: int) -> None:
+    buf = io.BytesIO()
+    payload = pickle.dumps({"k": list(range(300))}, protocol=2)
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        zf.writestr("a/x.pkl", payload)
+        zf.writestr("a/zeros", b"\0" * (16 * 2**20))
+    box = read_bytes(buf.getvalue())
+    (stream,) = box.pickles
+    assert bytes(stream.data) == payload
+    assert "GG203" in rule_ids(box)  # 16 MiB of zeros is far past the ratio bound
+
+
+def test_trailing_bytes_after_data_pkl_stop() -> None:
+    box = read_bytes(torch_like_zip("archive", b"\x80\x02N." + b"\x00\x01 not a pickle"))
+    (finding,) = [f for f in box.findings if f.rule_id == "GG112"]
+    assert finding.member == "archive/data.pkl" and finding.offset == 4
+    assert len(box.pickles) == 1
+
+
+def test_repeated_container_findings_are_capped() -> None:
+    from gpenguard.formats._context import MAX_FINDINGS_PER_RULE
+
+    box = read_bytes(build_zip([ZipEntry(f"../x{i}", b"1") for i in range(300)]))
+    traversal = [f for f in box.findings if f.rule_id == "GG201"]
+    assert len(traversal) == MAX_FINDINGS_PER_RULE + 1

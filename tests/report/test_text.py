@@ -51,3 +51,12 @@ def test_hostile_strings_cannot_reach_the_terminal_raw(tmp_path: Path) -> None:
         assert "\x1b[2J" not in out and "\x1b]0" not in out and "\u202e" not in out
         assert "\\x1b[2J\\x1b[Hclear" in out and "\\u202e" in out
         assert "[bold]x[/bold].pth" in out
+
+
+def test_locations_read_naturally_with_and_without_a_member() -> None:
+    from gpenguard.report.interface import location
+
+    assert location("archive/data.pkl", 311) == "archive/data.pkl@311"
+    assert location("archive/data.pkl", None) == "archive/data.pkl"
+    assert location(None, 41) == "offset 41"
+    assert location(None, None) is None

@@ -24,6 +24,8 @@ from tests.runner import battery
 
 pytestmark = pytest.mark.docker
 
+USER = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+"""Who the container runs as: nobody when the tests run as root, else the caller (as restore does)."""
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
 
 
@@ -34,7 +36,8 @@ def _job_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
     weights.chmod(0o666)  # world-writable on the host: only the read-only mount protects it
     out = tmp_path / "out"
     out.mkdir()
-    os.chown(out, 65534, 65534) if os.geteuid() == 0 else None
+    if os.geteuid() == 0:
+        os.chown(out, *USER)
     secret = tmp_path / "host-secret.txt"
     secret.write_text("host secret, never mounted")
     return weights, out, secret
@@ -46,6 +49,7 @@ def _spec(image: str, source: str, args: dict[str, Any], weights: Path, out: Pat
         command=("python", "-c", source, json.dumps(args)),
         weights=(str(weights),),
         output_dir=str(out),
+        user=USER,
     )
     return build_spec(policy, job, seccomp_profile=load_profile())
 

@@ -187,6 +187,9 @@ def test_build_spec_refuses(change: dict[str, dict[str, object]], message: str) 
         {"binds": (Bind("/data/in", "/in/x"), Bind("/data/out", "/out", False), Bind("/data/o2", "/out2", False))},
         {"binds": (Bind("/data/in", "/in/x", False),)},
         {"binds": (Bind("/data/in", "/usr/lib/x"),)},
+        {"seccomp": "unconfined"},
+        {"seccomp": '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}'},
+        {"seccomp": '{"defaultAction": "SCMP_ACT_LOG"}'},
     ],
 )
 def test_validate_refuses_a_weakened_spec(weaken: dict[str, object]) -> None:
@@ -209,3 +212,14 @@ def test_host_check_refuses_links_and_missing_files(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(SandboxError, match="not a file or directory"):
         check_binds_on_host(dataclasses.replace(GOLDEN_SPEC, binds=(Bind(str(fifo), "/in/fifo"),)))
+
+
+def test_userns_remap_shifts_the_output_owner() -> None:
+    from gpenguard.runner.docker import remapped_owner
+
+    subuid = "alice:100000:65536\ndockremap:231072:65536\n"
+    subgid = "dockremap:300000:65536\n"
+    assert remapped_owner((65534, 65534), '{"userns-remap": "default"}', subuid, subgid) == (296606, 365534)
+    assert remapped_owner((65534, 65534), '{"userns-remap": "alice:alice"}', subuid, "alice:5:9\n") == (165534, 65539)
+    with pytest.raises(SandboxError, match="has no range"):
+        remapped_owner((65534, 65534), '{"userns-remap": "bob"}', subuid, subgid)

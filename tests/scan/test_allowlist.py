@@ -30,7 +30,7 @@ def test_python2_names_are_normalised() -> None:
     "name",
     ["os.system", "posix.system", "builtins.getattr", "operator.attrgetter", "_operator.itemgetter",
      "functools.partial", "asyncio.unix_events._UnixSubprocessTransport", "uuid._get_command_stdout",
-     "torch.load", "torch.hub.load", "torch._C._jit_pass", "ctypes.util.find_library", "pkgutil.resolve_name"],
+     "torch.load", "torch.hub.load", "torch.storage._load_from_bytes", "torch._C._jit_pass", "ctypes.util.find_library", "pkgutil.resolve_name"],
 )  # fmt: skip
 def test_known_dangerous_are_critical(name: str) -> None:
     module, _, attr = name.rpartition(".")
@@ -53,6 +53,7 @@ def test_policy_allow_and_deny() -> None:
     deny = Policy(deny=("collections.*",))
     verdict = judge("collections", "OrderedDict", deny)
     assert verdict is not None and verdict.rule_id == "GG102"
+    assert judge("collections", "Counter", Policy(deny=("collections",))) is not None
     deny_exact = Policy(deny=("numpy.dtype",))
     assert judge("numpy", "dtype", deny_exact) is not None
     assert judge("numpy", "ndarray", deny_exact) is None
@@ -80,3 +81,7 @@ def test_stock_nn_modules_are_checked_against_installed_torch(
 ) -> None:
     assert (judge(module, name, Policy()) is None) is allowed
     assert judge(module, name, Policy(scan_profile="strict")) is not None
+
+
+def test_gpu_saved_legacy_storages_are_plain() -> None:
+    assert judge("torch.cuda", "HalfStorage", Policy(scan_profile="strict")) is None

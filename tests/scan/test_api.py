@@ -32,6 +32,8 @@ def test_directory_recursion(tmp_path: Path) -> None:
     assert deep.verdict is Verdict.BLOCK
     assert scan(root).verdict is Verdict.BLOCK
     assert len(scan(root).files) == 3
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    assert len(scan(root).files) == 3  # directory links are not followed
 
 
 def test_report_fields(tmp_path: Path) -> None:
@@ -82,3 +84,64 @@ def test_second_pickle_in_data_pkl_is_scanned(tmp_path: Path) -> None:
     (f,) = scan(path).files
     rules = {x.rule_id for x in f.findings}
     assert {"GG113", "GG100"} <= rules
+
+
+def test_pickle_size_bound(tmp_path: Path) -> None:
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(list(range(1000)), protocol=2))
+    (f,) = scan_paths([path], limits=Limits(max_pickle_bytes=100), jobs=1).files
+    assert f.verdict is Verdict.BLOCK and any("exceeds" in x.message for x in f.findings)
+    assert f.not_checked
+
+
+def test_unchecked_content_blocks_whatever_the_threshold(tmp_path: Path) -> None:
+    from gpenguard.policy import Policy
+    from gpenguard.scan import Severity
+
+    torch.save({f"k{i}": torch.zeros(1) for i in range(50)}, tmp_path / "big.pt")
+    lenient = Policy(fail_on=Severity.CRITICAL)
+    (f,) = scan_paths(
+        [tmp_path / "big.pt"], policy=lenient, limits=Limits(max_opcodes=100), jobs=1
+    ).files
+    assert f.verdict is Verdict.BLOCK and f.not_checked
+
+
+def test_many_distinct_refused_imports_are_summarised(tmp_path: Path) -> None:
+    from tests.corpus import P2, STOP, op_global
+
+    body = b"".join(op_global(f"pkg{i}", "Thing") + b"0" for i in range(500))
+    path = tmp_path / "many.pkl"
+    path.write_bytes(P2 + body + b"N" + STOP)
+    (f,) = scan(path).files
+    imports = [x for x in f.findings if x.rule_id == "GG101"]
+    assert len(imports) == 201 and "300 more refused imports" in imports[-1].message
+    assert f.verdict is Verdict.BLOCK and len(f.globals_seen) == 500
+
+
+def test_storage_records_checked_against_the_pickle(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from tests.corpus import ZipEntry, build_zip
+
+    buf = io.BytesIO()
+    torch.save({"a": torch.zeros(4), "b": torch.ones(2, dtype=torch.int8)}, buf)
+    zf = zipfile.ZipFile(buf)
+    members = {n: zf.read(n) for n in zf.namelist()}
+    assert scan_source(Source.from_bytes(buf.getvalue(), "ok.pt")).findings == ()
+
+    def variant(**changes: bytes | None) -> set[str]:
+        entries = dict(members)
+        for key, value in changes.items():
+            name = f"archive/data/{key.lstrip('k')}"
+            if value is None:
+                del entries[name]
+            else:
+                entries[name] = value
+        data = build_zip([ZipEntry(n, d) for n, d in entries.items()])
+        report = scan_source(Source.from_bytes(data, "v.pt"))
+        return {f.message for f in report.findings if f.rule_id == "GG307"}
+
+    assert any("lacks" in m for m in variant(k1=None))
+    assert any("holds 8 bytes" in m for m in variant(k0=b"\0" * 8))
+    assert any("no tensor refers" in m for m in variant(k7=b"hidden"))

@@ -203,3 +203,19 @@ def test_constants_match_pickle_for_every_protocol(proto: int) -> None:
 def test_agrees_with_pickletools_on_opcode_count() -> None:
     data = pickle.dumps({"k": list(range(50)), "s": {1, 2}}, protocol=4)
     assert walk(memoryview(data)).opcodes == sum(1 for _ in pickletools.genops(data))
+
+
+def test_every_opcode_is_modelled() -> None:
+    from gpenguard.scan.walker import _DISPATCH
+
+    assert {op.name for op in pickletools.opcodes} <= set(_DISPATCH)
+
+
+def test_repeated_problems_are_capped(registered_extension: int) -> None:
+    from gpenguard.scan.walker import MAX_PROBLEMS_PER_RULE
+
+    ext = b"\x83" + struct.pack("<H", registered_extension) + b"0"
+    res = walk(memoryview(P2 + ext * 500 + b"N" + STOP))
+    assert len(res.imports) == 500
+    assert len(res.problems) == MAX_PROBLEMS_PER_RULE + 1
+    assert "only the first" in res.problems[-1].message

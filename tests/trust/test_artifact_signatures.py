@@ -122,6 +122,23 @@ def test_wrong_role_key_does_not_count(s: Setup) -> None:
     assert not result.passed and "no artifact-role key matches" in result.rejected[0].reason
 
 
+def test_bundle_without_key_hint_is_matched_by_signature(s: Setup) -> None:
+    """model-signing before 1.0 wrote no publicKey.hint; the role key that verifies it counts."""
+    import json
+
+    a, b = new_key("ecdsa-p256"), new_key("ecdsa-p256")
+    ref = s.bundle(b, "b.sig")
+    obj = json.loads((s.dir / "b.sig").read_text())
+    del obj["verificationMaterial"]["publicKey"]["hint"]
+    (s.dir / "b.sig").write_text(json.dumps(obj))
+    reg = s.registry([a.entry(), b.entry()], [a.key_id, b.key_id], 1, [ref])
+    assert s.check(reg).valid_key_ids == (b.key_id,)
+    stranger = new_key("ecdsa-p256")
+    (s.dir / "b.sig").write_bytes(oms.sign_file(s.model, stranger.private).replace(b'"hint"', b'"nohint"'))
+    result = s.check(reg)
+    assert not result.passed and "names no key, and no artifact-role key verifies it" in result.rejected[0].reason
+
+
 def test_bad_and_missing_bundles_are_reported_not_raised(s: Setup) -> None:
     a, b = new_key("ecdsa-p256"), new_key("ecdsa-p256")
     (s.dir / "garbage.sig").write_text("{not json")

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gpenguard.cli import app
@@ -95,6 +96,8 @@ def test_sign_writes_bundle_next_to_the_file(tmp_path: Path) -> None:
     code, out, err = run("sign", model, "--key", priv)
     assert code == 0, err
     assert "sha256 " + hashlib.sha256(b"weights").hexdigest() in out
+    entry = out.split("(path relative to the registry file):\n", 1)[1]
+    assert yaml.safe_load(entry) == [{"kind": "oms-bundle", "path": "m.pth.sig", "key_id": keylib.key_id(keylib.load_private_key(priv).public_key())}]
     bundle = json.loads((tmp_path / "m.pth.sig").read_text())
     assert bundle["mediaType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"
     code, _, err = run("sign", model, "--key", priv, "-o", tmp_path / "custom.json")

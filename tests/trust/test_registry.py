@@ -348,6 +348,18 @@ def test_unsigned_loads_do_not_raise_the_rollback_floor(tmp_path: Path) -> None:
     assert load_registry(reg, state_dir=state, now=NOW).version == 1
 
 
+def test_unsigned_load_needs_no_writable_state_dir(tmp_path: Path) -> None:
+    reg = write_yaml(tmp_path / "r.yaml", registry_doc())
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("x")
+    assert load_registry(reg, state_dir=blocked / "state", now=NOW).version == 1
+    a = new_key()
+    sign_registry(reg, [a.private])
+    root = load_trust_root(write_trust_root(tmp_path / "root.yaml", [a]))
+    with pytest.raises(InputError, match="cannot use state directory"):  # a verified load must record
+        load_registry(reg, trust_root=root, state_dir=blocked / "state", now=NOW)
+
+
 def test_state_dir_defaults_to_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPENGUARD_STATE_DIR", str(tmp_path / "envstate"))
     a = new_key()

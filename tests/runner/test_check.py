@@ -1,0 +1,86 @@
+"""`gpenguard sandbox check`: toolkit minimums, GPU refusals, and the real engine's report."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from gpenguard.cli import app
+from gpenguard.errors import SandboxError
+from gpenguard.policy import Policy, SandboxPolicy
+from gpenguard.runner.check import (
+    check_docker,
+    gpu_problems,
+    parse_version,
+    require_gpu_allowed,
+    toolkit_version,
+)
+
+
+def test_toolkit_version_parsing() -> None:
+    assert parse_version("NVIDIA Container Toolkit CLI version 1.17.8\ncommit: 1234") == (1, 17, 8)
+    assert parse_version("cli-version: 1.16.2") == (1, 16, 2)
+    assert parse_version("no version here") is None
+
+
+@pytest.mark.parametrize(
+    ("toolkit", "allowed"),
+    [("1.17.7", False), ("1.16.2", False), ("1.17.8", True), ("1.18.0", True), (None, False)],
+)
+def test_gpu_runs_need_a_patched_toolkit(toolkit: str | None, allowed: bool) -> None:
+    problems = gpu_problems(Policy(), toolkit)
+    assert (problems == []) is allowed
+    if toolkit == "1.17.7":
+        assert "CVE-2025-23266" in problems[0]
+
+
+def test_policy_without_gpu_refuses_even_a_patched_toolkit() -> None:
+    policy = Policy(name="cpu-only", sandbox=SandboxPolicy(allow_gpu=False))
+    with pytest.raises(SandboxError, match="forbids GPU runs"):
+        require_gpu_allowed(policy, ("0",), "1.18.0")
+    require_gpu_allowed(policy, (), None)  # CPU runs are fine
+
+
+def test_toolkit_version_reads_nvidia_ctk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}" if name == "nvidia-ctk" else None)
+
+    def fake_run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        assert argv == ["nvidia-ctk", "--version"]
+        return subprocess.CompletedProcess(argv, 0, "NVIDIA Container Toolkit CLI version 1.17.7\n", "")
+
+    assert toolkit_version(run=fake_run) == "1.17.7"
+
+
+@pytest.mark.docker
+def test_check_reports_the_real_engine_and_image(docker_engine: Any, sandbox_image: str) -> None:
+    report = check_docker(Policy(), sandbox_image, engine=docker_engine, toolkit=None)
+    assert report.ok, report.problems
+    assert report.image_id == sandbox_image
+    assert report.engine_version and report.api_version
+    assert "runc" in report.runtimes
+    assert report.gpu_allowed is False and "not installed" in report.gpu_refusals[0]
+
+
+@pytest.mark.docker
+def test_check_reports_a_missing_image(docker_engine: Any) -> None:
+    report = check_docker(Policy(), "gpenguard-no-such-image:never", engine=docker_engine, toolkit=None)
+    assert not report.ok
+    assert "not on this host" in report.problems[0]
+
+
+@pytest.mark.docker
+def test_cli_check_exit_codes(docker_engine: Any, sandbox_image: str) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["sandbox", "check", "--image", sandbox_image])
+    assert ok.exit_code == 0, ok.output
+    assert sandbox_image in ok.output
+    assert runner.invoke(app, ["sandbox", "check", "--image", sandbox_image, "--gpu"]).exit_code == 1
+    assert runner.invoke(app, ["sandbox", "check", "--image", "gpenguard-no-such-image:never"]).exit_code == 2
+
+
+def test_policy_dataclass_default_minimum() -> None:
+    assert dataclasses.replace(SandboxPolicy()).min_nvidia_toolkit == "1.17.8"
