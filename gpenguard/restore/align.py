@@ -29,10 +29,9 @@ def reference_points(size: int) -> Matrix:
     """The template for a ``size`` x ``size`` crop, as GPEN lays it out.
 
     The 96x112 crop is made square (x + 8), padded by a quarter on each side (+28 on both
-    axes, 168x168), then scaled by ``size / 168`` (a float32 ratio in the original).
+    axes, 168x168), then scaled by ``size / 168``.
     """
-    scale = float(np.float32(size) / np.float32(168))
-    points: Matrix = (_BASE_POINTS + np.array([36.0, 28.0])) * scale
+    points: Matrix = (_BASE_POINTS + np.array([36.0, 28.0])) * (size / 168)
     return points
 
 

@@ -112,10 +112,10 @@ def postprocess(
     iou_threshold: float = 0.4,
     top_k: int = 5000,
     keep_top_k: int = 750,
-    scale: float = 1.0,
+    scale: float | tuple[float, float] = 1.0,
 ) -> list[Face]:
-    """Turn one image's raw network outputs into faces in pixels of the image ``scale`` times
-    larger than the one the network saw."""
+    """Turn one image's raw network outputs into faces, in pixels of the image the network's
+    input was scaled from by ``scale`` (one factor, or (x, y) factors)."""
     priors = prior_boxes(height, width).to(loc.device)
     loc, conf, landms = loc.float(), conf.float(), landms.float()
     size = torch.tensor([width, height], dtype=torch.float32, device=loc.device)
@@ -127,10 +127,12 @@ def postprocess(
     order = torch.argsort(scores, descending=True, stable=True)[:top_k]
     boxes, points, scores = boxes[order], points[order], scores[order]
     keep = nms(boxes, scores, iou_threshold)[:keep_top_k]
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    factor = torch.tensor([sx, sy], dtype=torch.float32, device=loc.device)
     faces = []
     for i in keep.tolist():
-        box = (boxes[i] / scale).tolist()
-        pts = (points[i] / scale).tolist()
+        box = (boxes[i] / factor.repeat(2)).tolist()
+        pts = (points[i] / factor).tolist()
         faces.append(
             Face(
                 box=(box[0], box[1], box[2], box[3]),
@@ -166,9 +168,9 @@ class FaceDetector:
         dtype = next(self.net.parameters()).dtype
         loc, conf, landms = self.net(x.to(dtype))
         h, w = rgb.shape[:2]
-        # Scale by the exact per-axis ratio actually applied, not the nominal one.
+        # Map back by the exact per-axis ratios applied (sizes were rounded), not the nominal one.
         return postprocess(
             loc[0], conf[0], landms[0], h, w,
             score_threshold=self.score_threshold,
-            scale=w / width if scale != 1.0 else 1.0,
+            scale=(w / width, h / height),
         )  # fmt: skip

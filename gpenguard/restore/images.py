@@ -45,6 +45,8 @@ class SplitImage:
         if image.mode in ("P", "PA", "1"):
             has_alpha = image.mode == "PA" or "transparency" in image.info
             image = image.convert("RGBA" if has_alpha else "RGB")
+        elif image.mode in ("CMYK", "YCbCr"):  # 8-bit, just not RGB: restored as RGB
+            image = image.convert("RGB")
         if image.mode not in _MODES:
             raise RestoreError(
                 f"unsupported image mode {image.mode!r}: only 8-bit RGB, RGBA, grayscale "

@@ -46,12 +46,12 @@ def test_rgba_keeps_its_alpha(tmp_path: Path) -> None:
     assert resized.size == (64, 48) and resized.mode == "RGBA"
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P"])
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "CMYK"])
 def test_grayscale_and_palette_images(mode: str) -> None:
     img = _pattern(16, 16).convert(mode)
     split = SplitImage.of(img)
     assert split.rgb.mode == "RGB"
-    assert split.merge(split.rgb).mode == {"L": "L", "LA": "LA", "P": "RGB"}[mode]
+    assert split.merge(split.rgb).mode == {"L": "L", "LA": "LA", "P": "RGB", "CMYK": "RGB"}[mode]
     if mode == "L":
         assert np.array_equal(np.asarray(split.merge(split.rgb)), np.asarray(img))
 
