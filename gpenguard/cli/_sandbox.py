@@ -29,6 +29,7 @@ def _render_report(report: SandboxReport) -> None:
         ("image", report.image),
         ("image id", report.image_id),
         ("bwrap", report.bwrap_version),
+        ("bwrap limits", report.bwrap_limits),
         ("nvidia toolkit", report.nvidia_toolkit or "not installed"),
         ("gpu runs", "allowed" if report.gpu_allowed else f"refused: {'; '.join(report.gpu_refusals) or 'backend has no GPU support'}"),
     ]

@@ -228,6 +228,19 @@ class _Limits:
                     time.sleep(0.02)
 
 
+def limits_mode() -> str:
+    """How the bwrap backend would enforce limits here: ``cgroup``, ``rlimit``, or ``none``."""
+    root = Path("/sys/fs/cgroup")
+    parent = root if (root / "cgroup.controllers").is_file() else root / "pids"
+    probe = parent / f"gpenguard-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError:
+        return "none" if os.geteuid() == 0 else "rlimit"
+    return "cgroup"
+
+
 def _processes_of(uid: int) -> int:
     count = 0
     for entry in os.scandir("/proc"):

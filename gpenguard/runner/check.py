@@ -40,6 +40,8 @@ class SandboxReport:
     gpu_allowed: bool = False
     gpu_refusals: tuple[str, ...] = ()
     bwrap_version: str | None = None
+    bwrap_limits: str | None = None
+    """``cgroup`` or ``rlimit``: how bwrap would enforce the pids and memory limits."""
     warnings: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
@@ -152,9 +154,15 @@ def check_bwrap(policy: Policy) -> SandboxReport:
         [path, "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True, text=True, check=False
     )
     problems = [] if probe.returncode == 0 else [f"bubblewrap cannot create namespaces: {probe.stderr.strip()}"]
+    from gpenguard.runner.bwrap import limits_mode
+
+    limits = limits_mode()
+    if limits == "none":
+        problems.append("running as root without a usable pids/memory cgroup: limits cannot be enforced")
     return SandboxReport(
         backend="bwrap",
         bwrap_version=version or None,
+        bwrap_limits=limits,
         gpu_allowed=False,
         gpu_refusals=("the bwrap backend runs on the CPU only",),
         problems=tuple(problems),

@@ -90,3 +90,13 @@ def test_unknown_backend_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["sandbox", "check", "--backend", "podman"])
     assert result.exit_code == 2
     assert "unknown sandbox backend 'podman'" in result.output
+
+
+@pytest.mark.bwrap
+def test_bwrap_check_reports_how_limits_are_enforced() -> None:
+    from gpenguard.runner.check import check_bwrap
+
+    report = check_bwrap(Policy())
+    assert report.ok, report.problems
+    assert report.bwrap_version and report.bwrap_version.startswith("bubblewrap")
+    assert report.bwrap_limits in {"cgroup", "rlimit"}
