@@ -321,7 +321,7 @@ class BwrapBackend:
             limits.kill_all()
             limits.cleanup()
         stderr = b"".join(err).decode("utf-8", "replace")
-        if oom or (code != 0 and not limits.cgroup and "MemoryError" in stderr):
+        if oom or (code != 0 and stderr.rstrip().endswith("MemoryError")):
             raise SandboxOOM(
                 f"the sandboxed job exceeded its {spec.memory_bytes / 2**20:.0f} MiB memory limit and was killed",
                 hint=tail(stderr) or None,

@@ -156,7 +156,9 @@ class DockerBackend:
             raise SandboxError(f"the Docker engine failed while running the sandbox: {exc.explanation}") from exc
         finally:
             _remove(container)
-        if oom:
+        # The kernel's OOM kill sets OOMKilled; an allocation refused first surfaces as Python's
+        # MemoryError instead (the traceback's last line), which is the same limit at work.
+        if oom or (code != 0 and stderr.rstrip().endswith("MemoryError")):
             raise SandboxOOM(
                 f"the sandboxed job exceeded its {spec.memory_bytes / 2**20:.0f} MiB memory limit and was killed",
                 hint=tail(stderr) or None,
