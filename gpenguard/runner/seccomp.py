@@ -19,6 +19,7 @@ from gpenguard.errors import SandboxError
 
 _ACT_ALLOW = 0x7FFF0000
 _ACT_ERRNO = 0x00050000
+_ATTR_OPTIMIZE = 8  # SCMP_FLTATR_CTL_OPTIMIZE
 _COMPARE = {
     "SCMP_CMP_NE": 1,
     "SCMP_CMP_LT": 2,
@@ -78,6 +79,11 @@ def compile_bpf(profile_json: str) -> bytes:
     if not ctx:
         raise SandboxError("libseccomp could not create a filter")
     try:
+        # A binary search over syscall numbers instead of a linear walk of ~200 rules: torch's
+        # thread pool makes many futex calls, each of which runs the filter (libseccomp >= 2.5;
+        # older versions refuse the attribute and keep the linear filter).
+        lib.seccomp_attr_set.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
+        lib.seccomp_attr_set(ctx, _ATTR_OPTIMIZE, 2)
         for rule in profile["syscalls"]:
             action = _action(rule, default_errno)
             args = rule.get("args") or []
