@@ -106,7 +106,7 @@ def restore(
     if mode == "full" and (request.detector is None or request.parser is None):
         raise UsageError("--mode full needs --detector and --parser weights")
     inputs = _resolve_inputs(request.inputs)
-    backend_name = BackendName(request.backend or policy.sandbox.backend)
+    backend_name = BackendName.parse(request.backend or policy.sandbox.backend)
     if request.gpus:
         from gpenguard.runner.check import require_gpu_allowed, toolkit_version
 

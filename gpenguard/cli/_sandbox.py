@@ -14,8 +14,6 @@ from gpenguard.errors import ExitCode, SandboxError, UsageError
 if TYPE_CHECKING:
     from gpenguard.runner.check import SandboxReport
 
-sandbox_app = typer.Typer(help="Check the sandbox host, build the sandbox image.", no_args_is_help=True)
-
 
 def _render_report(report: SandboxReport) -> None:
     rows = [
@@ -59,7 +57,7 @@ def check_command(
     from gpenguard.runner.docker import DEFAULT_IMAGE
 
     pol = load_policy(policy)
-    name = BackendName(backend or pol.sandbox.backend)
+    name = BackendName.parse(backend or pol.sandbox.backend)
     if name is BackendName.DOCKER:
         report = check_docker(pol, image or DEFAULT_IMAGE, toolkit=toolkit_version())
     else:
@@ -89,7 +87,8 @@ def build_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Attach the ``sandbox`` group."""
+    """Attach the ``sandbox`` group (a fresh sub-app per `app`: build_app may run more than once)."""
+    sandbox_app = typer.Typer(help="Check the sandbox host, build the sandbox image.", no_args_is_help=True)
     sandbox_app.command("check")(guarded(check_command))
     sandbox_app.command("build")(guarded(build_command))
     app.add_typer(sandbox_app, name="sandbox")

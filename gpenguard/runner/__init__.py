@@ -19,6 +19,16 @@ class BackendName(StrEnum):
     DOCKER = "docker"
     BWRAP = "bwrap"
 
+    @classmethod
+    def parse(cls, value: str) -> BackendName:
+        """A backend name from the command line or a policy; anything else is a UsageError."""
+        try:
+            return cls(value)
+        except ValueError:
+            from gpenguard.errors import UsageError
+
+            raise UsageError(f"unknown sandbox backend {value!r}; use one of: {', '.join(cls)}") from None
+
     def create(self) -> Backend:
         """A backend instance; each raises SandboxError when its mechanism is missing."""
         if self is BackendName.DOCKER:

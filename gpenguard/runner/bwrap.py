@@ -13,7 +13,8 @@ Differences from Docker, stated rather than hidden:
   battery checks this). torch needs a writable temp dir at import, so /tmp stays writable.
 - Limits use a cgroup (pids, memory) when the caller may create one (root); otherwise rlimits:
   RLIMIT_NPROC (counted per host uid) and RLIMIT_AS, where an allocation past the limit raises
-  MemoryError inside the job, which is reported as SandboxOOM.
+  MemoryError inside the job, which is reported as SandboxOOM. The kernel exempts root from
+  RLIMIT_NPROC, so a root caller without a usable cgroup is refused rather than run unbounded.
 - Run as root, the sandbox user (65534 inside) maps to host root, still without capabilities;
   run gpenguard as an unprivileged user to get an unprivileged host uid as well.
 """
@@ -139,12 +140,14 @@ def bwrap_argv(spec: SandboxSpec, runtime: HostRuntime, *, bwrap: str = "bwrap",
 class _Limits:
     """A cgroup (v2 or v1) holding the job, when we may make one; rlimits otherwise."""
 
-    def __init__(self, spec: SandboxSpec) -> None:
+    def __init__(self, spec: SandboxSpec, *, use_cgroup: bool = True) -> None:
         self.spec = spec
         self.dirs: list[Path] = []
         name = f"gpenguard-{uuid.uuid4().hex[:12]}"
         root = Path("/sys/fs/cgroup")
         try:
+            if not use_cgroup:
+                raise OSError("cgroups not wanted")
             if (root / "cgroup.controllers").is_file():
                 group = root / name
                 group.mkdir()
@@ -166,6 +169,14 @@ class _Limits:
         except OSError:
             self.cleanup()
             self.dirs = []
+        if not self.dirs and os.geteuid() == 0:
+            # NOTE: the kernel never applies RLIMIT_NPROC to root's processes (a forced
+            # fallback measured 32k forks), so as root, no cgroup means no pids limit: refuse.
+            raise SandboxError(
+                "running as root, the bwrap backend needs a pids/memory cgroup to enforce the "
+                "limits, and none could be created",
+                hint="run gpenguard as an unprivileged user (rlimits then apply), or use --backend docker",
+            )
 
     @property
     def cgroup(self) -> bool:
@@ -234,8 +245,10 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, runtime: HostRuntime | None = None, bwrap: str | None = None) -> None:
+    def __init__(self, runtime: HostRuntime | None = None, bwrap: str | None = None, *, use_cgroup: bool = True) -> None:
+        """`use_cgroup=False` forces the rlimit fallback (what an unprivileged caller gets)."""
         self.runtime = runtime or HostRuntime.current()
+        self.use_cgroup = use_cgroup
         found = bwrap or shutil.which("bwrap")
         if found is None:
             raise SandboxError("bubblewrap (bwrap) is not installed", hint="apt-get install bubblewrap, or use --backend docker")
@@ -251,8 +264,8 @@ class BwrapBackend:
         if spec.gpus:
             raise SandboxError("the bwrap backend does not pass GPUs through; use --backend docker for GPU runs")
         # There is no engine default under bwrap: no profile in the spec means gpenguard's own.
+        limits = _Limits(spec, use_cgroup=self.use_cgroup)
         fd = bpf_fd(compile_bpf(spec.seccomp if spec.seccomp is not None else load_profile()))
-        limits = _Limits(spec)
         argv = bwrap_argv(spec, self.runtime, bwrap=self.bwrap, seccomp_fd=fd)
         started = time.monotonic()
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ PROBES = Path(__file__).with_name("probes.py").read_text(encoding="utf-8")
 
 EXPECTED_PROBES = (
     "tcp_egress",
+    "abstract_unix_socket",
     "dns",
     "write_rootfs",
     "write_weights",
@@ -40,7 +44,8 @@ class Listener:
 
     @property
     def port(self) -> int:
-        return int(self.sock.getsockname()[1])
+        address = self.sock.getsockname()
+        return int(address[1]) if isinstance(address, tuple) else 0
 
     def serve(self) -> None:
         while True:
@@ -48,13 +53,21 @@ class Listener:
                 conn, peer = self.sock.accept()
             except OSError:
                 return
-            self.accepted.append(f"{peer[0]}:{peer[1]}")
+            self.accepted.append(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"unix:{peer!r}")
             conn.close()
+
+
 
 
 @contextmanager
 def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
+    """TCP listeners on `hosts`, plus one abstract AF_UNIX name (host ``@<name>``, port 0)."""
     made: list[Listener] = []
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(f"\0gpenguard-battery-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    unix.listen(8)
+    abstract = Listener("@" + unix.getsockname()[1:].decode(), unix)
+    threading.Thread(target=abstract.serve, daemon=True).start()
     for host in hosts:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -68,6 +81,9 @@ def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
         for listener in made:
             with socket.create_connection((listener.host, listener.port), timeout=2):
                 pass
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.connect(unix.getsockname())
+        made.append(abstract)
         for listener in made:
             for _ in range(50):
                 if listener.accepted:
@@ -77,8 +93,10 @@ def listeners(hosts: list[str]) -> Iterator[list[Listener]]:
             listener.accepted.clear()
         yield made
     finally:
-        for listener in made:
-            listener.sock.close()
+        for sock in {unix, *(listener.sock for listener in made)}:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread, freeing the name
+            sock.close()
 
 
 def host_addresses() -> list[str]:

@@ -51,6 +51,17 @@ def _tcp():
     return bool(reached), ",".join(reached) or last
 
 
+@probe("abstract_unix_socket")
+def _abstract():
+    # Abstract AF_UNIX names live in the network namespace (the containerd-shim escape,
+    # CVE-2020-15257, connected to one); the host listens on this one.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        sock.connect("\0" + ARGS["abstract"])
+        sock.sendall(b"escaped")
+    return True, "connected to @" + ARGS["abstract"]
+
+
 @probe("dns")
 def _dns():
     return True, socket.getaddrinfo("example.com", 443)

@@ -84,3 +84,9 @@ def test_cli_check_exit_codes(docker_engine: Any, sandbox_image: str) -> None:
 
 def test_policy_dataclass_default_minimum() -> None:
     assert dataclasses.replace(SandboxPolicy()).min_nvidia_toolkit == "1.17.8"
+
+
+def test_unknown_backend_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["sandbox", "check", "--backend", "podman"])
+    assert result.exit_code == 2
+    assert "unknown sandbox backend 'podman'" in result.output

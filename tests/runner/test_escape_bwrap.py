@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -91,7 +92,8 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, bwrap_available: str) 
     before = battery.tree(tmp_path)
     with battery.listeners(battery.host_addresses()) as listening:
         args = {
-            "listeners": [[lst.host, lst.port] for lst in listening],
+            "listeners": [[lst.host, lst.port] for lst in listening if lst.port],
+            "abstract": next(lst.host[1:] for lst in listening if lst.host.startswith("@")),
             "weights": "/weights/gpen.safetensors",
             "secret": str(secret),
             "output": "/out",
@@ -141,6 +143,17 @@ def test_memory_bomb_is_reported_as_oom(tmp_path: Path, bwrap_available: str) ->
     weights, out, _ = _files(tmp_path)
     with pytest.raises(SandboxOOM, match="512 MiB"):
         BwrapBackend(bwrap=bwrap_available).run(_spec(battery.MEMORY_BOMB, {}, weights, out))
+
+
+@pytest.mark.bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for root callers")
+def test_root_without_a_cgroup_is_refused_not_run_unbounded(tmp_path: Path, bwrap_available: str) -> None:
+    """The kernel exempts root from RLIMIT_NPROC; without a cgroup there would be no pids limit."""
+    weights, out, _ = _files(tmp_path)
+    backend = BwrapBackend(bwrap=bwrap_available, use_cgroup=False)
+    with pytest.raises(SandboxError, match="needs a pids/memory cgroup"):
+        backend.run(_spec(battery.fork_bomb_source(), {}, weights, out))
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.bwrap

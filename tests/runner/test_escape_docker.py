@@ -66,7 +66,8 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, pr
     before = battery.tree(tmp_path)
     with battery.listeners(battery.host_addresses()) as listening:
         args = {
-            "listeners": [[lst.host, lst.port] for lst in listening],
+            "listeners": [[lst.host, lst.port] for lst in listening if lst.port],
+            "abstract": next(lst.host[1:] for lst in listening if lst.host.startswith("@")),
             "weights": "/weights/gpen.safetensors",
             "secret": str(secret),
             "output": "/out",
