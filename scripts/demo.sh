@@ -1,38 +1,70 @@
 #!/usr/bin/env bash
-# The two-minute demo: install gpenguard, make a benign checkpoint and a poisoned copy of it
-# (random weights; the payload is os.system("true")), and watch `gpenguard scan` pass one and
-# block the other. Exits 0 only when both verdicts are the expected ones.
+# The whole pipeline on a fresh machine: install gpenguard, make a GPEN-BFR-2048 checkpoint
+# (the real architecture, RANDOM weights: official weights cannot be downloaded here, so the
+# "restored" image is noise) and a poisoned copy whose pickle runs os.system("true"), then:
+#   1. scan both: the poisoned one is blocked, the call it would make is shown;
+#   2. verify the clean one against the shipped registry (architecture fingerprint);
+#   3. restore with the poisoned one: refused before any sandbox starts;
+#   4. restore a sample image with the clean one inside the sandbox (Docker if an engine
+#      answers, else bubblewrap), after the gate and the safetensors conversion.
+# Exits 0 only when every step behaved as expected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# GPENGUARD_DEMO_SKIP_INSTALL=1 reuses an existing install (CI, tests); GPENGUARD_DEMO_DIR
-# moves the generated files elsewhere (default ./demo/, which git ignores).
+# GPENGUARD_DEMO_SKIP_INSTALL=1 reuses an existing install; GPENGUARD_DEMO_DIR moves the files
+# (default ./demo/, which git ignores); GPENGUARD_DEMO_BACKEND forces docker or bwrap.
 if [ "${GPENGUARD_DEMO_SKIP_INSTALL:-0}" != "1" ]; then
     python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e .
 fi
+gg() { python3 -m gpenguard "$@"; }
+expect() {  # expect CODE DESCRIPTION -- command...
+    local want=$1 what=$2; shift 3
+    local got=0
+    echo; echo "== $what (expect exit $want)"; echo "\$ gpenguard ${*:2}"
+    "$@" || got=$?
+    if [ "$got" -ne "$want" ]; then
+        echo "demo FAILED: $what exited $got, expected $want" >&2
+        exit 1
+    fi
+}
 
 dir="${GPENGUARD_DEMO_DIR:-demo}"
 rm -rf -- "$dir"
-python3 -c 'import sys; from gpenguard.demo import make_demo_pair; make_demo_pair(sys.argv[1])' "$dir"
-benign="$dir/demo-random-weights-benign.pth"
-poisoned="$dir/demo-random-weights-POISONED-runs-os-system-true.pth"
+echo "== making a GPEN-BFR-2048-architecture checkpoint with RANDOM weights, a poisoned copy, a sample"
+python3 -c 'import sys; from gpenguard.demo import make_gpen_demo; make_gpen_demo(sys.argv[1])' "$dir"
+clean="$dir/RANDOM-WEIGHTS/GPEN-BFR-2048.pth"
+poisoned="$dir/RANDOM-WEIGHTS/GPEN-BFR-2048-POISONED.pth"
+sample="$dir/sample-face-crop.png"
 
-status=0
-echo "== gpenguard scan $benign  (expect: pass, exit 0)"
-python3 -m gpenguard scan "$benign" || status=$?
-if [ "$status" -ne 0 ]; then
-    echo "demo FAILED: the benign checkpoint was not passed (exit $status)" >&2
+expect 0 "scan the clean checkpoint" -- gg scan "$clean"
+expect 1 "scan the poisoned checkpoint" -- gg scan "$poisoned"
+expect 0 "verify the clean checkpoint against the shipped registry" -- gg verify "$clean"
+expect 1 "restore with the poisoned checkpoint" -- \
+    gg restore "$sample" -o "$dir/out-poisoned" --weights "$poisoned" --mode aligned
+if [ -e "$dir/out-poisoned" ] && [ -n "$(ls -A "$dir/out-poisoned")" ]; then
+    echo "demo FAILED: the poisoned run left output behind" >&2
     exit 1
 fi
 
-echo
-echo "== gpenguard scan $poisoned  (expect: blocked, exit 1)"
-status=0
-python3 -m gpenguard scan "$poisoned" || status=$?
-if [ "$status" -ne 1 ]; then
-    echo "demo FAILED: the poisoned checkpoint was not blocked (exit $status, expected 1)" >&2
-    exit 1
+backend="${GPENGUARD_DEMO_BACKEND:-}"
+if [ -z "$backend" ]; then
+    if python3 -c 'import docker; docker.from_env().ping()' >/dev/null 2>&1; then
+        backend=docker
+    elif command -v bwrap >/dev/null 2>&1; then
+        backend=bwrap
+    else
+        echo "demo: no sandbox backend here: start a Docker engine or install bubblewrap" >&2
+        echo "      (e.g. apt-get install bubblewrap), then run this again." >&2
+        exit 2
+    fi
 fi
-
+if [ "$backend" = docker ] && ! python3 -c 'import docker; docker.from_env().images.get("gpenguard-sandbox:latest")' >/dev/null 2>&1; then
+    echo; echo "== building the sandbox image offline (first run only; takes a few minutes)"
+    gg sandbox build
+fi
+expect 0 "restore the sample in the $backend sandbox" -- \
+    gg restore "$sample" -o "$dir/out" --weights "$clean" --mode aligned --backend "$backend"
 echo
-echo "demo OK: benign passed (exit 0), poisoned blocked (exit 1); nothing was loaded or run."
+echo "demo OK: the poisoned checkpoint was blocked at scan and never reached the sandbox;"
+echo "the clean one was verified, converted to safetensors and run in the $backend sandbox:"
+ls -l "$dir/out"

@@ -392,3 +392,17 @@ def test_faces_with_degenerate_or_outside_landmarks_are_skipped() -> None:
     result = restorer.restore(image)
     assert result.faces == ()
     assert np.array_equal(np.asarray(result.image), np.asarray(image))
+
+
+def test_exif_rotated_photos_come_back_upright(tmp_path: Path) -> None:
+    from gpenguard.restore.images import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated: viewers turn it 90 degrees counter-clockwise
+    path = tmp_path / "rotated.jpg"
+    smooth_image(160, 120).save(path, exif=exif.tobytes(), quality=95)
+    out = make(Constant(), faces=False).restore_image(read_image(path))
+    assert out.size == (120, 160)
+    with Image.open(path) as stored:
+        upright = np.asarray(stored.transpose(Image.Transpose.ROTATE_90)).astype(int)
+    assert np.abs(np.asarray(out).astype(int) - upright).max() <= 1
