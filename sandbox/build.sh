@@ -86,5 +86,5 @@ rm -rf "$root/build/lib" "$root"/build/bdist.*
   -w "$ctx/gpenguard-wheel" "$root" >/dev/null
 
 log "docker build $tag (BASE=$base)"
-docker build --quiet --build-arg "BASE=$base" --build-arg "VENV_FLAGS=$venv_flags" -t "$tag" "$ctx" >/dev/null
+docker build --quiet --force-rm --build-arg "BASE=$base" --build-arg "VENV_FLAGS=$venv_flags" -t "$tag" "$ctx" >/dev/null
 docker image inspect --format '{{.Id}}' "$tag"
