@@ -34,8 +34,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpenguard.errors import SandboxError, SandboxOOM, SandboxTimeout
-from gpenguard.runner.interface import EventSink, RunResult, parse_event, tail
+from gpenguard.errors import SandboxError, SandboxTimeout
+from gpenguard.runner.interface import EventSink, RunResult, finish, parse_event
 from gpenguard.runner.seccomp import bpf_fd, compile_bpf, load_profile
 from gpenguard.runner.spec import SandboxSpec, check_binds_on_host, validate_spec
 
@@ -321,20 +321,9 @@ class BwrapBackend:
             limits.kill_all()
             limits.cleanup()
         stderr = b"".join(err).decode("utf-8", "replace")
-        if oom or (code != 0 and stderr.rstrip().endswith("MemoryError")):
-            raise SandboxOOM(
-                f"the sandboxed job exceeded its {spec.memory_bytes / 2**20:.0f} MiB memory limit and was killed",
-                hint=tail(stderr) or None,
-            )
-        if code != 0:
-            raise SandboxError(f"the sandboxed job exited with status {code}", hint=tail(stderr) or None)
-        return RunResult(
-            backend=self.name,
-            exit_code=code,
-            events=tuple(out.events),
-            stdout=out.text(),
-            stderr_tail=tail(stderr),
-            duration_s=duration,
+        return finish(
+            self.name, spec, code=code, oom=oom, stderr=stderr, events=tuple(out.events),
+            stdout=out.text(), duration_s=duration,
         )
 
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpenguard.errors import SandboxError, SandboxOOM, SandboxTimeout
-from gpenguard.runner.interface import EventSink, RunResult, parse_event, tail
+from gpenguard.errors import SandboxError, SandboxTimeout
+from gpenguard.runner.interface import EventSink, RunResult, finish, parse_event
 from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec, check_binds_on_host, validate_spec
 
 DEFAULT_IMAGE = "gpenguard-sandbox:latest"
@@ -156,22 +156,9 @@ class DockerBackend:
             raise SandboxError(f"the Docker engine failed while running the sandbox: {exc.explanation}") from exc
         finally:
             _remove(container)
-        # The kernel's OOM kill sets OOMKilled; an allocation refused first surfaces as Python's
-        # MemoryError instead (the traceback's last line), which is the same limit at work.
-        if oom or (code != 0 and stderr.rstrip().endswith("MemoryError")):
-            raise SandboxOOM(
-                f"the sandboxed job exceeded its {spec.memory_bytes / 2**20:.0f} MiB memory limit and was killed",
-                hint=tail(stderr) or None,
-            )
-        if code != 0:
-            raise SandboxError(f"the sandboxed job exited with status {code}", hint=tail(stderr) or None)
-        return RunResult(
-            backend=self.name,
-            exit_code=code,
-            events=tuple(stdout.events),
-            stdout=stdout.text(),
-            stderr_tail=tail(stderr),
-            duration_s=duration,
+        return finish(
+            self.name, spec, code=code, oom=oom, stderr=stderr, events=tuple(stdout.events),
+            stdout=stdout.text(), duration_s=duration,
         )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gpenguard.errors import SandboxError, SandboxOOM
 from gpenguard.runner.spec import SandboxSpec
 
 Event = Mapping[str, Any]
@@ -68,3 +69,37 @@ def parse_event(line: str) -> Event | None:
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     """The last lines of a log, for error messages."""
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def finish(
+    backend: str,
+    spec: SandboxSpec,
+    *,
+    code: int,
+    oom: bool,
+    stderr: str,
+    events: tuple[Event, ...],
+    stdout: str,
+    duration_s: float,
+) -> RunResult:
+    """Turn how a job ended into a result, or into the error that says why it failed.
+
+    The kernel's OOM kill is reported by the backend (`oom`); an allocation refused first
+    surfaces as Python's MemoryError instead (the traceback's last line), which is the same
+    limit at work, so both are `SandboxOOM`.
+    """
+    if oom or (code != 0 and stderr.rstrip().endswith("MemoryError")):
+        raise SandboxOOM(
+            f"the sandboxed job exceeded its {spec.memory_bytes / 2**20:.0f} MiB memory limit and was killed",
+            hint=tail(stderr) or None,
+        )
+    if code != 0:
+        raise SandboxError(f"the sandboxed job exited with status {code}", hint=tail(stderr) or None)
+    return RunResult(
+        backend=backend,
+        exit_code=code,
+        events=events,
+        stdout=stdout,
+        stderr_tail=tail(stderr),
+        duration_s=duration_s,
+    )
