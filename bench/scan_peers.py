@@ -548,15 +548,17 @@ def print_batch_table(batches: list[Batch], *, n_bad: int, n_good: int) -> None:
 
 def print_disagreements(runs: Sequence[Run], batches: Sequence[Batch]) -> None:
     """Where a tool's API verdict differs from its CLI's on the same file."""
-    cli = {(r.tool, r.item): r.outcome for r in runs}
-    diffs = [(r.tool, r.item, cli[(r.tool, r.item)].value, r.outcome.value)
+    # Item names repeat across the two corpora (a malicious and a benign "protocol-4").
+    cli = {(r.tool, r.item, r.malicious): r.outcome for r in runs}
+    diffs = [(r.tool, f"{r.item} ({'malicious' if r.malicious else 'benign'})",
+              cli[key].value, r.outcome.value)
              for b in batches for r in b.runs
-             if (r.tool, r.item) in cli and cli[(r.tool, r.item)] is not r.outcome]
+             if (key := (r.tool, r.item, r.malicious)) in cli and cli[key] is not r.outcome]
     print("\nFiles where a tool's in-process verdict differs from its CLI's (tool, item, CLI, API):")
     if not diffs:
         print("  (none)")
     for tool, item, a, b in sorted(diffs):
-        print(f"  {tool:<20} {item:<40} {a:>8} -> {b}")
+        print(f"  {tool:<20} {item:<44} {a:>8} -> {b}")
 
 
 if __name__ == "__main__":
