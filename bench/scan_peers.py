@@ -312,8 +312,9 @@ def run_batch(tool: str, python: str, driver: str, arg: str, items: list[tuple[s
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd,
                               timeout=BATCH_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
-        out, err = (exc.stdout or b""), f"timed out after {BATCH_TIMEOUT_S:.0f} s"
-        out = out.decode() if isinstance(out, bytes) else out
+        raw: object = exc.stdout or b""  # partial output; bytes even in text mode
+        out = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        err = f"timed out after {BATCH_TIMEOUT_S:.0f} s"
     else:
         out, err = proc.stdout, (proc.stderr or "")[-400:] if proc.returncode else ""
     wall = time.perf_counter() - start
@@ -321,7 +322,10 @@ def run_batch(tool: str, python: str, driver: str, arg: str, items: list[tuple[s
     import_s = float("nan")
     runs: list[Run] = []
     for line in out.splitlines():
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a timeout
         if "import_s" in rec:
             import_s = rec["import_s"]
             continue
