@@ -287,7 +287,7 @@ def run_one(tool: str, cmd: list[str], env: dict[str, str], item: str, malicious
 
 
 def gpenguard_command(file: Path) -> list[str]:
-    return [sys.executable, "-m", "gpenguard", "scan", str(file)]
+    return [gpenguard_python(), "-m", "gpenguard", "scan", str(file)]
 
 
 @dataclass(frozen=True)
@@ -335,13 +335,32 @@ def run_batch(tool: str, python: str, driver: str, arg: str, items: list[tuple[s
     return Batch(tool, tuple(runs), import_s, wall, failure)
 
 
-def compile_gpenguard() -> None:
-    """Write gpenguard's bytecode first, as ``pip install`` does for every peer.
+GPENGUARD_VENV = VENVS / "gpenguard"
 
-    With PYTHONDONTWRITEBYTECODE set (as on this machine) an uncompiled source tree would be
-    recompiled on every start, a cost no installed tool pays.
+
+def gpenguard_python() -> str:
+    return str(GPENGUARD_VENV / "bin" / "python")
+
+
+def setup_gpenguard() -> None:
+    """Install this checkout into its own venv, as every peer is: same start-up conditions.
+
+    A plain (non-editable) install, bytecode compiled, so neither the development
+    environment's .pth hooks nor recompilation (PYTHONDONTWRITEBYTECODE) are timed.
     """
-    compileall.compile_dir(str(ROOT / "gpenguard"), quiet=1)
+    python = gpenguard_python()
+    if not (GPENGUARD_VENV / ".torch").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(GPENGUARD_VENV)], check=True)
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "torch==2.13.0"], check=True)
+        (GPENGUARD_VENV / ".torch").write_text("torch==2.13.0")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--force-reinstall", "--no-deps", str(ROOT)], check=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    str(ROOT)], check=True)  # the remaining dependencies, once
+    site = subprocess.run([python, "-c", "import gpenguard, os; print(os.path.dirname(gpenguard.__file__))"],
+                          capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+    compileall.compile_dir(site, quiet=1)
 
 
 def _loadavg() -> str:
@@ -363,13 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = [p for p in PEERS if not wanted or p.name in wanted]
     setup_peers(peers)
     preflight(peers)
+    if not wanted or "gpenguard" in wanted:
+        setup_gpenguard()
     if args.setup:
         return 0
 
     print(f"load average at start: {_loadavg()}")
     print(f"python: {sys.executable} {sys.version.split()[0]}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}\n")
-    compile_gpenguard()
     sys.path.insert(0, str(ROOT))
     from tests.corpus import make_benign_corpus, make_malicious_corpus
 
@@ -383,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = [(i, True) for i in malicious] + [(i, False) for i in benign]
 
         env = {**os.environ, **PEER_ENV}
-        g_env = {**env, "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")}
+        g_env = dict(env)
         tools = (["gpenguard"] if not wanted or "gpenguard" in wanted else []) + [
             p.name for p in peers]
         by_name = {p.name: p for p in peers}
@@ -408,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for tool in tools:
                 peer = by_name.get(tool)
                 if peer is None:
-                    batches.append(run_batch(tool, sys.executable, "gpenguard", "", triples,
+                    batches.append(run_batch(tool, gpenguard_python(), "gpenguard", "", triples,
                                              g_env, cwd))
                 else:
                     batches.append(run_batch(tool, peer.python(), peer.driver, peer.driver_arg,
@@ -427,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_batch(files: list[Path], env: dict[str, str], cwd: Path) -> None:
     """gpenguard's CLI once over the whole corpus (its default --jobs), for reference."""
     n_files = len(files)
-    cmd = [sys.executable, "-m", "gpenguard", "scan", "--format", "json", *map(str, files)]
+    cmd = [gpenguard_python(), "-m", "gpenguard", "scan", "--format", "json", *map(str, files)]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, env=env, cwd=cwd, timeout=TIMEOUT_S,
                           check=False)

@@ -17,7 +17,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from gpenguard.cli._common import guarded
 from gpenguard.errors import GpenguardError, UsageError
@@ -133,6 +132,9 @@ def _progress() -> Iterator[Callable[[FileReport], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    # NOTE: imported here: a hook or CI run (stderr not a terminal) never shows a bar.
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True, highlight=False)
     with Progress(
         SpinnerColumn(),

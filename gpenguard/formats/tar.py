@@ -9,7 +9,6 @@ record, so every record pickle is located and scanned, by following the same lay
 from __future__ import annotations
 
 import struct
-import tarfile
 from collections import Counter
 
 from gpenguard.errors import FormatError
@@ -51,6 +50,8 @@ def is_tar(buf: memoryview) -> bool:
 
 def read_tar(ctx: Ctx, buf: memoryview) -> Container:
     """Read a tar archive; a torch legacy tar gets its record streams followed."""
+    import tarfile  # NOTE: deferred: only tar candidates need it (start-up is per-file time)
+
     try:
         tf = tarfile.open(fileobj=MemFile(buf), mode="r:")  # noqa: SIM115 - nothing to close over a view
         infos: list[tarfile.TarInfo] = []

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from gpenguard import __version__
@@ -304,6 +302,9 @@ def scan_paths(
     else:
         # forkserver: workers never inherit the caller's threads or locks (a forked copy of a
         # multi-threaded parent can deadlock), and start far faster than spawned interpreters.
+        import multiprocessing  # NOTE: only a multi-file scan pays for these imports
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
         with ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
         ) as pool:
