@@ -17,13 +17,20 @@ from gpenguard.scan.walker import Global, WalkLimits, constant, walk
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
+_MAGIC_BINARY = MAGIC_NUMBER.to_bytes(10, "little", signed=True)  # LONG1 operand, protocol >= 2
+_MAGIC_TEXT = str(MAGIC_NUMBER).encode()  # LONG / INT operand, protocols 0 and 1
 RECORDS = ("magic number", "protocol version", "sys_info", "object", "storage keys")
 
 
 def is_legacy(buf: memoryview) -> bool:
     """True when the first pickle is a constant equal to torch's legacy magic number."""
     first = probe(buf, 0, max_ops=64)
-    if not first.complete:
+    if not first.complete or first.end is None:
+        return False
+    # NOTE: a byte filter first: a pickle that does not even contain the number's encoding
+    # cannot evaluate to it, and skipping the walk halves the fixed cost of a bare pickle.
+    head = bytes(buf[: first.end])
+    if _MAGIC_BINARY not in head and _MAGIC_TEXT not in head:
         return False
     res = walk(buf[: first.end], 0, WalkLimits(max_opcodes=64))
     if res.imports or not res.complete:
