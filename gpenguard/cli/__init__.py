@@ -10,6 +10,7 @@ adapter for every option of every registered command); ``--help`` and `app` get 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Any
@@ -33,6 +34,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "registry": ("_keys", "_verify"),
     "audit": ("_audit",),
     "sandbox": ("_sandbox",),
+    "version": (),
 }
 
 
@@ -66,23 +68,19 @@ def build_app(groups: tuple[str, ...] | None = None) -> typer.Typer:
     return new
 
 
-_app: typer.Typer | None = None
+@functools.cache
+def _full_app() -> typer.Typer:
+    return build_app()
 
 
 def __getattr__(name: str) -> Any:
     # `app` (every command) is built on first use: tests and `--help` want it, `main` need not.
-    global _app
     if name == "app":
-        if _app is None:
-            _app = build_app()
-        return _app
+        return _full_app()
     raise AttributeError(f"module 'gpenguard.cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: an unknown or missing command gets the full app (its help)."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
-    groups = _GROUPS.get(command) if command else None
-    if command == "version":
-        groups = ()
-    build_app(groups)()
+    build_app(_GROUPS.get(command) if command else None)()
