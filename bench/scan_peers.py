@@ -349,15 +349,13 @@ def setup_gpenguard() -> None:
     environment's .pth hooks nor recompilation (PYTHONDONTWRITEBYTECODE) are timed.
     """
     python = gpenguard_python()
-    if not (GPENGUARD_VENV / ".torch").exists():
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    marker = GPENGUARD_VENV / ".installed"
+    if not marker.exists():  # once: the venv, torch's CPU build and the dependencies
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(GPENGUARD_VENV)], check=True)
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "torch==2.13.0"], check=True)
-        (GPENGUARD_VENV / ".torch").write_text("torch==2.13.0")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--force-reinstall", "--no-deps", str(ROOT)], check=True)
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    str(ROOT)], check=True)  # the remaining dependencies, once
+        subprocess.run([*pip, "torch==2.13.0", str(ROOT)], check=True)
+        marker.write_text("torch==2.13.0")
+    subprocess.run([*pip, "--force-reinstall", "--no-deps", str(ROOT)], check=True)  # this checkout
     site = subprocess.run([python, "-c", "import gpenguard, os; print(os.path.dirname(gpenguard.__file__))"],
                           capture_output=True, text=True, check=True, cwd="/").stdout.strip()
     compileall.compile_dir(site, quiet=1)
