@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn, TypeVar
@@ -495,17 +496,7 @@ def load_registry(
         now=now,
         source=source,
     )
-    return Registry(
-        path=registry.path,
-        sha256=registry.sha256,
-        name=registry.name,
-        version=registry.version,
-        expires=registry.expires,
-        keys=registry.keys,
-        roles=registry.roles,
-        artifacts=registry.artifacts,
-        signed_by=signed_by,
-    )
+    return replace(registry, signed_by=signed_by)
 
 
 def find_artifact(
