@@ -414,6 +414,24 @@ def test_audit_verify_of_a_missing_log_is_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no such audit log" in r.stderr
 
 
+
+def test_audit_show_skips_reasons_of_the_wrong_type(tmp_path: Path) -> None:
+    log = tmp_path / "odd.jsonl"
+    log.write_text('{"seq":1,"verdict":"pass","reasons":5}\n{"seq":2,"verdict":"block","reasons":["r"]}\n')
+    r = run("audit", "show", log)
+    assert r.exit_code == 0, r.all
+    assert "PASS" in r.stdout and "- r" in r.stdout
+
+
+def test_audit_show_head_of_a_log_without_intact_records_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "junk.jsonl"
+    log.write_bytes(b"\xff\xfe garbage\n")
+    r = run("audit", "show", "--head", log)
+    assert r.exit_code == 1 and "no intact record" in r.stderr
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    r = run("audit", "show", "--head", tmp_path / "empty.jsonl")
+    assert r.exit_code == 1 and "is empty" in r.stderr
+
 # -- registry pin -------------------------------------------------------------------------------------------------
 
 
