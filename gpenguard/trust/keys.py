@@ -99,7 +99,13 @@ def load_private_key(path: Path) -> PrivateKey:
     data = _read_key_file(path)
     password = os.environ.get(PASSWORD_ENV)
     try:
-        key = serialization.load_pem_private_key(data, password.encode() if password else None)
+        try:
+            key = serialization.load_pem_private_key(data, password.encode() if password else None)
+        except TypeError:
+            if not password:
+                raise
+            # The variable is for encrypted keys; a plain key signing beside them still loads.
+            key = serialization.load_pem_private_key(data, None)
     except TypeError as exc:
         raise SignatureError(
             "private key is encrypted and no password was given",

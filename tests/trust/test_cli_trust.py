@@ -300,3 +300,8 @@ def test_encrypted_private_key_needs_the_password_variable(tmp_path: Path, monke
     code, out, err = run("sign", model, "--key", enc)
     assert code == 0, err
     assert kp.key_id in out
+
+    plain = tmp_path / "plain.key"  # a second, unencrypted key used while the variable is set
+    plain.write_bytes(keylib.private_pem(new_key("ecdsa-p256").private))
+    code, _, err = run("sign", model, "--key", plain, "-o", tmp_path / "m.sig2")
+    assert code == 0, err
