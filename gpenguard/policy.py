@@ -113,7 +113,7 @@ class _Reader:
             return empty
         if not isinstance(value, strict_yaml.LinedMap):
             raise self.fail(f"{key!r} must be a mapping", doc.line_of(key))
-        self.known(value, allowed, key)
+        self.known(value, allowed, f"{key}.")
         return value
 
     def known(self, doc: strict_yaml.LinedMap, allowed: set[str], where: str) -> None:

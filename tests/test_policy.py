@@ -57,7 +57,7 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("name: x\nscan:\n  fail_on: high\n  fail_onn: low\n", 4, "unknown field scan'fail_onn'"),
+        ("name: x\nscan:\n  fail_on: high\n  fail_onn: low\n", 4, "unknown field scan.'fail_onn'"),
         ("name: x\nverfy: {}\n", 2, "unknown field 'verfy'"),
         ("name: x\nscan:\n  fail_on: severe\n", 3, "unknown severity"),
         ("name: x\nverify:\n  require_registry_entry: 'yes'\n", 3, "must be bool"),

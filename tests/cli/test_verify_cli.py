@@ -310,7 +310,7 @@ def test_unknown_fields_in_a_policy_are_a_usage_error_naming_the_line(tmp_path: 
     p.write_text("name: mine\nverify:\n  require_signed_registy: true\n")
     r = verify(w, policy=str(p))
     assert r.exit_code == 2
-    assert f"{p}:3: unknown field verify'require_signed_registy'" in r.stderr
+    assert f"{p}:3: unknown field verify.'require_signed_registy'" in r.stderr
 
 
 # -- output formats ---------------------------------------------------------------------------------------------
