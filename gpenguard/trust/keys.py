@@ -129,9 +129,13 @@ def load_public_key(path: Path) -> PublicKey:
     """Read a PEM public key file."""
     data = _read_key_file(path)
     try:
-        return parse_public_pem(data.decode("ascii"))
-    except (SignatureError, UnicodeDecodeError) as exc:
-        raise SignatureError(str(getattr(exc, "message", exc)), path=path) from exc
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SignatureError("not a PEM public key: not ASCII text", path=path) from None
+    try:
+        return parse_public_pem(text)
+    except SignatureError as exc:
+        raise SignatureError(exc.message, path=path) from exc
 
 
 def private_pem(key: PrivateKey) -> bytes:

@@ -70,6 +70,9 @@ def test_keys_show_prints_an_entry_that_loads(tmp_path: Path) -> None:
     (tmp_path / "junk.pub").write_text("junk")
     code, _, err = run("keys", "show", tmp_path / "junk.pub")
     assert code == 2 and "junk.pub: not a PEM public key" in err
+    (tmp_path / "bin.pub").write_bytes(b"\xe8\x00\xff")
+    code, _, err = run("keys", "show", tmp_path / "bin.pub")
+    assert code == 2 and "bin.pub: not a PEM public key: not ASCII text" in err
 
 
 def test_keys_generate_never_overwrites(tmp_path: Path) -> None:
