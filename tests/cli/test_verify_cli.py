@@ -489,6 +489,21 @@ def test_pin_refuses_to_overwrite_a_different_pinned_digest(tmp_path: Path) -> N
     assert w.registry.read_bytes() == before
 
 
+def test_pin_with_an_unusable_key_leaves_the_registry_and_its_signature_untouched(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    sig = w.registry.with_name(w.registry.name + ".sig")
+    before, sig_before = w.registry.read_bytes(), sig.read_bytes()
+    (tmp_path / "bad.key").write_bytes(b"not a key")
+    r = run("registry", "pin", MODEL_NAME, w.model, "--registry", w.registry, "--key", tmp_path / "bad.key")
+    assert r.exit_code == 2 and "bad.key: not a usable PEM private key" in r.stderr
+    assert w.registry.read_bytes() == before and sig.read_bytes() == sig_before
+
+
+def test_pin_of_a_registry_that_is_a_directory_is_exit_2(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    r = run("registry", "pin", MODEL_NAME, w.model, "--registry", tmp_path)
+    assert r.exit_code == 2 and "registry is a directory, not a file" in r.stderr
+
 def test_pin_of_an_unknown_name_is_refused(tmp_path: Path) -> None:
     w = build_world(tmp_path, pinned=False)
     r = run("registry", "pin", "nope", w.model, "--registry", w.registry)
