@@ -310,10 +310,7 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
     except (InputError, UsageError, PolicyError) as exc:
         run.error("registry", str(exc))
         return None
-    except TrustError as exc:
-        run.fail("registry", str(exc))
-        return None
-    except FormatError as exc:
+    except (TrustError, FormatError) as exc:
         run.fail("registry", str(exc))
         return None
     run.values.update(registry_name=reg.name, registry_version=reg.version,
