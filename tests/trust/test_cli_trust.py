@@ -222,6 +222,19 @@ def test_registry_sign_replaces_a_stale_envelope(tmp_path: Path) -> None:
     assert run("registry", "show", reg, "--trust-root", root)[0] == 2
 
 
+def test_registry_sign_reads_an_existing_signature_bounded_and_names_it(tmp_path: Path) -> None:
+    reg = write_yaml(tmp_path / "r.yaml", registry_doc())
+    priv, _ = new_key().write(tmp_path, "k")
+    sig = tmp_path / "r.yaml.sig"
+    sig.mkdir()
+    code, _, err = run("registry", "sign", reg, "--key", priv)
+    assert code == 2 and "r.yaml.sig: registry signature is a directory, not a file" in err
+    sig.rmdir()
+    with sig.open("wb") as fh:
+        fh.truncate(33 * 2**20)  # larger than any envelope of a registry (sparse: no disk used)
+    code, _, err = run("registry", "sign", reg, "--key", priv)
+    assert code == 2 and "registry signature is larger than" in err
+
 def test_trust_root_key_expired_through_cli(tmp_path: Path) -> None:
     kp = new_key()
     priv, _ = kp.write(tmp_path, "k")
