@@ -56,6 +56,8 @@ def generate(
     owner: Annotated[str, typer.Option("--owner", help="Who holds the key, for the registry entry.")] = "unknown",
 ) -> None:
     """Generate a key pair and print its key id and a registry/trust-root entry for it."""
+    if out.name in ("", ".", ".."):  # Path("") is "."; its prefix would make hidden "..key"
+        raise UsageError(f"--out must be a file name prefix such as keys/registry, got {str(out)!r}")
     private = keylib.generate(key_type)
     public = private.public_key()
     priv_path, pub_path = Path(f"{out}.key"), Path(f"{out}.pub")

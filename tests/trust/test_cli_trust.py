@@ -75,6 +75,12 @@ def test_keys_show_prints_an_entry_that_loads(tmp_path: Path) -> None:
     assert code == 2 and "bin.pub: not a PEM public key: not ASCII text" in err
 
 
+@pytest.mark.parametrize("prefix", ["", ".", "..", "keys/.."])
+def test_keys_generate_refuses_a_prefix_that_is_no_file_name(prefix: str) -> None:
+    code, _, err = run("keys", "generate", "--out", prefix)
+    assert code == 2 and "--out must be a file name prefix" in err
+    assert not list(Path().glob("..*"))
+
 def test_keys_generate_never_overwrites(tmp_path: Path) -> None:
     assert run("keys", "generate", "--out", tmp_path / "k")[0] == 0
     before = (tmp_path / "k.key").read_bytes()
