@@ -148,6 +148,8 @@ def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | N
         fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
         raise AuditError(f"cannot open audit log: {exc.strerror}", path=p) from exc
+    except ValueError as exc:  # a NUL in the path: no file system can hold it
+        raise AuditError(f"cannot open audit log: {exc}", path=p) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last = _last_line(fd, p)

@@ -171,6 +171,11 @@ def test_append_refuses_a_last_line_nested_too_deeply(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="not a valid audit record"):
         append(p, event(1))
 
+
+def test_a_path_no_file_system_can_hold_is_an_audit_error(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="embedded null byte"):
+        append(f"{tmp_path}/a\0b.jsonl", event(1))
+
 WRITER = """
 import sys
 from gpenguard.audit import AuditEvent, append
