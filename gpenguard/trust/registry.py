@@ -42,7 +42,8 @@ from gpenguard.trust.signatures import verify_registry_envelope
 SCHEMA_VERSION = 1
 SIG_SUFFIX = ".sig"
 MAX_REGISTRY_BYTES = 16 * 2**20
-"""Deepest YAML nesting accepted; the schema itself needs 6 levels."""
+"""Largest registry or trust-root file read (its .sig may be twice this); nesting is capped by
+`strict_yaml.MAX_DEPTH`."""
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
 ANY_PYTORCH = "pytorch"
