@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gpenguard.cli import app
+from gpenguard.errors import InputError
 from gpenguard.trust import keys as keylib
 from gpenguard.trust.fingerprint import fingerprint_from_keys_file
 from gpenguard.trust.registry import load_registry
@@ -80,6 +81,25 @@ def test_keys_generate_refuses_a_prefix_that_is_no_file_name(prefix: str) -> Non
     code, _, err = run("keys", "generate", "--out", prefix)
     assert code == 2 and "--out must be a file name prefix" in err
     assert not list(Path().glob("..*"))
+
+def test_keys_generate_leaves_no_half_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "k.pub").symlink_to(tmp_path / "missing")  # dangling: exists() is False
+    code, _, err = run("keys", "generate", "--out", tmp_path / "k")
+    assert code == 2 and "k.pub: already exists" in err
+    assert not (tmp_path / "k.key").exists()
+    (tmp_path / "k.pub").unlink()
+    from gpenguard.cli import _keys
+
+    real = _keys._write_new
+
+    def fail_on_pub(path: Path, data: bytes, mode: int) -> None:
+        if path.suffix == ".pub":
+            raise InputError("cannot create: disk full", path=path)
+        real(path, data, mode)
+    monkeypatch.setattr(_keys, "_write_new", fail_on_pub)
+    code, _, err = run("keys", "generate", "--out", tmp_path / "k")
+    assert code == 2 and "disk full" in err
+    assert not (tmp_path / "k.key").exists()
 
 def test_keys_generate_never_overwrites(tmp_path: Path) -> None:
     assert run("keys", "generate", "--out", tmp_path / "k")[0] == 0
