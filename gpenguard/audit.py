@@ -148,6 +148,8 @@ def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | N
         fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
         raise AuditError(f"cannot open audit log: {exc.strerror}", path=p) from exc
+    except ValueError as exc:  # a NUL in the path: no file system can hold it
+        raise AuditError(f"cannot open audit log: {exc}", path=p) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last = _last_line(fd, p)
@@ -157,7 +159,7 @@ def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | N
             try:
                 last_record = json.loads(last)
                 seq = int(last_record["seq"]) + 1
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise AuditError(
                     "the last record of the log is not a valid audit record; refusing to extend it",
                     path=p,
@@ -228,7 +230,7 @@ def parse_records(data: bytes) -> list[tuple[int, dict[str, Any] | None]]:
     for number, line, _ in _lines(data):
         try:
             value = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         out.append((number, value if isinstance(value, dict) else None))
     return out
@@ -253,7 +255,7 @@ def verify_log(path: str | os.PathLike[str], *, expect_head: str | None = None) 
             break
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             problems.append(AuditProblem(number, "not valid JSON (cut, edited or injected)"))
             prev_line_hash = line_hash
             continue
@@ -262,10 +264,16 @@ def verify_log(path: str | os.PathLike[str], *, expect_head: str | None = None) 
             problems.append(AuditProblem(number, f"not an audit record (missing {', '.join(missing)})"))
             prev_line_hash = line_hash
             continue
+        try:
+            canon, own_hash = canonical(record), record_hash(record)
+        except RecursionError:  # parsed, but nested too deeply to serialise again
+            problems.append(AuditProblem(number, "not an audit record (nested too deeply)"))
+            prev_line_hash = line_hash
+            continue
         records += 1
-        if canonical(record) != line:
+        if canon != line:
             problems.append(AuditProblem(number, "not in canonical form: the line was rewritten"))
-        if record.get("hash") != record_hash(record):
+        if record.get("hash") != own_hash:
             problems.append(AuditProblem(number, "record was modified: its hash does not match its content"))
         if record.get("seq") != number:
             problems.append(

@@ -116,12 +116,15 @@ def _resolve_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy:
     return policy if isinstance(policy, Policy) else load_policy(policy)
 
 
+def _of_stat(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _identity(path: Path) -> tuple[int, ...] | None:
     try:
-        st = path.stat()
+        return _of_stat(path.stat())
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _mapped_identity(src: Source, fallback: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -134,10 +137,9 @@ def _mapped_identity(src: Source, fallback: tuple[int, ...] | None) -> tuple[int
     if fd is None:
         return fallback
     try:
-        st = os.fstat(fd)
+        return _of_stat(os.fstat(fd))
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass
@@ -310,10 +312,7 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
     except (InputError, UsageError, PolicyError) as exc:
         run.error("registry", str(exc))
         return None
-    except TrustError as exc:
-        run.fail("registry", str(exc))
-        return None
-    except FormatError as exc:
+    except (TrustError, FormatError) as exc:
         run.fail("registry", str(exc))
         return None
     run.values.update(registry_name=reg.name, registry_version=reg.version,

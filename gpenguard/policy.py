@@ -12,6 +12,7 @@ is worse than none. Relative paths in a policy resolve against the policy file's
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
@@ -112,7 +113,7 @@ class _Reader:
             return empty
         if not isinstance(value, strict_yaml.LinedMap):
             raise self.fail(f"{key!r} must be a mapping", doc.line_of(key))
-        self.known(value, allowed, key)
+        self.known(value, allowed, f"{key}.")
         return value
 
     def known(self, doc: strict_yaml.LinedMap, allowed: set[str], where: str) -> None:
@@ -141,14 +142,16 @@ class _Reader:
 
     def number(self, doc: strict_yaml.LinedMap, key: str, default: float, *, positive: bool = True) -> float:
         value = float(self.get(doc, key, (int, float), default))
-        if positive and value <= 0:
-            raise self.fail(f"{key!r} must be positive, got {value!r}", doc.line_of(key))
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise self.fail(f"{key!r} must be a finite{' positive' if positive else ''} number, got {value!r}", doc.line_of(key))
         return value
 
     def path(self, doc: strict_yaml.LinedMap, key: str) -> Path | None:
         value = self.get(doc, key, str, "")
         if not value:
             return None
+        if "\0" in value:  # no file system accepts it; open() would raise ValueError, not OSError
+            raise self.fail(f"{key!r} must be a path, got one with a NUL character", doc.line_of(key))
         p = Path(value).expanduser()
         return p if p.is_absolute() or self.base is None else self.base / p
 

@@ -144,6 +144,38 @@ def test_parse_records_marks_unreadable_lines(log: Path) -> None:
     assert [r is None for _, r in recs] == [False, True, False, False, False, False]
 
 
+
+def test_json_nested_past_the_recursion_limit_is_an_unreadable_line_not_a_crash(log: Path) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    ls = lines(log)
+    ls.insert(2, deep + b"\n")
+    rewrite(log, ls)
+    assert verify_log(log).problems[0].line == 3
+    assert parse_records(log.read_bytes())[2] == (3, None)
+
+
+def test_a_record_too_deep_to_serialise_again_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "a.jsonl"
+    append(p, event(1))
+
+    def too_deep(record: object) -> bytes:
+        raise RecursionError
+    monkeypatch.setattr("gpenguard.audit.canonical", too_deep)
+    check = verify_log(p)
+    assert [(x.line, x.message) for x in check.problems] == [(1, "not an audit record (nested too deeply)")]
+
+
+def test_append_refuses_a_last_line_nested_too_deeply(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    with pytest.raises(AuditError, match="not a valid audit record"):
+        append(p, event(1))
+
+
+def test_a_path_no_file_system_can_hold_is_an_audit_error(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="embedded null byte"):
+        append(f"{tmp_path}/a\0b.jsonl", event(1))
+
 WRITER = """
 import sys
 from gpenguard.audit import AuditEvent, append

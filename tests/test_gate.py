@@ -132,6 +132,8 @@ def test_an_unwritable_audit_log_turns_a_pass_into_an_error(tmp_path: Path) -> N
     d = verify(w.model, registry=w.registry, audit_log=not_a_file)
     assert d.verdict is Verdict.ERROR
     assert any(r.startswith("audit:") and "cannot open audit log" in r for r in d.reasons)
+    d = verify(w.model, registry=w.registry, audit_log=f"{tmp_path}/a\0b.jsonl")
+    assert d.verdict is Verdict.ERROR  # a path no file system can hold: still a decision, not a crash
 
 
 def test_policy_overrides_and_deprecated_handling(tmp_path: Path) -> None:

@@ -57,12 +57,16 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("name: x\nscan:\n  fail_on: high\n  fail_onn: low\n", 4, "unknown field scan'fail_onn'"),
+        ("name: x\nscan:\n  fail_on: high\n  fail_onn: low\n", 4, "unknown field scan.'fail_onn'"),
         ("name: x\nverfy: {}\n", 2, "unknown field 'verfy'"),
         ("name: x\nscan:\n  fail_on: severe\n", 3, "unknown severity"),
         ("name: x\nverify:\n  require_registry_entry: 'yes'\n", 3, "must be bool"),
         ("name: x\nsandbox:\n  pids_limit: true\n", 3, "must be int"),
-        ("name: x\nsandbox:\n  cpus: -1\n", 3, "must be positive"),
+        ("name: x\nsandbox:\n  cpus: -1\n", 3, "must be a finite positive number"),
+        ("name: x\nsandbox:\n  cpus: .nan\n", 3, "must be a finite positive number"),
+        ("name: x\nsandbox:\n  timeout_s: .inf\n", 3, "must be a finite positive number"),
+        ('name: x\nverify:\n  registry: "a\\0b"\n', 3, "NUL character"),
+        ('name: x\naudit:\n  log: "a\\0b"\n', 3, "NUL character"),
         ("name: x\noutput:\n  format: html\n", 3, "must be one of text, json, sarif"),
         ("name: x\nscan:\n  allow:\n    - {name: os.system}\n", 4, "non-empty reason"),
         ("name: x\nscan: {}\nverify: *a\n", 3, "aliases"),

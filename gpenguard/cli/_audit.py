@@ -65,7 +65,8 @@ def audit_show(
     if head:
         check = verify_log(log)
         if check.head is None:
-            err_console.print(f"{log}: the log is empty", markup=False)
+            what = "has no intact record; see `gpenguard audit verify`" if check.problems else "is empty"
+            err_console.print(f"{log}: the log {what}", markup=False)
             raise typer.Exit(int(ExitCode.BLOCKED))
         typer.echo(f"{check.head} {check.records}")
         raise typer.Exit(int(ExitCode.PASS if check.ok else ExitCode.BLOCKED))
@@ -79,7 +80,8 @@ def audit_show(
         line = (f"{number:>6}  {rec.get('time')}  {str(rec.get('verdict')).upper():<5}  "
                 f"{rec.get('policy')}  {rec.get('file')}{artifact}")
         typer.echo(printable(line))
-        for reason in rec.get("reasons") or ():
+        reasons = rec.get("reasons")
+        for reason in reasons if isinstance(reasons, list) else ():
             typer.echo(printable(f"        - {reason}"))
 
 

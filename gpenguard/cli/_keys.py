@@ -56,14 +56,20 @@ def generate(
     owner: Annotated[str, typer.Option("--owner", help="Who holds the key, for the registry entry.")] = "unknown",
 ) -> None:
     """Generate a key pair and print its key id and a registry/trust-root entry for it."""
+    if out.name in ("", ".", ".."):  # Path("") is "."; its prefix would make hidden "..key"
+        raise UsageError(f"--out must be a file name prefix such as keys/registry, got {str(out)!r}")
     private = keylib.generate(key_type)
     public = private.public_key()
     priv_path, pub_path = Path(f"{out}.key"), Path(f"{out}.pub")
     for p in (priv_path, pub_path):
-        if p.exists():
+        if p.exists() or p.is_symlink():
             raise UsageError("already exists; refusing to overwrite a key", path=p)
     _write_new(priv_path, keylib.private_pem(private), 0o600)
-    _write_new(pub_path, keylib.public_pem(public).encode("ascii"), 0o644)
+    try:
+        _write_new(pub_path, keylib.public_pem(public).encode("ascii"), 0o644)
+    except BaseException:
+        priv_path.unlink()  # no half pair: a private key without its public one is left behind unseen
+        raise
     console.print(f"private key: {priv_path} (keep it secret; never commit it)", markup=False)
     console.print(f"public key:  {pub_path}", markup=False)
     _print_entry(public, owner)

@@ -99,7 +99,13 @@ def load_private_key(path: Path) -> PrivateKey:
     data = _read_key_file(path)
     password = os.environ.get(PASSWORD_ENV)
     try:
-        key = serialization.load_pem_private_key(data, password.encode() if password else None)
+        try:
+            key = serialization.load_pem_private_key(data, password.encode() if password else None)
+        except TypeError:
+            if not password:
+                raise
+            # The variable is for encrypted keys; a plain key signing beside them still loads.
+            key = serialization.load_pem_private_key(data, None)
     except TypeError as exc:
         raise SignatureError(
             "private key is encrypted and no password was given",
@@ -123,9 +129,13 @@ def load_public_key(path: Path) -> PublicKey:
     """Read a PEM public key file."""
     data = _read_key_file(path)
     try:
-        return parse_public_pem(data.decode("ascii"))
-    except (SignatureError, UnicodeDecodeError) as exc:
-        raise SignatureError(str(getattr(exc, "message", exc)), path=path) from exc
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SignatureError("not a PEM public key: not ASCII text", path=path) from None
+    try:
+        return parse_public_pem(text)
+    except SignatureError as exc:
+        raise SignatureError(exc.message, path=path) from exc
 
 
 def private_pem(key: PrivateKey) -> bytes:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from gpenguard.errors import InputError, RegistryError, VerificationError
+from gpenguard.errors import RegistryError, VerificationError
 from gpenguard.formats.source import Source
 from gpenguard.policy import Policy, load_policy
 from gpenguard.scan.findings import Verdict
@@ -140,16 +140,21 @@ def pin_artifact(
     """
     from gpenguard.gate import fingerprint_source
     from gpenguard.scan import scan_source
-    from gpenguard.trust.registry import find_artifact, parse_registry
+    from gpenguard.trust.keys import load_private_key
+    from gpenguard.trust.registry import (
+        MAX_REGISTRY_BYTES,
+        find_artifact,
+        parse_registry,
+        read_bounded,
+    )
     from gpenguard.trust.signatures import sign_registry, write_atomic
 
     reg_path = Path(registry_path)
     file_path = Path(file)
     pol = policy or load_policy("default")
-    try:
-        raw = reg_path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read registry: {exc.strerror}", path=reg_path) from exc
+    # Keys first: a bad key must stop the pin before the registry is rewritten, not after.
+    private_keys = [load_private_key(Path(k)) for k in keys]
+    raw = read_bounded(reg_path, MAX_REGISTRY_BYTES, "registry")
     registry = parse_registry(raw, str(reg_path))
     art = find_artifact(registry, name=name)
     if art is None:
@@ -194,10 +199,8 @@ def pin_artifact(
     signed_by: tuple[str, ...] = ()
     signature: str | None = None
     sig = reg_path.with_name(reg_path.name + ".sig")
-    if keys:
-        from gpenguard.trust.keys import load_private_key
-
-        sig_path, signed_by = sign_registry(reg_path, [load_private_key(Path(k)) for k in keys])
+    if private_keys:
+        sig_path, signed_by = sign_registry(reg_path, private_keys)
         signature = str(sig_path)
     else:
         if sig.exists():

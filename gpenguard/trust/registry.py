@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import NoReturn, TypeVar
@@ -41,7 +42,8 @@ from gpenguard.trust.signatures import verify_registry_envelope
 SCHEMA_VERSION = 1
 SIG_SUFFIX = ".sig"
 MAX_REGISTRY_BYTES = 16 * 2**20
-"""Deepest YAML nesting accepted; the schema itself needs 6 levels."""
+"""Largest registry or trust-root file read (its .sig may be twice this); nesting is capped by
+`strict_yaml.MAX_DEPTH`."""
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
 ANY_PYTORCH = "pytorch"
@@ -495,17 +497,7 @@ def load_registry(
         now=now,
         source=source,
     )
-    return Registry(
-        path=registry.path,
-        sha256=registry.sha256,
-        name=registry.name,
-        version=registry.version,
-        expires=registry.expires,
-        keys=registry.keys,
-        roles=registry.roles,
-        artifacts=registry.artifacts,
-        signed_by=signed_by,
-    )
+    return replace(registry, signed_by=signed_by)
 
 
 def find_artifact(

@@ -112,10 +112,7 @@ def sign_registry(registry_path: Path, private_keys: Sequence[keylib.PrivateKey]
     sig_path = signature_path(registry_path)
     existing: tuple[DsseSignature, ...] = ()
     if sig_path.exists():
-        try:
-            old = parse_envelope(sig_path.read_bytes(), str(sig_path))
-        except OSError as exc:
-            raise InputError(f"cannot read existing signature: {exc.strerror or exc}", path=sig_path) from exc
+        old = parse_envelope(read_bounded(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature"), str(sig_path))
         if old.payload_type == REGISTRY_PAYLOAD_TYPE and old.payload == data:
             existing = old.signatures
     message = pae(REGISTRY_PAYLOAD_TYPE, data)

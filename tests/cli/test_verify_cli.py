@@ -310,7 +310,7 @@ def test_unknown_fields_in_a_policy_are_a_usage_error_naming_the_line(tmp_path: 
     p.write_text("name: mine\nverify:\n  require_signed_registy: true\n")
     r = verify(w, policy=str(p))
     assert r.exit_code == 2
-    assert f"{p}:3: unknown field verify'require_signed_registy'" in r.stderr
+    assert f"{p}:3: unknown field verify.'require_signed_registy'" in r.stderr
 
 
 # -- output formats ---------------------------------------------------------------------------------------------
@@ -414,6 +414,24 @@ def test_audit_verify_of_a_missing_log_is_exit_2(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no such audit log" in r.stderr
 
 
+
+def test_audit_show_skips_reasons_of_the_wrong_type(tmp_path: Path) -> None:
+    log = tmp_path / "odd.jsonl"
+    log.write_text('{"seq":1,"verdict":"pass","reasons":5}\n{"seq":2,"verdict":"block","reasons":["r"]}\n')
+    r = run("audit", "show", log)
+    assert r.exit_code == 0, r.all
+    assert "PASS" in r.stdout and "- r" in r.stdout
+
+
+def test_audit_show_head_of_a_log_without_intact_records_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "junk.jsonl"
+    log.write_bytes(b"\xff\xfe garbage\n")
+    r = run("audit", "show", "--head", log)
+    assert r.exit_code == 1 and "no intact record" in r.stderr
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    r = run("audit", "show", "--head", tmp_path / "empty.jsonl")
+    assert r.exit_code == 1 and "is empty" in r.stderr
+
 # -- registry pin -------------------------------------------------------------------------------------------------
 
 
@@ -470,6 +488,21 @@ def test_pin_refuses_to_overwrite_a_different_pinned_digest(tmp_path: Path) -> N
     assert r.exit_code == 1 and "already pins sha256" in r.stderr and "new artifact version" in r.stderr
     assert w.registry.read_bytes() == before
 
+
+def test_pin_with_an_unusable_key_leaves_the_registry_and_its_signature_untouched(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    sig = w.registry.with_name(w.registry.name + ".sig")
+    before, sig_before = w.registry.read_bytes(), sig.read_bytes()
+    (tmp_path / "bad.key").write_bytes(b"not a key")
+    r = run("registry", "pin", MODEL_NAME, w.model, "--registry", w.registry, "--key", tmp_path / "bad.key")
+    assert r.exit_code == 2 and "bad.key: not a usable PEM private key" in r.stderr
+    assert w.registry.read_bytes() == before and sig.read_bytes() == sig_before
+
+
+def test_pin_of_a_registry_that_is_a_directory_is_exit_2(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)
+    r = run("registry", "pin", MODEL_NAME, w.model, "--registry", tmp_path)
+    assert r.exit_code == 2 and "registry is a directory, not a file" in r.stderr
 
 def test_pin_of_an_unknown_name_is_refused(tmp_path: Path) -> None:
     w = build_world(tmp_path, pinned=False)

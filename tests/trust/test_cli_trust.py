@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gpenguard.cli import app
+from gpenguard.errors import InputError
 from gpenguard.trust import keys as keylib
 from gpenguard.trust.fingerprint import fingerprint_from_keys_file
 from gpenguard.trust.registry import load_registry
@@ -70,7 +71,35 @@ def test_keys_show_prints_an_entry_that_loads(tmp_path: Path) -> None:
     (tmp_path / "junk.pub").write_text("junk")
     code, _, err = run("keys", "show", tmp_path / "junk.pub")
     assert code == 2 and "junk.pub: not a PEM public key" in err
+    (tmp_path / "bin.pub").write_bytes(b"\xe8\x00\xff")
+    code, _, err = run("keys", "show", tmp_path / "bin.pub")
+    assert code == 2 and "bin.pub: not a PEM public key: not ASCII text" in err
 
+
+@pytest.mark.parametrize("prefix", ["", ".", "..", "keys/.."])
+def test_keys_generate_refuses_a_prefix_that_is_no_file_name(prefix: str) -> None:
+    code, _, err = run("keys", "generate", "--out", prefix)
+    assert code == 2 and "--out must be a file name prefix" in err
+    assert not list(Path().glob("..*"))
+
+def test_keys_generate_leaves_no_half_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "k.pub").symlink_to(tmp_path / "missing")  # dangling: exists() is False
+    code, _, err = run("keys", "generate", "--out", tmp_path / "k")
+    assert code == 2 and "k.pub: already exists" in err
+    assert not (tmp_path / "k.key").exists()
+    (tmp_path / "k.pub").unlink()
+    from gpenguard.cli import _keys
+
+    real = _keys._write_new
+
+    def fail_on_pub(path: Path, data: bytes, mode: int) -> None:
+        if path.suffix == ".pub":
+            raise InputError("cannot create: disk full", path=path)
+        real(path, data, mode)
+    monkeypatch.setattr(_keys, "_write_new", fail_on_pub)
+    code, _, err = run("keys", "generate", "--out", tmp_path / "k")
+    assert code == 2 and "disk full" in err
+    assert not (tmp_path / "k.key").exists()
 
 def test_keys_generate_never_overwrites(tmp_path: Path) -> None:
     assert run("keys", "generate", "--out", tmp_path / "k")[0] == 0
@@ -219,6 +248,19 @@ def test_registry_sign_replaces_a_stale_envelope(tmp_path: Path) -> None:
     assert run("registry", "show", reg, "--trust-root", root)[0] == 2
 
 
+def test_registry_sign_reads_an_existing_signature_bounded_and_names_it(tmp_path: Path) -> None:
+    reg = write_yaml(tmp_path / "r.yaml", registry_doc())
+    priv, _ = new_key().write(tmp_path, "k")
+    sig = tmp_path / "r.yaml.sig"
+    sig.mkdir()
+    code, _, err = run("registry", "sign", reg, "--key", priv)
+    assert code == 2 and "r.yaml.sig: registry signature is a directory, not a file" in err
+    sig.rmdir()
+    with sig.open("wb") as fh:
+        fh.truncate(33 * 2**20)  # larger than any envelope of a registry (sparse: no disk used)
+    code, _, err = run("registry", "sign", reg, "--key", priv)
+    assert code == 2 and "registry signature is larger than" in err
+
 def test_trust_root_key_expired_through_cli(tmp_path: Path) -> None:
     kp = new_key()
     priv, _ = kp.write(tmp_path, "k")
@@ -300,3 +342,8 @@ def test_encrypted_private_key_needs_the_password_variable(tmp_path: Path, monke
     code, out, err = run("sign", model, "--key", enc)
     assert code == 0, err
     assert kp.key_id in out
+
+    plain = tmp_path / "plain.key"  # a second, unencrypted key used while the variable is set
+    plain.write_bytes(keylib.private_pem(new_key("ecdsa-p256").private))
+    code, _, err = run("sign", model, "--key", plain, "-o", tmp_path / "m.sig2")
+    assert code == 0, err
