@@ -624,44 +624,46 @@ def convert(
                 "the file changed on disk during conversion; nothing was written", path=src_path
             )
 
+    written: Path | None = None  # the output (or staged output) once it is in place
     try:
-        decision = verify_source(
-            source, registry=registry, name=name, policy=policy, trust_root=trust_root,
-            audit_log=audit_log, state_dir=state_dir, progress=progress,
-        )
-        approval = _approval(decision, src_path)
-        if decision.fingerprint is not None:
-            if select is not None and select != decision.state_dict_key:
-                where = repr(decision.state_dict_key) if decision.state_dict_key else "the top level"
-                raise UsageError(
-                    f"the registry entry pins the state_dict at {where}; converting {select!r} "
-                    "would write tensors the gate did not fingerprint",
-                    path=src_path,
-                )
-            select = decision.state_dict_key
-        dest = Path(out) if out is not None else _store_staging(the_store)
-        record = _convert_open(
-            source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
-            private=private, started=started, limits=limits, before_commit=unchanged,
-            output_name=dest.name if out is not None else f"{src_path.stem}.safetensors",
-        )
-        record = dataclasses.replace(record, decision=decision)
-    finally:
-        _close(source)
-
-    stored = None
-    if the_store is not None:
         try:
+            decision = verify_source(
+                source, registry=registry, name=name, policy=policy, trust_root=trust_root,
+                audit_log=audit_log, state_dir=state_dir, progress=progress,
+            )
+            approval = _approval(decision, src_path)
+            if decision.fingerprint is not None:
+                if select is not None and select != decision.state_dict_key:
+                    where = repr(decision.state_dict_key) if decision.state_dict_key else "the top level"
+                    raise UsageError(
+                        f"the registry entry pins the state_dict at {where}; converting {select!r} "
+                        "would write tensors the gate did not fingerprint",
+                        path=src_path,
+                    )
+                select = decision.state_dict_key
+            dest = Path(out) if out is not None else _store_staging(the_store)
+            record = _convert_open(
+                source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
+                private=private, started=started, limits=limits, before_commit=unchanged,
+                output_name=dest.name if out is not None else f"{src_path.stem}.safetensors",
+            )
+            written = record.output
+        finally:
+            _close(source)
+        record = dataclasses.replace(record, decision=decision)
+        if the_store is not None:
             # without -o the output was written into the store's staging folder: move it in
             stored = the_store.add(record.output, record.sha256, record.provenance, move=out is None)
-        except BaseException:
-            _unlink_pair(record.output)  # a failed run leaves nothing, not half its outputs
-            raise
-        if out is None:
-            record = dataclasses.replace(
-                record, output=stored.path, provenance=stored.provenance or record.provenance
-            )
-    return dataclasses.replace(record, stored=stored)
+            record = dataclasses.replace(record, stored=stored)
+            if out is None:
+                record = dataclasses.replace(
+                    record, output=stored.path, provenance=stored.provenance or record.provenance
+                )
+        return record
+    except BaseException:
+        if written is not None:  # a failed run leaves nothing, not half its outputs
+            _unlink_pair(written)
+        raise
 
 
 def _check_output(out: Path, src: Path) -> None:

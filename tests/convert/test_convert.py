@@ -327,6 +327,29 @@ def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: py
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("to_store", [False, True], ids=["output", "store"])
+def test_interrupt_after_the_output_is_in_place_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_store: bool
+) -> None:
+    """Ctrl-C between renaming the output into place and returning removes it again."""
+    src = tmp_path / "model.pth"
+    torch.save({"a": torch.ones(2)}, src)
+
+    def interrupted(source: Source) -> None:
+        source.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert_mod, "_close", interrupted)
+    before = listing(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        if to_store:
+            convert(src, store=Store(tmp_path / "store"))
+        else:
+            convert(src, tmp_path / "m.safetensors")
+    assert listing(tmp_path) - {"store"} == before
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p != src]
+
+
 def test_read_back_mismatch_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The verification really compares: a file that reads back one bit off is refused."""
     src = tmp_path / "model.pth"
