@@ -102,18 +102,24 @@ class Store:
         except OSError as exc:
             raise InputError(f"cannot create the store: {exc.strerror or exc}", path=dest.parent) from exc
         stored_prov = provenance_path(dest) if provenance is not None else None
-        if move:
-            try:
-                weights.chmod(0o444)
-                weights.replace(dest)
-                if provenance is not None and stored_prov is not None:
-                    provenance.replace(stored_prov)
-            except OSError as exc:
-                raise InputError(f"cannot store: {exc.strerror or exc}", path=dest) from exc
-            return StoredWeights(hexdigest, dest, stored_prov)
-        _copy_checked(weights, dest, hexdigest)
-        if provenance is not None and stored_prov is not None:
-            _copy_checked(provenance, stored_prov, None)
+        # The provenance goes in first and the weights last: an entry is its weights file
+        # (`find`, `entries`), so it appears only complete, never without its record.
+        had_prov = stored_prov is not None and stored_prov.exists()
+        try:
+            if provenance is not None and stored_prov is not None:
+                if move:
+                    _move(provenance, stored_prov)
+                else:
+                    _copy_checked(provenance, stored_prov, None)
+            if move:
+                _move(weights, dest, mode=0o444)
+            else:
+                _copy_checked(weights, dest, hexdigest)
+        except BaseException:
+            if stored_prov is not None and not had_prov:
+                with contextlib.suppress(OSError):
+                    stored_prov.unlink()
+            raise
         return StoredWeights(hexdigest, dest, stored_prov)
 
     def staging(self) -> Path:
@@ -149,6 +155,15 @@ def sha256_file(path: Path) -> str:
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from exc
     return h.hexdigest()
+
+
+def _move(src: Path, dest: Path, *, mode: int | None = None) -> None:
+    try:
+        if mode is not None:
+            src.chmod(mode)
+        src.replace(dest)
+    except OSError as exc:
+        raise InputError(f"cannot store: {exc.strerror or exc}", path=dest) from exc
 
 
 def _copy_checked(src: Path, dest: Path, expect: str | None) -> None:

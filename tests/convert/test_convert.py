@@ -406,6 +406,27 @@ def test_store_keeps_weights_by_digest(tmp_path: Path) -> None:
         store.find("abc")
 
 
+@pytest.mark.parametrize("move", [False, True], ids=["copy", "move"])
+@pytest.mark.parametrize("broken", ["weights", "provenance"])
+def test_store_add_that_fails_leaves_no_half_entry(tmp_path: Path, move: bool, broken: str) -> None:
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    prov = tmp_path / "w.safetensors.intoto.json"
+    prov.write_text("{}")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    if broken == "weights" and move:
+        weights.unlink()
+    elif broken == "weights":
+        weights.write_bytes(b"other bytes")  # refused: not the digest it is filed under
+    else:
+        prov.unlink()
+    store = Store(tmp_path / "store")
+    with pytest.raises((InputError, VerificationError)):
+        store.add(weights, digest, prov, move=move)
+    assert list((tmp_path / "store" / "sha256").iterdir()) == []
+    assert store.entries() == []
+
+
 def test_store_defaults_to_the_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPENGUARD_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "model.pth"
