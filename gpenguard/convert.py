@@ -562,15 +562,6 @@ def _metadata(
     return meta
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
-    """Which file is at `path`, and whether it was written: any swap or rewrite changes this."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def convert(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -597,7 +588,7 @@ def convert(
     state_dict the gate fingerprinted (the registry entry's ``architecture.state_dict_key``).
     `progress(done, total)` follows the gate's hashing of the source, the long part of the gate.
     """
-    from gpenguard.gate import verify_source
+    from gpenguard.gate import _identity, _mapped_identity, verify_source
 
     started = datetime.now(UTC)
     src_path = Path(path)
@@ -615,6 +606,7 @@ def convert(
 
     before = _identity(src_path)
     source = Source.open(src_path)
+    before = _mapped_identity(source, before)  # the file actually mapped, as the gate does
 
     def unchanged() -> None:
         # The mapping follows in-place rewrites of the file: if the file changed at all, the

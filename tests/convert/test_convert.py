@@ -297,6 +297,27 @@ def test_file_rewritten_during_conversion_is_refused(tmp_path: Path, monkeypatch
     assert out.read_bytes() == b"the user's previous output"  # refused before anything was renamed
 
 
+def test_file_swapped_after_the_gate_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mapped file is the baseline: a path renamed over after the gate is not converted."""
+    from gpenguard import gate
+
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    other = tmp_path / "other.pth"
+    torch.save({"w": torch.zeros(2)}, other)
+    real = gate.verify_source
+
+    def and_swap(source: Source, **kw: Any) -> Any:
+        decision = real(source, **kw)
+        other.replace(src)
+        return decision
+
+    monkeypatch.setattr(gate, "verify_source", and_swap)
+    with pytest.raises(ConversionError, match="changed on disk during conversion"):
+        convert(src, tmp_path / "m.safetensors")
+    assert listing(tmp_path) == {"model.pth"}
+
+
 def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
     src = tmp_path / "model.pth"
     torch.save({"w": torch.ones(2)}, src)
