@@ -146,15 +146,10 @@ class Store:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from exc
-    return h.hexdigest()
+    """Hex sha256 of a file (`gpenguard.trust.hashing.hash_file`: one mapped read)."""
+    from gpenguard.trust.hashing import hash_file
+
+    return hash_file(path).sha256
 
 
 def _move(src: Path, dest: Path, *, mode: int | None = None) -> None:
