@@ -603,6 +603,8 @@ def convert(
 
     if out is not None:
         _check_output(Path(out), src_path)
+    if the_store is not None:
+        the_store.prepare()  # a store that cannot be written fails now, not after the work
 
     before = _identity(src_path)
     source = Source.open(src_path)

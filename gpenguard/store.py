@@ -97,10 +97,7 @@ class Store:
         """
         hexdigest = parse_digest(sha256)
         dest = self.path_for(hexdigest)
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the store: {exc.strerror or exc}", path=dest.parent) from exc
+        self.prepare()
         stored_prov = provenance_path(dest) if provenance is not None else None
         # The provenance goes in first and the weights last: an entry is its weights file
         # (`find`, `entries`), so it appears only complete, never without its record.
@@ -121,6 +118,15 @@ class Store:
                     stored_prov.unlink()
             raise
         return StoredWeights(hexdigest, dest, stored_prov)
+
+    def prepare(self) -> Path:
+        """Create the entries folder (callers check early that the store is writable)."""
+        folder = self.root / "sha256"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the store: {exc.strerror or exc}", path=folder) from exc
+        return folder
 
     def staging(self) -> Path:
         """A folder inside the store for outputs on their way in (same file system: renames)."""

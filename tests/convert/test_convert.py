@@ -458,6 +458,23 @@ def test_store_defaults_to_the_cache_dir(tmp_path: Path, monkeypatch: pytest.Mon
     assert (tmp_path / "m.safetensors").exists()
 
 
+def test_unwritable_store_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard import gate
+
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    (tmp_path / "afile").write_text("")
+
+    def never(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the gate ran although the store cannot be written")
+
+    monkeypatch.setattr(gate, "verify_source", never)
+    before = listing(tmp_path)
+    with pytest.raises(InputError, match="cannot create the store"):
+        convert(src, tmp_path / "m.safetensors", store=Store(tmp_path / "afile"))
+    assert listing(tmp_path) == before
+
+
 def test_needs_an_output_or_a_store(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         convert(tmp_path / "x.pth")
