@@ -663,11 +663,12 @@ def convert(
 def _check_output(out: Path, src: Path) -> None:
     if out.is_dir():
         raise UsageError("the output is a directory; name the .safetensors file to write", path=out)
-    same = out.resolve() == src.resolve()
-    with contextlib.suppress(OSError):
-        same = same or (out.exists() and out.samefile(src))
-    if same:
-        raise UsageError("the output would replace the checkpoint being converted", path=out)
+    for dest in (out, provenance_path(out)):  # both files written: neither may be the source
+        same = dest.resolve() == src.resolve()
+        with contextlib.suppress(OSError):
+            same = same or (dest.exists() and dest.samefile(src))
+        if same:
+            raise UsageError("the output would replace the checkpoint being converted", path=dest)
 
 
 def _convert_open(

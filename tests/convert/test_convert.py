@@ -329,6 +329,21 @@ def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
     assert src.read_bytes() == original
 
 
+def test_provenance_may_not_land_on_the_source(tmp_path: Path) -> None:
+    """``convert m.intoto.json -o m`` would write the provenance record over the checkpoint."""
+    src = tmp_path / "m.intoto.json"
+    torch.save({"w": torch.ones(2)}, src)
+    original = src.read_bytes()
+    before = listing(tmp_path)
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(src, tmp_path / "m")
+    (tmp_path / "link").symlink_to(src)
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(tmp_path / "link", tmp_path / "m")
+    assert src.read_bytes() == original
+    assert listing(tmp_path) == before | {"link"}
+
+
 def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "model.pth"
     torch.save({"a": torch.ones(2), "b": torch.ones(3)}, src)
