@@ -562,15 +562,6 @@ def _metadata(
     return meta
 
 
-def _identity(path: Path) -> tuple[int, ...] | None:
-    """Which file is at `path`, and whether it was written: any swap or rewrite changes this."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def convert(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -597,7 +588,7 @@ def convert(
     state_dict the gate fingerprinted (the registry entry's ``architecture.state_dict_key``).
     `progress(done, total)` follows the gate's hashing of the source, the long part of the gate.
     """
-    from gpenguard.gate import verify_source
+    from gpenguard.gate import _identity, _mapped_identity, verify_source
 
     started = datetime.now(UTC)
     src_path = Path(path)
@@ -612,9 +603,12 @@ def convert(
 
     if out is not None:
         _check_output(Path(out), src_path)
+    if the_store is not None:
+        the_store.prepare()  # a store that cannot be written fails now, not after the work
 
     before = _identity(src_path)
     source = Source.open(src_path)
+    before = _mapped_identity(source, before)  # the file actually mapped, as the gate does
 
     def unchanged() -> None:
         # The mapping follows in-place rewrites of the file: if the file changed at all, the
@@ -624,54 +618,57 @@ def convert(
                 "the file changed on disk during conversion; nothing was written", path=src_path
             )
 
+    written: Path | None = None  # the output (or staged output) once it is in place
     try:
-        decision = verify_source(
-            source, registry=registry, name=name, policy=policy, trust_root=trust_root,
-            audit_log=audit_log, state_dir=state_dir, progress=progress,
-        )
-        approval = _approval(decision, src_path)
-        if decision.fingerprint is not None:
-            if select is not None and select != decision.state_dict_key:
-                where = repr(decision.state_dict_key) if decision.state_dict_key else "the top level"
-                raise UsageError(
-                    f"the registry entry pins the state_dict at {where}; converting {select!r} "
-                    "would write tensors the gate did not fingerprint",
-                    path=src_path,
-                )
-            select = decision.state_dict_key
-        dest = Path(out) if out is not None else _store_staging(the_store)
-        record = _convert_open(
-            source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
-            private=private, started=started, limits=limits, before_commit=unchanged,
-            output_name=dest.name if out is not None else f"{src_path.stem}.safetensors",
-        )
-        record = dataclasses.replace(record, decision=decision)
-    finally:
-        _close(source)
-
-    stored = None
-    if the_store is not None:
         try:
+            decision = verify_source(
+                source, registry=registry, name=name, policy=policy, trust_root=trust_root,
+                audit_log=audit_log, state_dir=state_dir, progress=progress,
+            )
+            approval = _approval(decision, src_path)
+            if decision.fingerprint is not None:
+                if select is not None and select != decision.state_dict_key:
+                    where = repr(decision.state_dict_key) if decision.state_dict_key else "the top level"
+                    raise UsageError(
+                        f"the registry entry pins the state_dict at {where}; converting {select!r} "
+                        "would write tensors the gate did not fingerprint",
+                        path=src_path,
+                    )
+                select = decision.state_dict_key
+            dest = Path(out) if out is not None else _store_staging(the_store)
+            record = _convert_open(
+                source, dest, approval=approval, select=select, strip_prefix=strip_prefix,
+                private=private, started=started, limits=limits, before_commit=unchanged,
+                output_name=dest.name if out is not None else f"{src_path.stem}.safetensors",
+            )
+            written = record.output
+        finally:
+            _close(source)
+        record = dataclasses.replace(record, decision=decision)
+        if the_store is not None:
             # without -o the output was written into the store's staging folder: move it in
             stored = the_store.add(record.output, record.sha256, record.provenance, move=out is None)
-        except BaseException:
-            _unlink_pair(record.output)  # a failed run leaves nothing, not half its outputs
-            raise
-        if out is None:
-            record = dataclasses.replace(
-                record, output=stored.path, provenance=stored.provenance or record.provenance
-            )
-    return dataclasses.replace(record, stored=stored)
+            record = dataclasses.replace(record, stored=stored)
+            if out is None:
+                record = dataclasses.replace(
+                    record, output=stored.path, provenance=stored.provenance or record.provenance
+                )
+        return record
+    except BaseException:
+        if written is not None:  # a failed run leaves nothing, not half its outputs
+            _unlink_pair(written)
+        raise
 
 
 def _check_output(out: Path, src: Path) -> None:
     if out.is_dir():
         raise UsageError("the output is a directory; name the .safetensors file to write", path=out)
-    same = out.resolve() == src.resolve()
-    with contextlib.suppress(OSError):
-        same = same or (out.exists() and out.samefile(src))
-    if same:
-        raise UsageError("the output would replace the checkpoint being converted", path=out)
+    for dest in (out, provenance_path(out)):  # both files written: neither may be the source
+        same = dest.resolve() == src.resolve()
+        with contextlib.suppress(OSError):
+            same = same or (dest.exists() and dest.samefile(src))
+        if same:
+            raise UsageError("the output would replace the checkpoint being converted", path=dest)
 
 
 def _convert_open(

@@ -97,24 +97,36 @@ class Store:
         """
         hexdigest = parse_digest(sha256)
         dest = self.path_for(hexdigest)
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the store: {exc.strerror or exc}", path=dest.parent) from exc
+        self.prepare()
         stored_prov = provenance_path(dest) if provenance is not None else None
-        if move:
-            try:
-                weights.chmod(0o444)
-                weights.replace(dest)
-                if provenance is not None and stored_prov is not None:
-                    provenance.replace(stored_prov)
-            except OSError as exc:
-                raise InputError(f"cannot store: {exc.strerror or exc}", path=dest) from exc
-            return StoredWeights(hexdigest, dest, stored_prov)
-        _copy_checked(weights, dest, hexdigest)
-        if provenance is not None and stored_prov is not None:
-            _copy_checked(provenance, stored_prov, None)
+        # The provenance goes in first and the weights last: an entry is its weights file
+        # (`find`, `entries`), so it appears only complete, never without its record.
+        had_prov = stored_prov is not None and stored_prov.exists()
+        try:
+            if provenance is not None and stored_prov is not None:
+                if move:
+                    _move(provenance, stored_prov)
+                else:
+                    _copy_checked(provenance, stored_prov, None)
+            if move:
+                _move(weights, dest, mode=0o444)
+            else:
+                _copy_checked(weights, dest, hexdigest)
+        except BaseException:
+            if stored_prov is not None and not had_prov:
+                with contextlib.suppress(OSError):
+                    stored_prov.unlink()
+            raise
         return StoredWeights(hexdigest, dest, stored_prov)
+
+    def prepare(self) -> Path:
+        """Create the entries folder (callers check early that the store is writable)."""
+        folder = self.root / "sha256"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the store: {exc.strerror or exc}", path=folder) from exc
+        return folder
 
     def staging(self) -> Path:
         """A folder inside the store for outputs on their way in (same file system: renames)."""
@@ -140,15 +152,19 @@ class Store:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
+    """Hex sha256 of a file (`gpenguard.trust.hashing.hash_file`: one mapped read)."""
+    from gpenguard.trust.hashing import hash_file
+
+    return hash_file(path).sha256
+
+
+def _move(src: Path, dest: Path, *, mode: int | None = None) -> None:
     try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
+        if mode is not None:
+            src.chmod(mode)
+        src.replace(dest)
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from exc
-    return h.hexdigest()
+        raise InputError(f"cannot store: {exc.strerror or exc}", path=dest) from exc
 
 
 def _copy_checked(src: Path, dest: Path, expect: str | None) -> None:

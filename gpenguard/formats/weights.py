@@ -549,7 +549,8 @@ def _describe(value: Any) -> str:
         return "a MARK"
     if isinstance(value, dict):
         return "a dict"
-    return f"a {type(value).__name__}"
+    kind = type(value).__name__
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
 def _name(text: str) -> str:

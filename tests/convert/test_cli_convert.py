@@ -113,3 +113,17 @@ def test_signed_conversion_from_the_cli(tmp_path: Path) -> None:
 
     prov = read_provenance(tmp_path / "m.safetensors.intoto.json")
     assert prov.verified_by([load_public_key(pub)]) == (key.key_id,)
+
+
+def test_fifo_input_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "m.pth"
+    os.mkfifo(fifo)
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpenguard", "convert", str(fifo), "-o", str(out)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not a regular file" in proc.stderr and str(fifo) in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth"]

@@ -297,6 +297,27 @@ def test_file_rewritten_during_conversion_is_refused(tmp_path: Path, monkeypatch
     assert out.read_bytes() == b"the user's previous output"  # refused before anything was renamed
 
 
+def test_file_swapped_after_the_gate_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mapped file is the baseline: a path renamed over after the gate is not converted."""
+    from gpenguard import gate
+
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    other = tmp_path / "other.pth"
+    torch.save({"w": torch.zeros(2)}, other)
+    real = gate.verify_source
+
+    def and_swap(source: Source, **kw: Any) -> Any:
+        decision = real(source, **kw)
+        other.replace(src)
+        return decision
+
+    monkeypatch.setattr(gate, "verify_source", and_swap)
+    with pytest.raises(ConversionError, match="changed on disk during conversion"):
+        convert(src, tmp_path / "m.safetensors")
+    assert listing(tmp_path) == {"model.pth"}
+
+
 def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
     src = tmp_path / "model.pth"
     torch.save({"w": torch.ones(2)}, src)
@@ -306,6 +327,21 @@ def test_output_may_not_be_the_source_or_a_folder(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is a directory"):
         convert(src, tmp_path)
     assert src.read_bytes() == original
+
+
+def test_provenance_may_not_land_on_the_source(tmp_path: Path) -> None:
+    """``convert m.intoto.json -o m`` would write the provenance record over the checkpoint."""
+    src = tmp_path / "m.intoto.json"
+    torch.save({"w": torch.ones(2)}, src)
+    original = src.read_bytes()
+    before = listing(tmp_path)
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(src, tmp_path / "m")
+    (tmp_path / "link").symlink_to(src)
+    with pytest.raises(UsageError, match="would replace the checkpoint"):
+        convert(tmp_path / "link", tmp_path / "m")
+    assert src.read_bytes() == original
+    assert listing(tmp_path) == before | {"link"}
 
 
 def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,6 +361,29 @@ def test_write_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatch: py
     with pytest.raises(InputError, match="No space left on device"):
         convert(src, tmp_path / "m.safetensors")
     assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("to_store", [False, True], ids=["output", "store"])
+def test_interrupt_after_the_output_is_in_place_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_store: bool
+) -> None:
+    """Ctrl-C between renaming the output into place and returning removes it again."""
+    src = tmp_path / "model.pth"
+    torch.save({"a": torch.ones(2)}, src)
+
+    def interrupted(source: Source) -> None:
+        source.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert_mod, "_close", interrupted)
+    before = listing(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        if to_store:
+            convert(src, store=Store(tmp_path / "store"))
+        else:
+            convert(src, tmp_path / "m.safetensors")
+    assert listing(tmp_path) - {"store"} == before
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p != src]
 
 
 def test_read_back_mismatch_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,6 +442,27 @@ def test_store_keeps_weights_by_digest(tmp_path: Path) -> None:
         store.find("abc")
 
 
+@pytest.mark.parametrize("move", [False, True], ids=["copy", "move"])
+@pytest.mark.parametrize("broken", ["weights", "provenance"])
+def test_store_add_that_fails_leaves_no_half_entry(tmp_path: Path, move: bool, broken: str) -> None:
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    prov = tmp_path / "w.safetensors.intoto.json"
+    prov.write_text("{}")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    if broken == "weights" and move:
+        weights.unlink()
+    elif broken == "weights":
+        weights.write_bytes(b"other bytes")  # refused: not the digest it is filed under
+    else:
+        prov.unlink()
+    store = Store(tmp_path / "store")
+    with pytest.raises((InputError, VerificationError)):
+        store.add(weights, digest, prov, move=move)
+    assert list((tmp_path / "store" / "sha256").iterdir()) == []
+    assert store.entries() == []
+
+
 def test_store_defaults_to_the_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPENGUARD_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "model.pth"
@@ -391,6 +471,23 @@ def test_store_defaults_to_the_cache_dir(tmp_path: Path, monkeypatch: pytest.Mon
     assert record.stored is not None
     assert record.stored.path.parent == tmp_path / "cache" / "sha256"
     assert (tmp_path / "m.safetensors").exists()
+
+
+def test_unwritable_store_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard import gate
+
+    src = tmp_path / "model.pth"
+    torch.save({"w": torch.ones(2)}, src)
+    (tmp_path / "afile").write_text("")
+
+    def never(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the gate ran although the store cannot be written")
+
+    monkeypatch.setattr(gate, "verify_source", never)
+    before = listing(tmp_path)
+    with pytest.raises(InputError, match="cannot create the store"):
+        convert(src, tmp_path / "m.safetensors", store=Store(tmp_path / "afile"))
+    assert listing(tmp_path) == before
 
 
 def test_needs_an_output_or_a_store(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_nested_selection_and_prefix(save: Callable[..., Path], legacy: bool) ->
         read(path)
     with pytest.raises(ConversionError, match="no entry 'model'"):
         read(path, select="model")
-    with pytest.raises(ConversionError, match="'iter' is a int, not a state_dict"):
+    with pytest.raises(ConversionError, match="'iter' is an int, not a state_dict"):
         read(path, select="iter")
 
 
