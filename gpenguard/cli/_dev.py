@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from gpenguard.cli._common import err_console, guarded
-from gpenguard.errors import UsageError
+from gpenguard.errors import InputError, UsageError
 
 DEV_WARNING = (
     "development only: restoring in-process, without the gate or the sandbox; "
@@ -72,12 +72,19 @@ def dev_restore(
     images: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            images += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+            )
         else:
             images.append(path)
     if not images:
         raise UsageError("no input images")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the output directory: {exc.strerror or exc}", path=output
+        ) from exc
     restorer = Restorer(
         RestorerWeights(gpen=gpen, retinaface=retinaface, parsenet=parsenet, realesrnet=realesrnet),
         device=device,

@@ -107,3 +107,30 @@ def test_output_may_not_overwrite_input(tmp_path: Path, weights: dict[str, Path]
     )  # fmt: skip
     assert result.exit_code == 2
     assert "overwrite" in result.stderr
+
+
+def test_output_that_is_a_file_is_an_input_error(tmp_path: Path, weights: dict[str, Path]) -> None:
+    img = tmp_path / "x.png"
+    smooth_image(10, 10).save(img)
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(img), "-o", str(img), "--gpen", str(weights["gpen"]),
+         "--mode", "aligned", "--size", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{img}: cannot create the output directory" in result.stderr
+
+
+def test_directories_named_like_images_are_skipped(
+    tmp_path: Path, weights: dict[str, Path]
+) -> None:
+    src = tmp_path / "in"
+    (src / "sub.png").mkdir(parents=True)
+    smooth_image(20, 20).save(src / "a.png")
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(src), "-o", str(tmp_path / "out"), "--gpen", str(weights["gpen"]),
+         "--mode", "aligned", "--size", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("unsandboxed") == 1
