@@ -145,6 +145,7 @@ class Restorer:
         if not isinstance(weights, RestorerWeights):
             weights = RestorerWeights.from_mapping(weights)
         _check_mode(mode)
+        device = resolve_device(device)  # before the (slow) weight loading
         detector = parser = None
         if mode == "full":
             if weights.retinaface is None or weights.parsenet is None:
@@ -209,7 +210,7 @@ class Restorer:
     ) -> None:
         if not 0.0 <= face_alpha <= 1.0:
             raise UsageError(f"face_alpha must be within [0, 1], got {face_alpha}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.size = size
         self.mode: Mode = mode
@@ -323,6 +324,22 @@ class Restorer:
                 mask[None, None], size=(self.size, self.size), mode="bilinear", align_corners=False
             )[0, 0]
         return mask
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device this process can use; `UsageError` if it is not one."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"not a torch device: {device!r}") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r}: CUDA is not available to this process")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    return resolved
 
 
 def _check_mode(mode: str) -> None:

@@ -134,3 +134,16 @@ def test_directories_named_like_images_are_skipped(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.count("unsandboxed") == 1
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99"])
+def test_unusable_device_is_exit_2(tmp_path: Path, weights: dict[str, Path], device: str) -> None:
+    img = tmp_path / "x.png"
+    smooth_image(10, 10).save(img)
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(img), "-o", str(tmp_path / "o"), "--gpen", str(weights["gpen"]),
+         "--mode", "aligned", "--size", "64", "--device", device],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert device in result.stderr and "Traceback" not in result.output

@@ -216,6 +216,17 @@ def test_bad_settings_are_usage_errors() -> None:
         pipeline.build_generator(300)
 
 
+def test_unusable_devices_are_usage_errors_before_any_weights_load() -> None:
+    # the weights path does not exist: the device is refused first, with a UsageError
+    with pytest.raises(UsageError, match="not a torch device: 'bogus'"):
+        Restorer({"gpen": "missing.safetensors"}, device="bogus", mode="aligned")
+    with pytest.raises(UsageError, match="not a torch device"):
+        Restorer.from_modules(Identity(), size=SIZE, mode="aligned", device="gpu")
+    with pytest.raises(UsageError, match="cuda:99"):
+        Restorer({"gpen": "missing.safetensors"}, device="cuda:99", mode="aligned")
+    assert pipeline.resolve_device("cpu") == torch.device("cpu")
+
+
 def _save(module: nn.Module, path: Path) -> Path:
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
     return path
