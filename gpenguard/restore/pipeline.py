@@ -335,7 +335,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"device {device!r}: CUDA is not available to this process")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        if (resolved.index or 0) >= torch.cuda.device_count():
             raise UsageError(
                 f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
             )
