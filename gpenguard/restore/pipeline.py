@@ -161,9 +161,9 @@ class Restorer:
                 upscaler = RRDBNet(scale=2)
             load_into(upscaler, weights.realesrnet, role="realesrnet", nested="params_ema")
         self._setup(
-            generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
-        )
-        self._set_upscaler(upscaler)
+            generator, detector, parser, upscaler, device, dtype, size, mode, face_alpha,
+            score_threshold,
+        )  # fmt: skip
 
     @classmethod
     def from_modules(
@@ -186,21 +186,17 @@ class Restorer:
             raise UsageError("full mode needs a detector and a parser")
         self = cls.__new__(cls)
         self._setup(
-            generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
-        )
-        self._set_upscaler(upscaler)
+            generator, detector, parser, upscaler, device, dtype, size, mode, face_alpha,
+            score_threshold,
+        )  # fmt: skip
         return self
-
-    def _set_upscaler(self, upscaler: RRDBNet | None) -> None:
-        self.upscaler = (
-            upscaler.to(self.device, self.dtype).eval() if upscaler is not None else None
-        )
 
     def _setup(
         self,
         generator: nn.Module,
         detector: RetinaFace | None,
         parser: ParseNet | None,
+        upscaler: RRDBNet | None,
         device: str | torch.device,
         dtype: torch.dtype,
         size: int,
@@ -224,6 +220,7 @@ class Restorer:
             else None
         )
         self.parser = parser.to(self.device).eval() if parser is not None else None
+        self.upscaler = upscaler.to(self.device, dtype).eval() if upscaler is not None else None
 
     # -- public API --------------------------------------------------------------------
 
