@@ -21,7 +21,7 @@ from gpenguard.errors import ModelError, UsageError
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore import Face, Restorer, RestorerWeights, paste, pipeline
-from gpenguard.restore.weights import fit_state_dict
+from gpenguard.restore.weights import load_into
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -302,16 +302,14 @@ def test_real_gpen_generator_end_to_end() -> None:
     assert not np.array_equal(out[touched], noise[touched])
 
 
-def test_fit_state_dict_for_callers_that_load_themselves() -> None:
-    # The sandbox worker loads verified tensors itself: keys normalised, strictly checked.
+def test_tensors_in_memory_are_normalised_and_strictly_checked() -> None:
+    # What the sandbox worker hands over: a DataParallel prefix, no BatchNorm counters.
     net = rigged_retinaface()
     sd = {f"module.{k}": v for k, v in net.state_dict().items() if "num_batches" not in k}
-    fitted = fit_state_dict(RetinaFace(), sd, source="r50.safetensors")
-    fresh = RetinaFace()
-    fresh.load_state_dict(fitted, strict=True)
+    fresh = load_into(RetinaFace(), sd, role="retinaface")
     torch.testing.assert_close(fresh.ClassHead[2].conv1x1.bias, net.ClassHead[2].conv1x1.bias)
-    with pytest.raises(ModelError, match=r"r50\.safetensors"):
-        fit_state_dict(RetinaFace(), {"x": torch.zeros(1)}, source="r50.safetensors")
+    with pytest.raises(ModelError, match="<retinaface tensors>"):
+        load_into(RetinaFace(), {"x": torch.zeros(1)}, role="retinaface")
 
 
 def test_build_generator_is_real_unless_asked_for_meta() -> None:
