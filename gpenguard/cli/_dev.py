@@ -85,6 +85,16 @@ def dev_restore(
         raise InputError(
             f"cannot create the output directory: {exc.strerror or exc}", path=output
         ) from exc
+    jobs: dict[Path, Path] = {}  # source by target: every check before the weights load
+    for source in images:
+        target = output / source.name
+        if target.resolve() == source.resolve():
+            raise UsageError(
+                "the output would overwrite its input; choose another --output", path=source
+            )
+        if target in jobs:
+            raise UsageError(f"{jobs[target]} and {source} would both be written to {target}")
+        jobs[target] = source
     restorer = Restorer(
         RestorerWeights(gpen=gpen, retinaface=retinaface, parsenet=parsenet, realesrnet=realesrnet),
         device=device,
@@ -93,12 +103,7 @@ def dev_restore(
         mode="full" if mode == "full" else "aligned",
         face_alpha=alpha,
     )
-    for source in images:
-        target = output / source.name
-        if target.resolve() == source.resolve():
-            raise UsageError(
-                "the output would overwrite its input; choose another --output", path=source
-            )
+    for target, source in jobs.items():
         result = restorer.restore(read_image(source))
         write_image(result.image, target)
         faces = "aligned crop" if mode == "aligned" else f"{len(result.faces)} face(s)"

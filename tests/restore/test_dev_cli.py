@@ -147,3 +147,17 @@ def test_unusable_device_is_exit_2(tmp_path: Path, weights: dict[str, Path], dev
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert device in result.stderr and "Traceback" not in result.output
+
+
+def test_two_inputs_with_one_name_are_refused_before_the_weights_load(tmp_path: Path) -> None:
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        smooth_image(10, 10).save(tmp_path / folder / "a.png")
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(tmp_path / "one"), str(tmp_path / "two"), "-o", str(tmp_path / "o"),
+         "--gpen", str(tmp_path / "absent.safetensors"), "--mode", "aligned"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "would both be written" in result.stderr and "absent" not in result.stderr
+    assert not any((tmp_path / "o").iterdir())
