@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from gpenguard.cli._common import err_console, guarded
-from gpenguard.errors import UsageError
+from gpenguard.errors import InputError, UsageError
 
 DEV_WARNING = (
     "development only: restoring in-process, without the gate or the sandbox; "
@@ -72,12 +72,29 @@ def dev_restore(
     images: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            images += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+            )
         else:
             images.append(path)
     if not images:
         raise UsageError("no input images")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the output directory: {exc.strerror or exc}", path=output
+        ) from exc
+    jobs: dict[Path, Path] = {}  # source by target: every check before the weights load
+    for source in images:
+        target = output / source.name
+        if target.resolve() == source.resolve():
+            raise UsageError(
+                "the output would overwrite its input; choose another --output", path=source
+            )
+        if target in jobs:
+            raise UsageError(f"{jobs[target]} and {source} would both be written to {target}")
+        jobs[target] = source
     restorer = Restorer(
         RestorerWeights(gpen=gpen, retinaface=retinaface, parsenet=parsenet, realesrnet=realesrnet),
         device=device,
@@ -86,12 +103,7 @@ def dev_restore(
         mode="full" if mode == "full" else "aligned",
         face_alpha=alpha,
     )
-    for source in images:
-        target = output / source.name
-        if target.resolve() == source.resolve():
-            raise UsageError(
-                "the output would overwrite its input; choose another --output", path=source
-            )
+    for target, source in jobs.items():
         result = restorer.restore(read_image(source))
         write_image(result.image, target)
         faces = "aligned crop" if mode == "aligned" else f"{len(result.faces)} face(s)"

@@ -22,9 +22,25 @@ from gpenguard.errors import InputError, RestoreError
 #: Formats read and written, keyed by Pillow's format name, with their file suffixes.
 FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
 _SUFFIX_TO_FORMAT = {s: fmt for fmt, suffixes in FORMATS.items() for s in suffixes}
-#: Modes accepted as they are; palette and 1-bit images are converted first.
-_MODES = {"RGB", "RGBA", "L", "LA"}
 _ORIENTATION = 0x0112
+#: Modes accepted as they are, and those converted to RGB(A) first; all others are refused.
+_MODES = {"RGB", "RGBA", "L", "LA"}
+_CONVERTED = {"P", "PA", "1", "CMYK", "YCbCr"}
+#: What Pillow's decoders raise on a damaged file; all of them mean "unreadable".
+_DAMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+
+
+def _unreadable(exc: BaseException, path: str | Path | None) -> InputError:
+    # an OSError's strerror ("No such file or directory") without the path repeated in it
+    reason = getattr(exc, "strerror", None) or exc
+    return InputError(f"cannot read image: {reason}", path=path)
+
+
+def _unsupported_mode(mode: str) -> str:
+    return (
+        f"unsupported image mode {mode!r}: only 8-bit RGB, RGBA, grayscale "
+        "and grayscale+alpha images are restored"
+    )
 
 
 @dataclass(frozen=True)
@@ -39,7 +55,16 @@ class SplitImage:
 
     @classmethod
     def of(cls, image: Image.Image) -> SplitImage:
-        """Split a PIL image (any 8-bit mode) into RGB + alpha; rotated upright by its EXIF."""
+        """Split a PIL image (any 8-bit mode) into RGB + alpha; rotated upright by its EXIF.
+
+        An image opened lazily (``Image.open``) is decoded here; damage or an unsupported
+        mode is an error naming its file.
+        """
+        source = getattr(image, "filename", None) or None
+        try:
+            image.load()
+        except _DAMAGE as exc:
+            raise _unreadable(exc, source) from exc
         if image.getexif().get(_ORIENTATION, 1) != 1:  # transposing copies: only when needed
             image = ImageOps.exif_transpose(image)
         if image.mode in ("P", "PA", "1"):
@@ -48,10 +73,7 @@ class SplitImage:
         elif image.mode in ("CMYK", "YCbCr"):  # 8-bit, just not RGB: restored as RGB
             image = image.convert("RGB")
         if image.mode not in _MODES:
-            raise RestoreError(
-                f"unsupported image mode {image.mode!r}: only 8-bit RGB, RGBA, grayscale "
-                "and grayscale+alpha images are restored"
-            )
+            raise RestoreError(_unsupported_mode(image.mode), path=source)
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         icc = image.info.get("icc_profile")
@@ -84,15 +106,16 @@ def read_image(path: str | Path) -> Image.Image:
                         path=path,
                     )
                 img.load()
+                if img.mode not in _MODES | _CONVERTED:  # refused now, naming the file
+                    raise InputError(_unsupported_mode(img.mode), path=path)
                 # The copy keeps ``info`` (EXIF included) for `SplitImage.of` to honour.
                 return img.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"image is too large to decode safely ({exc})", path=path) from exc
     except UnidentifiedImageError as exc:
         raise InputError("not an image Pillow can read", path=path) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
-        # Pillow's decoders report damage with any of these; all mean "unreadable".
-        raise InputError(f"cannot read image: {exc}", path=path) from exc
+    except _DAMAGE as exc:
+        raise _unreadable(exc, path) from exc
 
 
 def output_format(path: str | Path) -> str:

@@ -145,6 +145,7 @@ class Restorer:
         if not isinstance(weights, RestorerWeights):
             weights = RestorerWeights.from_mapping(weights)
         _check_mode(mode)
+        device = resolve_device(device)  # before the (slow) weight loading
         detector = parser = None
         if mode == "full":
             if weights.retinaface is None or weights.parsenet is None:
@@ -160,9 +161,9 @@ class Restorer:
                 upscaler = RRDBNet(scale=2)
             load_into(upscaler, weights.realesrnet, role="realesrnet", nested="params_ema")
         self._setup(
-            generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
-        )
-        self._set_upscaler(upscaler)
+            generator, detector, parser, upscaler, device, dtype, size, mode, face_alpha,
+            score_threshold,
+        )  # fmt: skip
 
     @classmethod
     def from_modules(
@@ -185,21 +186,17 @@ class Restorer:
             raise UsageError("full mode needs a detector and a parser")
         self = cls.__new__(cls)
         self._setup(
-            generator, detector, parser, device, dtype, size, mode, face_alpha, score_threshold
-        )
-        self._set_upscaler(upscaler)
+            generator, detector, parser, upscaler, device, dtype, size, mode, face_alpha,
+            score_threshold,
+        )  # fmt: skip
         return self
-
-    def _set_upscaler(self, upscaler: RRDBNet | None) -> None:
-        self.upscaler = (
-            upscaler.to(self.device, self.dtype).eval() if upscaler is not None else None
-        )
 
     def _setup(
         self,
         generator: nn.Module,
         detector: RetinaFace | None,
         parser: ParseNet | None,
+        upscaler: RRDBNet | None,
         device: str | torch.device,
         dtype: torch.dtype,
         size: int,
@@ -209,7 +206,7 @@ class Restorer:
     ) -> None:
         if not 0.0 <= face_alpha <= 1.0:
             raise UsageError(f"face_alpha must be within [0, 1], got {face_alpha}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         self.size = size
         self.mode: Mode = mode
@@ -223,6 +220,7 @@ class Restorer:
             else None
         )
         self.parser = parser.to(self.device).eval() if parser is not None else None
+        self.upscaler = upscaler.to(self.device, dtype).eval() if upscaler is not None else None
 
     # -- public API --------------------------------------------------------------------
 
@@ -323,6 +321,22 @@ class Restorer:
                 mask[None, None], size=(self.size, self.size), mode="bilinear", align_corners=False
             )[0, 0]
         return mask
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device this process can use; `UsageError` if it is not one."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"not a torch device: {device!r}") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r}: CUDA is not available to this process")
+        if (resolved.index or 0) >= torch.cuda.device_count():
+            raise UsageError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    return resolved
 
 
 def _check_mode(mode: str) -> None:

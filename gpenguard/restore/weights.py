@@ -47,17 +47,6 @@ def normalise_keys(
     return fitted
 
 
-def fit_state_dict(
-    module: nn.Module, tensors: Mapping[str, torch.Tensor], *, source: str | Path
-) -> dict[str, torch.Tensor]:
-    """``tensors`` normalised (see `normalise_keys`) and checked strictly against ``module``;
-    ready for ``module.load_state_dict(..., strict=True)``. Raises `ModelError` naming
-    ``source`` on any missing, unexpected or mis-shaped key."""
-    fitted = normalise_keys(module, tensors)
-    loading.check_state_dict(module, fitted, source=source)
-    return fitted
-
-
 def load_into(
     module: M, source: str | WeightSource, *, role: str = "weights", nested: str | None = None
 ) -> M:

@@ -107,3 +107,57 @@ def test_output_may_not_overwrite_input(tmp_path: Path, weights: dict[str, Path]
     )  # fmt: skip
     assert result.exit_code == 2
     assert "overwrite" in result.stderr
+
+
+def test_output_that_is_a_file_is_an_input_error(tmp_path: Path, weights: dict[str, Path]) -> None:
+    img = tmp_path / "x.png"
+    smooth_image(10, 10).save(img)
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(img), "-o", str(img), "--gpen", str(weights["gpen"]),
+         "--mode", "aligned", "--size", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{img}: cannot create the output directory" in result.stderr
+
+
+def test_directories_named_like_images_are_skipped(
+    tmp_path: Path, weights: dict[str, Path]
+) -> None:
+    src = tmp_path / "in"
+    (src / "sub.png").mkdir(parents=True)
+    smooth_image(20, 20).save(src / "a.png")
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(src), "-o", str(tmp_path / "out"), "--gpen", str(weights["gpen"]),
+         "--mode", "aligned", "--size", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("unsandboxed") == 1
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99"])
+def test_unusable_device_is_exit_2(tmp_path: Path, weights: dict[str, Path], device: str) -> None:
+    img = tmp_path / "x.png"
+    smooth_image(10, 10).save(img)
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(img), "-o", str(tmp_path / "o"), "--gpen", str(weights["gpen"]),
+         "--mode", "aligned", "--size", "64", "--device", device],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert device in result.stderr and "Traceback" not in result.output
+
+
+def test_two_inputs_with_one_name_are_refused_before_the_weights_load(tmp_path: Path) -> None:
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        smooth_image(10, 10).save(tmp_path / folder / "a.png")
+    result = CliRunner().invoke(
+        app,
+        ["dev-restore", str(tmp_path / "one"), str(tmp_path / "two"), "-o", str(tmp_path / "o"),
+         "--gpen", str(tmp_path / "absent.safetensors"), "--mode", "aligned"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "would both be written" in result.stderr and "absent" not in result.stderr
+    assert not any((tmp_path / "o").iterdir())

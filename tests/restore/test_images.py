@@ -144,3 +144,40 @@ def test_icc_profile_is_carried_to_the_output(tmp_path: Path, suffix: str) -> No
     out = write_image(split.merge(split.rgb.copy()), tmp_path / f"out{suffix}")
     with Image.open(out) as written:
         assert written.info.get("icc_profile") == icc
+
+
+def test_odd_files_name_the_file_and_say_why(tmp_path: Path) -> None:
+    sixteen = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(sixteen)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    cases = {
+        sixteen: "unsupported image mode 'I;16'",
+        empty: "not an image",
+        folder: "cannot read image: Is a directory",
+        tmp_path / "missing.png": "cannot read image: No such file or directory$",
+    }
+    for path, why in cases.items():
+        with pytest.raises(InputError, match=why) as info:
+            read_image(path)
+        assert info.value.path is not None and Path(info.value.path) == path
+    cmyk = tmp_path / "print.jpg"
+    _pattern(8, 8).convert("CMYK").save(cmyk)
+    assert SplitImage.of(read_image(cmyk)).rgb.mode == "RGB"
+
+
+def test_lazily_opened_images_name_their_file_when_split(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.png"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(cut)
+    cut.write_bytes(cut.read_bytes()[:200])
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(deep)
+    with Image.open(cut) as img, pytest.raises(InputError, match="cannot read") as info:
+        SplitImage.of(img)
+    assert str(cut) in str(info.value)
+    with Image.open(deep) as img, pytest.raises(RestoreError, match="8-bit") as err:
+        SplitImage.of(img)
+    assert str(deep) in str(err.value)

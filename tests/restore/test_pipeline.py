@@ -21,7 +21,7 @@ from gpenguard.errors import ModelError, UsageError
 from gpenguard.nets.parsenet import ParseNet
 from gpenguard.nets.retinaface import RetinaFace
 from gpenguard.restore import Face, Restorer, RestorerWeights, paste, pipeline
-from gpenguard.restore.weights import fit_state_dict
+from gpenguard.restore.weights import load_into
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -216,6 +216,17 @@ def test_bad_settings_are_usage_errors() -> None:
         pipeline.build_generator(300)
 
 
+def test_unusable_devices_are_usage_errors_before_any_weights_load() -> None:
+    # the weights path does not exist: the device is refused first, with a UsageError
+    with pytest.raises(UsageError, match="not a torch device: 'bogus'"):
+        Restorer({"gpen": "missing.safetensors"}, device="bogus", mode="aligned")
+    with pytest.raises(UsageError, match="not a torch device"):
+        Restorer.from_modules(Identity(), size=SIZE, mode="aligned", device="gpu")
+    with pytest.raises(UsageError, match="cuda:99"):
+        Restorer({"gpen": "missing.safetensors"}, device="cuda:99", mode="aligned")
+    assert pipeline.resolve_device("cpu") == torch.device("cpu")
+
+
 def _save(module: nn.Module, path: Path) -> Path:
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
     return path
@@ -291,16 +302,14 @@ def test_real_gpen_generator_end_to_end() -> None:
     assert not np.array_equal(out[touched], noise[touched])
 
 
-def test_fit_state_dict_for_callers_that_load_themselves() -> None:
-    # The sandbox worker loads verified tensors itself: keys normalised, strictly checked.
+def test_tensors_in_memory_are_normalised_and_strictly_checked() -> None:
+    # What the sandbox worker hands over: a DataParallel prefix, no BatchNorm counters.
     net = rigged_retinaface()
     sd = {f"module.{k}": v for k, v in net.state_dict().items() if "num_batches" not in k}
-    fitted = fit_state_dict(RetinaFace(), sd, source="r50.safetensors")
-    fresh = RetinaFace()
-    fresh.load_state_dict(fitted, strict=True)
+    fresh = load_into(RetinaFace(), sd, role="retinaface")
     torch.testing.assert_close(fresh.ClassHead[2].conv1x1.bias, net.ClassHead[2].conv1x1.bias)
-    with pytest.raises(ModelError, match=r"r50\.safetensors"):
-        fit_state_dict(RetinaFace(), {"x": torch.zeros(1)}, source="r50.safetensors")
+    with pytest.raises(ModelError, match="<retinaface tensors>"):
+        load_into(RetinaFace(), {"x": torch.zeros(1)}, role="retinaface")
 
 
 def test_build_generator_is_real_unless_asked_for_meta() -> None:
