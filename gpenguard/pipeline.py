@@ -39,6 +39,8 @@ from gpenguard.runner.worker import IMAGE_SUFFIXES, WeightFile, WorkerJob
 ROLES = ("gpen", "detector", "parser")
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.png$")
 MAX_OUTPUTS = 100_000
+GPEN_SIZES = (256, 512, 1024, 2048)
+"""The released GPEN-BFR sizes (`gpenguard.nets.gpen.GPEN_BFR`'s keys, without importing torch)."""
 
 StageSink = Callable[[str, str], None]
 """(stage, detail) notifications for the CLI: ``gate``, ``convert``, ``sandbox``..."""
@@ -105,7 +107,12 @@ def restore(
         raise UsageError(f"--mode must be aligned or full, not {mode!r}")
     if mode == "full" and (request.detector is None or request.parser is None):
         raise UsageError("--mode full needs --detector and --parser weights")
+    if request.size not in GPEN_SIZES:
+        raise UsageError(f"--size must be one of {', '.join(map(str, GPEN_SIZES))}, not {request.size}")
     inputs = _resolve_inputs(request.inputs)
+    # Everything a user can get wrong is refused before the (possibly long) gate and conversion.
+    if request.output_dir.exists() and not request.output_dir.is_dir():
+        raise InputError("the output path exists and is not a folder", path=request.output_dir)
     backend_name = BackendName.parse(request.backend or policy.sandbox.backend)
     if request.gpus:
         from gpenguard.runner.check import require_gpu_allowed, toolkit_version
