@@ -1,8 +1,8 @@
 """`restore`: the whole gate, then GPEN inside the sandbox.
 
     for each weight file: gate -> convert into the content-addressed store   (Blocked: stop)
-    re-check each stored file's sha256 against its provenance record         (DESIGN inv. 4)
-    build the SandboxSpec from the policy; run the worker in the backend
+    build the SandboxSpec from the policy; re-check each stored file's sha256 against its
+    provenance record right before the backend starts (DESIGN inv. 4); run the worker
     move the worker's finished images from a private staging folder into OUTDIR
 
 A poisoned checkpoint raises `Blocked` from the gate before any container exists. Results
@@ -135,15 +135,10 @@ def restore(
         for role, path in zip(ROLES, (request.gpen, request.detector, request.parser), strict=True)
         if path is not None and (role == "gpen" or mode == "full")
     )
-    for stored in weights:
-        recheck(stored)
-    stage("verified", "stored weights match their provenance records")
-
     output_dir = request.output_dir
-    stage("sandbox", f"{backend.name}: {image}")
     result, outputs = run_worker(
         backend, image, policy, weights, inputs, output_dir,
-        mode=mode, size=request.size, gpus=request.gpus, dtype=request.dtype, on_event=on_event,
+        mode=mode, size=request.size, gpus=request.gpus, dtype=request.dtype, on_event=on_event, on_stage=stage,
     )  # fmt: skip
     stage("done", f"{len(outputs)} image(s) in {output_dir}")
     return RestoreOutcome(outputs=outputs, weights=weights, run=result, image=image, events=result.events)
@@ -162,8 +157,14 @@ def run_worker(
     gpus: tuple[str, ...] = (),
     dtype: str = "float32",
     on_event: EventSink | None = None,
+    on_stage: StageSink | None = None,
 ) -> tuple[RunResult, tuple[Path, ...]]:
-    """Run the worker on already gated, stored and re-checked weights; publish its results."""
+    """Run the worker on already gated and stored weights; publish its results.
+
+    Each stored file is re-hashed against its provenance record here, as the last step before
+    the backend starts (DESIGN invariant 4), so no caller can skip it.
+    """
+    stage = on_stage or (lambda _stage, _detail: None)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -209,6 +210,10 @@ def run_worker(
         from gpenguard.runner.seccomp import load_profile
 
         spec = build_spec(policy, job, seccomp_profile=load_profile())
+        for stored in weights:
+            recheck(stored)
+        stage("verified", "stored weights match their provenance records")
+        stage("sandbox", f"{backend.name}: {image}")
         result = backend.run(spec, on_event=on_event)
         outputs = _publish(staging, output_dir)
     finally:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gpenguard.errors import InputError, UsageError
-from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, restore
+from gpenguard.errors import InputError, UsageError, VerificationError
+from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, StoredInput, restore, run_worker
+from gpenguard.policy import Policy
+from gpenguard.runner.interface import EventSink, RunResult
+from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec
 
 
 def test_sizes_match_the_released_models() -> None:
@@ -39,3 +44,41 @@ def test_output_path_that_is_a_file_is_refused_before_the_gate(tmp_path: Path) -
         restore(_request(tmp_path, output_dir=tmp_path / "taken"))
     assert caught.value.exit_code == 2
     assert not (tmp_path / "store").exists()
+
+
+class _NeverRun:
+    name = "never"
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def output_owner(self, user: tuple[int, int]) -> tuple[int, int]:
+        return user
+
+    def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
+        self.started = True
+        raise AssertionError("the backend must not start")
+
+
+def test_run_worker_rechecks_the_store_before_the_backend_starts(tmp_path: Path) -> None:
+    """Any caller of `run_worker`, not only `restore`, gets invariant 4's re-check."""
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = weights.with_name(weights.name + ".intoto.json")
+    record.write_text(json.dumps({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
+    }))  # fmt: skip
+    weights.write_bytes(weights.read_bytes() + b" ")  # changed after conversion
+    face = tmp_path / "face.png"
+    face.write_bytes(b"png")
+    stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
+    backend = _NeverRun()
+    with pytest.raises(VerificationError, match="provenance record says"):
+        run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], [face], tmp_path / "out")
+    assert not backend.started
+    assert list((tmp_path / "out").iterdir()) == []
