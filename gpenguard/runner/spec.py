@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from gpenguard.errors import PolicyError, SandboxError
+from gpenguard.store import PROVENANCE_SUFFIX
 
 if TYPE_CHECKING:
     from gpenguard.policy import Policy
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 NOBODY = (65534, 65534)
 
 WEIGHTS_DIR = "/weights"
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors" + PROVENANCE_SUFFIX)
+"""What may be mounted under WEIGHTS_DIR: converted weights and their provenance records."""
 INPUTS_DIR = "/in"
 OUTPUT_DIR = "/out"
 
@@ -254,6 +257,9 @@ def validate_spec(spec: SandboxSpec) -> None:
             raise SandboxError(f"mount target {bind.target} is outside /weights, /in and /out")
         if not bind.read_only and bind.target != OUTPUT_DIR:
             raise SandboxError(f"only {OUTPUT_DIR} may be writable, not {bind.target}")
+        if bind.target.startswith(WEIGHTS_DIR + "/") and not bind.target.endswith(WEIGHT_SUFFIXES):
+            # DESIGN invariant 4: a checkpoint (.pth, a pickle) never crosses into the sandbox.
+            raise SandboxError(f"only .safetensors and their provenance records may go to {WEIGHTS_DIR}", path=bind.source)
 
 
 def _check_seccomp(profile: str) -> None:
