@@ -113,3 +113,12 @@ def test_build_without_an_engine_stops_before_any_download(tmp_path: Path) -> No
     assert "cannot reach the Docker engine at unix:///nonexistent" in done.stderr
     assert "debootstrap" not in done.stderr
     assert not (tmp_path / "build").exists()
+
+
+def test_check_without_an_engine_says_why_gpu_runs_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+    result = CliRunner().invoke(app, ["sandbox", "check", "--backend", "docker"])
+    assert result.exit_code == 2
+    assert "cannot reach the Docker engine" in result.output
+    assert "refused: the Docker engine is not reachable" in result.output
+    assert "backend has no GPU support" not in result.output
