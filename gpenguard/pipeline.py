@@ -33,6 +33,7 @@ from gpenguard.runner.spec import (
     WEIGHTS_DIR,
     Job,
     build_spec,
+    input_leaf,
 )
 from gpenguard.runner.worker import IMAGE_SUFFIXES, WeightFile, WorkerJob
 
@@ -191,7 +192,7 @@ def run_worker(
             gpen=gpen_file,
             detector=weight_file("detector"),
             parser=weight_file("parser"),
-            inputs=tuple(f"{INPUTS_DIR}/{i:04d}-{p.name}" for i, p in enumerate(inputs)),
+            inputs=tuple(f"{INPUTS_DIR}/{input_leaf(i, str(p))}" for i, p in enumerate(inputs)),
             output_dir=OUTPUT_DIR,
             mode=mode,
             size=size,

@@ -14,6 +14,7 @@ from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, StoredInput, restore,
 from gpenguard.policy import Policy
 from gpenguard.runner.interface import EventSink, RunResult
 from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec
+from gpenguard.runner.worker import WorkerJob
 
 
 def test_sizes_match_the_released_models() -> None:
@@ -82,3 +83,36 @@ def test_run_worker_rechecks_the_store_before_the_backend_starts(tmp_path: Path)
         run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], [face], tmp_path / "out")
     assert not backend.started
     assert list((tmp_path / "out").iterdir()) == []
+
+
+class _Recorder(_NeverRun):
+    spec: SandboxSpec
+
+    def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
+        self.spec = spec
+        return RunResult(backend=self.name, exit_code=0, events=(), stdout="", stderr_tail="", duration_s=0.0)
+
+
+def test_worker_inputs_are_where_the_spec_mounts_them(tmp_path: Path) -> None:
+    """A name with a space is mounted under a safe name, and the worker is told that same name."""
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = weights.with_name(weights.name + ".intoto.json")
+    record.write_text(json.dumps({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
+    }))  # fmt: skip
+    faces = [tmp_path / "my photo.png", tmp_path / "album"]
+    faces[0].write_bytes(b"png")
+    faces[1].mkdir()
+    stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
+    backend = _Recorder()
+    run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], faces, tmp_path / "out")
+    job = WorkerJob.from_json(backend.spec.command[-1])
+    assert job.inputs == ("/in/0000-my_photo.png", "/in/0001-album")
+    mounted = {bind.target for bind in backend.spec.binds}
+    assert set(job.inputs) <= mounted
