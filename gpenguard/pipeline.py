@@ -235,8 +235,19 @@ def _resolve_inputs(paths: Sequence[Path]) -> list[Path]:
             raise InputError(f"not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})", path=raw)
         if not (path.is_file() or path.is_dir()):
             raise InputError("input is neither a file nor a folder", path=raw)
+        if path.is_dir() and not _has_image(path):
+            raise InputError(f"no image files in this folder (expected one of {', '.join(IMAGE_SUFFIXES)})", path=raw)
         resolved.append(path)
     return resolved
+
+
+def _has_image(folder: Path) -> bool:
+    """Whether the worker's `list_inputs` would find anything to restore in `folder`."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file() for e in entries)
+    except OSError as exc:
+        raise InputError(f"cannot list the folder: {exc.strerror}", path=folder) from exc
 
 
 def _gate_and_store(role: str, path: Path, request: RestoreRequest, policy: Policy, stage: StageSink) -> StoredInput:

@@ -116,3 +116,13 @@ def test_worker_inputs_are_where_the_spec_mounts_them(tmp_path: Path) -> None:
     assert job.inputs == ("/in/0000-my_photo.png", "/in/0001-album")
     mounted = {bind.target for bind in backend.spec.binds}
     assert set(job.inputs) <= mounted
+
+
+def test_a_folder_without_images_is_refused_before_the_gate(tmp_path: Path) -> None:
+    empty = tmp_path / "album"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no image files in this folder") as caught:
+        restore(_request(tmp_path, inputs=(empty,)))
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "store").exists()
