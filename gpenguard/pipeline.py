@@ -166,12 +166,14 @@ def run_worker(
     the backend starts (DESIGN invariant 4), so no caller can skip it.
     """
     stage = on_stage or (lambda _stage, _detail: None)
+    created = not output_dir.exists()
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output directory: {exc.strerror}", path=output_dir) from exc
     user = NOBODY if os.geteuid() == 0 else (os.getuid(), os.getgid())
     staging = Path(tempfile.mkdtemp(prefix=".gpenguard-run-", dir=output_dir)).resolve()
+    published = False
     try:
         if os.geteuid() == 0:
             os.chown(staging, *backend.output_owner(user))
@@ -217,8 +219,12 @@ def run_worker(
         stage("sandbox", f"{backend.name}: {image}")
         result = backend.run(spec, on_event=on_event)
         outputs = _publish(staging, output_dir)
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not published:  # a failed run leaves OUTDIR as it was: absent
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()
     return result, outputs
 
 
