@@ -26,6 +26,7 @@ from gpenguard.policy import Policy
 from gpenguard.runner import BackendName
 from gpenguard.runner.interface import Backend, Event, EventSink, RunResult
 from gpenguard.runner.spec import (
+    GPU_ID,
     HOST_IMAGE,
     INPUTS_DIR,
     NOBODY,
@@ -120,6 +121,9 @@ def restore(
 
         if backend_name is BackendName.BWRAP:
             raise UsageError("GPU runs need the docker backend; bwrap runs on the CPU only")
+        bad = [gpu for gpu in request.gpus if not GPU_ID.match(gpu)]
+        if bad:
+            raise UsageError(f"--gpu takes GPU indexes or GPU-/MIG- UUIDs, comma-separated; not {', '.join(map(repr, bad))}")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
     backend = backend_name.create()
     # The engine and image are checked before the (possibly long) gate and conversion.

@@ -126,3 +126,10 @@ def test_a_folder_without_images_is_refused_before_the_gate(tmp_path: Path) -> N
         restore(_request(tmp_path, inputs=(empty,)))
     assert caught.value.exit_code == 2
     assert not (tmp_path / "store").exists()
+
+
+def test_a_malformed_gpu_id_is_refused_before_the_gate(tmp_path: Path) -> None:
+    """Before the toolkit check too: a typo is a usage error on every host."""
+    with pytest.raises(UsageError, match=r"--gpu takes GPU indexes .* not 'garbage'"):
+        restore(_request(tmp_path, backend="docker", gpus=("0", "garbage")))
+    assert not (tmp_path / "store").exists()
