@@ -1,8 +1,8 @@
 """`restore`: the whole gate, then GPEN inside the sandbox.
 
     for each weight file: gate -> convert into the content-addressed store   (Blocked: stop)
-    re-check each stored file's sha256 against its provenance record         (DESIGN inv. 4)
-    build the SandboxSpec from the policy; run the worker in the backend
+    build the SandboxSpec from the policy; re-check each stored file's sha256 against its
+    provenance record right before the backend starts (DESIGN inv. 4); run the worker
     move the worker's finished images from a private staging folder into OUTDIR
 
 A poisoned checkpoint raises `Blocked` from the gate before any container exists. Results
@@ -26,6 +26,7 @@ from gpenguard.policy import Policy
 from gpenguard.runner import BackendName
 from gpenguard.runner.interface import Backend, Event, EventSink, RunResult
 from gpenguard.runner.spec import (
+    GPU_ID,
     HOST_IMAGE,
     INPUTS_DIR,
     NOBODY,
@@ -33,12 +34,15 @@ from gpenguard.runner.spec import (
     WEIGHTS_DIR,
     Job,
     build_spec,
+    input_leaf,
 )
 from gpenguard.runner.worker import IMAGE_SUFFIXES, WeightFile, WorkerJob
 
 ROLES = ("gpen", "detector", "parser")
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.png$")
 MAX_OUTPUTS = 100_000
+GPEN_SIZES = (256, 512, 1024, 2048)
+"""The released GPEN-BFR sizes (`gpenguard.nets.gpen.GPEN_BFR`'s keys, without importing torch)."""
 
 StageSink = Callable[[str, str], None]
 """(stage, detail) notifications for the CLI: ``gate``, ``convert``, ``sandbox``..."""
@@ -105,13 +109,21 @@ def restore(
         raise UsageError(f"--mode must be aligned or full, not {mode!r}")
     if mode == "full" and (request.detector is None or request.parser is None):
         raise UsageError("--mode full needs --detector and --parser weights")
+    if request.size not in GPEN_SIZES:
+        raise UsageError(f"--size must be one of {', '.join(map(str, GPEN_SIZES))}, not {request.size}")
     inputs = _resolve_inputs(request.inputs)
+    # Everything a user can get wrong is refused before the (possibly long) gate and conversion.
+    if request.output_dir.exists() and not request.output_dir.is_dir():
+        raise InputError("the output path exists and is not a folder", path=request.output_dir)
     backend_name = BackendName.parse(request.backend or policy.sandbox.backend)
     if request.gpus:
         from gpenguard.runner.check import require_gpu_allowed, toolkit_version
 
         if backend_name is BackendName.BWRAP:
             raise UsageError("GPU runs need the docker backend; bwrap runs on the CPU only")
+        bad = [gpu for gpu in request.gpus if not GPU_ID.match(gpu)]
+        if bad:
+            raise UsageError(f"--gpu takes GPU indexes or GPU-/MIG- UUIDs, comma-separated; not {', '.join(map(repr, bad))}")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
     backend = backend_name.create()
     # The engine and image are checked before the (possibly long) gate and conversion.
@@ -128,15 +140,10 @@ def restore(
         for role, path in zip(ROLES, (request.gpen, request.detector, request.parser), strict=True)
         if path is not None and (role == "gpen" or mode == "full")
     )
-    for stored in weights:
-        recheck(stored)
-    stage("verified", "stored weights match their provenance records")
-
     output_dir = request.output_dir
-    stage("sandbox", f"{backend.name}: {image}")
     result, outputs = run_worker(
         backend, image, policy, weights, inputs, output_dir,
-        mode=mode, size=request.size, gpus=request.gpus, dtype=request.dtype, on_event=on_event,
+        mode=mode, size=request.size, gpus=request.gpus, dtype=request.dtype, on_event=on_event, on_stage=stage,
     )  # fmt: skip
     stage("done", f"{len(outputs)} image(s) in {output_dir}")
     return RestoreOutcome(outputs=outputs, weights=weights, run=result, image=image, events=result.events)
@@ -155,14 +162,22 @@ def run_worker(
     gpus: tuple[str, ...] = (),
     dtype: str = "float32",
     on_event: EventSink | None = None,
+    on_stage: StageSink | None = None,
 ) -> tuple[RunResult, tuple[Path, ...]]:
-    """Run the worker on already gated, stored and re-checked weights; publish its results."""
+    """Run the worker on already gated and stored weights; publish its results.
+
+    Each stored file is re-hashed against its provenance record here, as the last step before
+    the backend starts (DESIGN invariant 4), so no caller can skip it.
+    """
+    stage = on_stage or (lambda _stage, _detail: None)
+    created = not output_dir.exists()
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output directory: {exc.strerror}", path=output_dir) from exc
     user = NOBODY if os.geteuid() == 0 else (os.getuid(), os.getgid())
     staging = Path(tempfile.mkdtemp(prefix=".gpenguard-run-", dir=output_dir)).resolve()
+    published = False
     try:
         if os.geteuid() == 0:
             os.chown(staging, *backend.output_owner(user))
@@ -183,7 +198,7 @@ def run_worker(
             gpen=gpen_file,
             detector=weight_file("detector"),
             parser=weight_file("parser"),
-            inputs=tuple(f"{INPUTS_DIR}/{i:04d}-{p.name}" for i, p in enumerate(inputs)),
+            inputs=tuple(f"{INPUTS_DIR}/{input_leaf(i, str(p))}" for i, p in enumerate(inputs)),
             output_dir=OUTPUT_DIR,
             mode=mode,
             size=size,
@@ -202,10 +217,18 @@ def run_worker(
         from gpenguard.runner.seccomp import load_profile
 
         spec = build_spec(policy, job, seccomp_profile=load_profile())
+        for stored in weights:
+            recheck(stored)
+        stage("verified", "stored weights match their provenance records")
+        stage("sandbox", f"{backend.name}: {image}")
         result = backend.run(spec, on_event=on_event)
         outputs = _publish(staging, output_dir)
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not published:  # a failed run leaves OUTDIR as it was: absent
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()
     return result, outputs
 
 
@@ -222,8 +245,19 @@ def _resolve_inputs(paths: Sequence[Path]) -> list[Path]:
             raise InputError(f"not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})", path=raw)
         if not (path.is_file() or path.is_dir()):
             raise InputError("input is neither a file nor a folder", path=raw)
+        if path.is_dir() and not _has_image(path):
+            raise InputError(f"no image files in this folder (expected one of {', '.join(IMAGE_SUFFIXES)})", path=raw)
         resolved.append(path)
     return resolved
+
+
+def _has_image(folder: Path) -> bool:
+    """Whether the worker's `list_inputs` would find anything to restore in `folder`."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file() for e in entries)
+    except OSError as exc:
+        raise InputError(f"cannot list the folder: {exc.strerror}", path=folder) from exc
 
 
 def _gate_and_store(role: str, path: Path, request: RestoreRequest, policy: Policy, stage: StageSink) -> StoredInput:

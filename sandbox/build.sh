@@ -23,9 +23,15 @@ fi
 # The Python of the image, for `pip download` (bookworm: 3.11; set PYVER for another base).
 pyver="${PYVER:-3.11}"
 python="${PYTHON:-python3}"
-mkdir -p "$build"
-
 log() { printf '[build] %s\n' "$*" >&2; }
+
+# Without a reachable engine every later step is wasted (or worse: `docker image inspect`
+# failing would read as "no base image" and start a debootstrap), so ask it first.
+if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+  log "cannot reach the Docker engine${DOCKER_HOST:+ at $DOCKER_HOST}; start dockerd (or set DOCKER_HOST) and retry"
+  exit 1
+fi
+mkdir -p "$build"
 
 mirror() {
   # The first Debian mirror apt is configured with (deb822 or one-line sources).

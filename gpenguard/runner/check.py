@@ -104,7 +104,12 @@ def check_docker(policy: Policy, image: str = DEFAULT_IMAGE, engine: Any = None,
     try:
         engine = engine or client(timeout=30)
     except SandboxError as exc:
-        return SandboxReport(backend="docker", problems=(exc.message,), nvidia_toolkit=toolkit)
+        return SandboxReport(
+            backend="docker",
+            problems=(exc.message,),
+            nvidia_toolkit=toolkit,
+            gpu_refusals=("the Docker engine is not reachable",),
+        )
     info = engine.info()
     version = engine.version()
     security = tuple(str(s) for s in info.get("SecurityOptions") or ())

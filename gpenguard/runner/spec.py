@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from gpenguard.errors import PolicyError, SandboxError
+from gpenguard.store import PROVENANCE_SUFFIX
 
 if TYPE_CHECKING:
     from gpenguard.policy import Policy
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 NOBODY = (65534, 65534)
 
 WEIGHTS_DIR = "/weights"
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors" + PROVENANCE_SUFFIX)
+"""What may be mounted under WEIGHTS_DIR: converted weights and their provenance records."""
 INPUTS_DIR = "/in"
 OUTPUT_DIR = "/out"
 
@@ -47,6 +50,17 @@ HOST_IMAGE = "bwrap:host"
 """The bwrap backend's "image": the host's own read-only /usr and Python (see runner/bwrap.py)."""
 GPU_ID = re.compile(r"^(?:[0-9]{1,3}|GPU-[0-9a-fA-F-]{8,64}|MIG-[0-9a-zA-Z/-]{8,80})$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def safe_chars(name: str) -> str:
+    """`name` in SAFE_NAME's alphabet: every other character (space, quote, non-ASCII) becomes ``_``."""
+    return _UNSAFE_CHARS.sub("_", name)
+
+
+def input_leaf(index: int, source: str) -> str:
+    """The name input number `index` has in INPUTS_DIR (the worker's `output_name` drops the prefix)."""
+    return f"{index:04d}-{safe_chars(PurePosixPath(source).name)}"
 
 TMPFS_OPTIONS = "rw,noexec,nosuid,nodev"
 
@@ -213,7 +227,7 @@ def _binds(job: Job) -> tuple[Bind, ...]:
         add(path, WEIGHTS_DIR, read_only=True)
     for index, path in enumerate(job.inputs):
         # Inputs keep their names, prefixed so two `photo.jpg` from different folders coexist.
-        add(path, INPUTS_DIR, read_only=True, name=f"{index:04d}-{PurePosixPath(path).name}")
+        add(path, INPUTS_DIR, read_only=True, name=input_leaf(index, path))
     if job.output_dir is not None:
         binds.append(Bind(source=job.output_dir, target=OUTPUT_DIR, read_only=False))
     return tuple(binds)
@@ -254,6 +268,9 @@ def validate_spec(spec: SandboxSpec) -> None:
             raise SandboxError(f"mount target {bind.target} is outside /weights, /in and /out")
         if not bind.read_only and bind.target != OUTPUT_DIR:
             raise SandboxError(f"only {OUTPUT_DIR} may be writable, not {bind.target}")
+        if bind.target.startswith(WEIGHTS_DIR + "/") and not bind.target.endswith(WEIGHT_SUFFIXES):
+            # DESIGN invariant 4: a checkpoint (.pth, a pickle) never crosses into the sandbox.
+            raise SandboxError(f"only .safetensors and their provenance records may go to {WEIGHTS_DIR}", path=bind.source)
 
 
 def _check_seccomp(profile: str) -> None:

@@ -165,10 +165,20 @@ def list_inputs(paths: Sequence[str]) -> list[Path]:
 
 
 def output_name(source: Path) -> str:
-    """``0003-face.jpg`` -> ``face.png``: the host's prefix goes, the format is lossless PNG."""
+    """``0003-face.jpg`` -> ``face.png``: the host's prefix goes, the format is lossless PNG.
+
+    The name is one the host publishes (`pipeline._publish`): characters outside
+    ``[A-Za-z0-9._+-]`` become ``_`` (``my photo.jpg`` -> ``my_photo.png``), and a name must
+    start with a letter or digit.
+    """
+    from gpenguard.runner.spec import safe_chars
+
     stem = source.stem
     if len(stem) > 5 and stem[:4].isdigit() and stem[4] == "-":
         stem = stem[5:]
+    stem = safe_chars(stem)
+    if not stem[:1].isalnum():
+        stem = "x" + stem
     return f"{stem}.png"
 
 

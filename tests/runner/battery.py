@@ -120,6 +120,24 @@ def host_addresses() -> list[str]:
     return found
 
 
+
+def job_files(tmp_path: Path, *, out_owner: tuple[int, int] | None = None) -> tuple[Path, Path, Path]:
+    """The weights, output folder and unmounted host secret every backend's battery uses.
+
+    `out_owner`: who should own the output folder (the sandbox user, when the tests run as root).
+    """
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x00" * 4096)
+    weights.chmod(0o666)  # world-writable on the host: only the read-only mount protects it
+    out = tmp_path / "out"
+    out.mkdir()
+    if out_owner is not None:
+        os.chown(out, *out_owner)
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret, never mounted")
+    return weights, out, secret
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +102,23 @@ def test_bwrap_check_reports_how_limits_are_enforced() -> None:
     assert report.ok, report.problems
     assert report.bwrap_version and report.bwrap_version.startswith("bubblewrap")
     assert report.bwrap_limits in {"cgroup", "rlimit"}
+
+
+def test_build_without_an_engine_stops_before_any_download(tmp_path: Path) -> None:
+    """No engine: build.sh says so first, instead of reading `image inspect` as "no base" and debootstrapping."""
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent", "GPENGUARD_SANDBOX_BUILD_DIR": str(tmp_path / "build")}
+    script = Path(__file__).resolve().parents[2] / "sandbox" / "build.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "cannot reach the Docker engine at unix:///nonexistent" in done.stderr
+    assert "debootstrap" not in done.stderr
+    assert not (tmp_path / "build").exists()
+
+
+def test_check_without_an_engine_says_why_gpu_runs_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+    result = CliRunner().invoke(app, ["sandbox", "check", "--backend", "docker"])
+    assert result.exit_code == 2
+    assert "cannot reach the Docker engine" in result.output
+    assert "refused: the Docker engine is not reachable" in result.output
+    assert "backend has no GPU support" not in result.output

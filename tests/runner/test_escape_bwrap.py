@@ -22,18 +22,6 @@ from tests.runner import battery
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
 
 
-def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
-    weights = tmp_path / "store" / "gpen.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"\x00" * 4096)
-    weights.chmod(0o666)  # world-writable on the host: only the read-only bind protects it
-    out = tmp_path / "out"
-    out.mkdir()
-    secret = tmp_path / "host-secret.txt"
-    secret.write_text("host secret, never mounted")
-    return weights, out, secret
-
-
 def _spec(source: str, args: dict[str, Any], weights: Path, out: Path, *, inputs: tuple[str, ...] = (), policy: Policy = POLICY) -> SandboxSpec:
     job = Job(
         image=HOST_IMAGE,
@@ -85,7 +73,7 @@ def test_bwrap_argv_is_exactly_the_hardening() -> None:
 @pytest.fixture(scope="module")
 def battery_run(tmp_path_factory: pytest.TempPathFactory, bwrap_available: str) -> dict[str, Any]:
     tmp_path = tmp_path_factory.mktemp("battery-bwrap")
-    weights, out, secret = _files(tmp_path)
+    weights, out, secret = battery.job_files(tmp_path)
     helper = tmp_path / "suid-id"
     shutil.copy("/usr/bin/id", helper)
     helper.chmod(0o4755)
@@ -131,7 +119,7 @@ def test_positive_control_and_host_side(battery_run: dict[str, Any]) -> None:
 
 @pytest.mark.bwrap
 def test_fork_bomb_is_stopped(tmp_path: Path, bwrap_available: str) -> None:
-    weights, out, _ = _files(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path)
     result = BwrapBackend(bwrap=bwrap_available).run(_spec(battery.fork_bomb_source(), {}, weights, out))
     (event,) = [e for e in result.events if e["event"] == "forkbomb"]
     assert event["errno"] == 11
@@ -140,7 +128,7 @@ def test_fork_bomb_is_stopped(tmp_path: Path, bwrap_available: str) -> None:
 
 @pytest.mark.bwrap
 def test_memory_bomb_is_reported_as_oom(tmp_path: Path, bwrap_available: str) -> None:
-    weights, out, _ = _files(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path)
     with pytest.raises(SandboxOOM, match="512 MiB"):
         BwrapBackend(bwrap=bwrap_available).run(_spec(battery.MEMORY_BOMB, {}, weights, out))
 
@@ -149,7 +137,7 @@ def test_memory_bomb_is_reported_as_oom(tmp_path: Path, bwrap_available: str) ->
 @pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for root callers")
 def test_root_without_a_cgroup_is_refused_not_run_unbounded(tmp_path: Path, bwrap_available: str) -> None:
     """The kernel exempts root from RLIMIT_NPROC; without a cgroup there would be no pids limit."""
-    weights, out, _ = _files(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path)
     backend = BwrapBackend(bwrap=bwrap_available, use_cgroup=False)
     with pytest.raises(SandboxError, match="needs a pids/memory cgroup"):
         backend.run(_spec(battery.fork_bomb_source(), {}, weights, out))
@@ -158,7 +146,7 @@ def test_root_without_a_cgroup_is_refused_not_run_unbounded(tmp_path: Path, bwra
 
 @pytest.mark.bwrap
 def test_timeout_kills_the_sandbox(tmp_path: Path, bwrap_available: str) -> None:
-    weights, out, _ = _files(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path)
     policy = dataclasses.replace(POLICY, sandbox=dataclasses.replace(POLICY.sandbox, timeout_s=2.0))
     started = time.monotonic()
     with pytest.raises(SandboxTimeout, match="2 s limit"):
@@ -168,7 +156,7 @@ def test_timeout_kills_the_sandbox(tmp_path: Path, bwrap_available: str) -> None
 
 @pytest.mark.bwrap
 def test_gpu_jobs_are_refused(tmp_path: Path, bwrap_available: str) -> None:
-    weights, out, _ = _files(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path)
     spec = dataclasses.replace(_spec("pass", {}, weights, out), gpus=("0",))
     with pytest.raises(SandboxError, match="does not pass GPUs"):
         BwrapBackend(bwrap=bwrap_available).run(spec)

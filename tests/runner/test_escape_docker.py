@@ -26,21 +26,8 @@ pytestmark = pytest.mark.docker
 
 USER = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
 """Who the container runs as: nobody when the tests run as root, else the caller (as restore does)."""
+OUT_OWNER = USER if os.geteuid() == 0 else None
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
-
-
-def _job_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    weights = tmp_path / "store" / "gpen.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"\x00" * 4096)
-    weights.chmod(0o666)  # world-writable on the host: only the read-only mount protects it
-    out = tmp_path / "out"
-    out.mkdir()
-    if os.geteuid() == 0:
-        os.chown(out, *USER)
-    secret = tmp_path / "host-secret.txt"
-    secret.write_text("host secret, never mounted")
-    return weights, out, secret
 
 
 def _spec(image: str, source: str, args: dict[str, Any], weights: Path, out: Path, policy: Policy = POLICY) -> SandboxSpec:
@@ -62,7 +49,7 @@ def _leftover_containers(engine: Any) -> list[str]:
 def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, probe_image: str) -> dict[str, Any]:
     """One container runs every non-fatal probe; tests below assert one attempt each."""
     tmp_path = tmp_path_factory.mktemp("battery")
-    weights, out, secret = _job_dirs(tmp_path)
+    weights, out, secret = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     before = battery.tree(tmp_path)
     with battery.listeners(battery.host_addresses()) as listening:
         args = {
@@ -109,7 +96,7 @@ def test_host_sees_nothing_written_outside_the_output(battery_run: dict[str, Any
 
 
 def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
-    weights, out, _ = _job_dirs(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     spec = _spec(sandbox_image, battery.fork_bomb_source(), {}, weights, out)
     result = DockerBackend(docker_engine).run(spec)
     (event,) = [e for e in result.events if e["event"] == "forkbomb"]
@@ -118,14 +105,14 @@ def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, docker_engine: A
 
 
 def test_memory_bomb_is_killed_and_reported_as_oom(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
-    weights, out, _ = _job_dirs(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     with pytest.raises(SandboxOOM, match="512 MiB memory limit"):
         DockerBackend(docker_engine).run(_spec(sandbox_image, battery.MEMORY_BOMB, {}, weights, out))
     assert _leftover_containers(docker_engine) == []
 
 
 def test_timeout_kills_and_removes_the_container(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
-    weights, out, _ = _job_dirs(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     policy = dataclasses.replace(POLICY, sandbox=dataclasses.replace(POLICY.sandbox, timeout_s=3.0))
     started = time.monotonic()
     with pytest.raises(SandboxTimeout, match="3 s limit"):
@@ -135,7 +122,7 @@ def test_timeout_kills_and_removes_the_container(tmp_path: Path, docker_engine: 
 
 
 def test_failing_job_reports_the_log_tail(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
-    weights, out, _ = _job_dirs(tmp_path)
+    weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     source = "import sys\nsys.stderr.write('worker could not go on\\n')\nsys.exit(3)\n"
     with pytest.raises(SandboxError, match="exited with status 3") as caught:
         DockerBackend(docker_engine).run(_spec(sandbox_image, source, {}, weights, out))

@@ -163,6 +163,8 @@ def test_shipped_seccomp_profile_is_a_tight_allowlist() -> None:
         ({"job": {"gpus": ("all",)}}, "GPU id"),
         ({"job": {"env": (("LD_PRELOAD", "/tmp/x.so"),)}}, "LD_PRELOAD"),
         ({"job": {"weights": ("/a/w.safetensors", "/b/w.safetensors")}}, "two job files"),
+        ({"job": {"weights": ("/srv/store/GPEN-BFR-2048.pth",)}}, "only .safetensors"),
+        ({"job": {"weights": ("/srv/store/w.safetensors.pkl",)}}, "only .safetensors"),
         ({"policy": {"seccomp": "unconfined"}}, "unconfined is never allowed"),
     ],
 )
@@ -187,6 +189,7 @@ def test_build_spec_refuses(change: dict[str, dict[str, object]], message: str) 
         {"binds": (Bind("/data/in", "/in/x"), Bind("/data/out", "/out", False), Bind("/data/o2", "/out2", False))},
         {"binds": (Bind("/data/in", "/in/x", False),)},
         {"binds": (Bind("/data/in", "/usr/lib/x"),)},
+        {"binds": (Bind("/data/w.pth", "/weights/w.pth"),)},
         {"seccomp": "unconfined"},
         {"seccomp": '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}'},
         {"seccomp": '{"defaultAction": "SCMP_ACT_LOG"}'},

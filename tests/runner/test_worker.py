@@ -129,3 +129,19 @@ def test_publish_moves_results_and_refuses_anything_else(tmp_path: Path) -> None
     (staging / "notes.txt").write_text("x")
     with pytest.raises(SandboxError):
         _publish(staging, out)
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("/in/0000-my photo.jpg", "my_photo.png"),  # a single input, mounted under input_leaf's name
+        ("/in/0001-album/my photo.jpg", "my_photo.png"),  # a file inside a mounted folder
+        ("/in/0002-album/_private.png", "x_private.png"),
+        ("/in/0003-album/été.webp", "x_t_.png"),
+    ],
+)
+def test_output_names_are_names_the_host_publishes(source: str, name: str) -> None:
+    from gpenguard.pipeline import _OUTPUT_NAME
+
+    assert worker.output_name(Path(source)) == name
+    assert _OUTPUT_NAME.match(name)

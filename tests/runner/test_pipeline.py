@@ -1,0 +1,135 @@
+"""`gpenguard.pipeline`: what `restore` refuses before the gate, and the re-check before start."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpenguard.errors import InputError, UsageError, VerificationError
+from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, StoredInput, restore, run_worker
+from gpenguard.policy import Policy
+from gpenguard.runner.interface import EventSink, RunResult
+from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec
+from gpenguard.runner.worker import WorkerJob
+
+
+def test_sizes_match_the_released_models() -> None:
+    from gpenguard.nets.gpen import GPEN_BFR
+
+    assert tuple(sorted(GPEN_BFR)) == GPEN_SIZES
+
+
+def _request(tmp_path: Path, **changes: Any) -> RestoreRequest:
+    face = tmp_path / "face.png"
+    face.write_bytes(b"not decoded on the host")
+    fields: dict[str, Any] = {
+        "inputs": (face,), "output_dir": tmp_path / "out", "gpen": tmp_path / "never-read.pth",
+        "backend": "bwrap", "store": tmp_path / "store", **changes,
+    }  # fmt: skip
+    return RestoreRequest(**fields)
+
+
+def test_unknown_size_is_refused_before_the_gate(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--size must be one of 256, 512, 1024, 2048, not 300"):
+        restore(_request(tmp_path, size=300))
+    assert not (tmp_path / "store").exists()
+
+
+def test_output_path_that_is_a_file_is_refused_before_the_gate(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a folder") as caught:
+        restore(_request(tmp_path, output_dir=tmp_path / "taken"))
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "store").exists()
+
+
+class _NeverRun:
+    name = "never"
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def output_owner(self, user: tuple[int, int]) -> tuple[int, int]:
+        return user
+
+    def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
+        self.started = True
+        raise AssertionError("the backend must not start")
+
+
+def test_run_worker_rechecks_the_store_before_the_backend_starts(tmp_path: Path) -> None:
+    """Any caller of `run_worker`, not only `restore`, gets invariant 4's re-check."""
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = weights.with_name(weights.name + ".intoto.json")
+    record.write_text(json.dumps({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
+    }))  # fmt: skip
+    weights.write_bytes(weights.read_bytes() + b" ")  # changed after conversion
+    face = tmp_path / "face.png"
+    face.write_bytes(b"png")
+    stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
+    backend = _NeverRun()
+    with pytest.raises(VerificationError, match="provenance record says"):
+        run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], [face], tmp_path / "out")
+    assert not backend.started
+    assert not (tmp_path / "out").exists()  # a failed run leaves OUTDIR as it was
+
+
+class _Recorder(_NeverRun):
+    spec: SandboxSpec
+
+    def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
+        self.spec = spec
+        return RunResult(backend=self.name, exit_code=0, events=(), stdout="", stderr_tail="", duration_s=0.0)
+
+
+def test_worker_inputs_are_where_the_spec_mounts_them(tmp_path: Path) -> None:
+    """A name with a space is mounted under a safe name, and the worker is told that same name."""
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = weights.with_name(weights.name + ".intoto.json")
+    record.write_text(json.dumps({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
+    }))  # fmt: skip
+    faces = [tmp_path / "my photo.png", tmp_path / "album"]
+    faces[0].write_bytes(b"png")
+    faces[1].mkdir()
+    stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
+    backend = _Recorder()
+    run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], faces, tmp_path / "out")
+    job = WorkerJob.from_json(backend.spec.command[-1])
+    assert job.inputs == ("/in/0000-my_photo.png", "/in/0001-album")
+    mounted = {bind.target for bind in backend.spec.binds}
+    assert set(job.inputs) <= mounted
+
+
+def test_a_folder_without_images_is_refused_before_the_gate(tmp_path: Path) -> None:
+    empty = tmp_path / "album"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no image files in this folder") as caught:
+        restore(_request(tmp_path, inputs=(empty,)))
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_malformed_gpu_id_is_refused_before_the_gate(tmp_path: Path) -> None:
+    """Before the toolkit check too: a typo is a usage error on every host."""
+    with pytest.raises(UsageError, match=r"--gpu takes GPU indexes .* not 'garbage'"):
+        restore(_request(tmp_path, backend="docker", gpus=("0", "garbage")))
+    assert not (tmp_path / "store").exists()
