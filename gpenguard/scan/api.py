@@ -17,20 +17,14 @@ from gpenguard.policy import Policy
 from gpenguard.scan.allowlist import judge, normalize
 from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.scan.rules import RULES, finding
-from gpenguard.scan.walker import Global, WalkLimits, WalkResult, render, walk
+from gpenguard.scan.walker import Global, WalkResult, render, walk
 from gpenguard.trust.hashing import hash_source
 
-# Findings of these rules mean part of the file was not looked at.
 _MAX_IMPORT_FINDINGS = 200
 """Distinct refused imports listed per pickle; beyond it, one summary finding."""
 
+# Findings of these rules mean part of the file was not looked at.
 _NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"})
-
-
-def _walk_limits(limits: Limits) -> WalkLimits:
-    return WalkLimits(
-        limits.max_opcodes, limits.max_memo, limits.max_stack_depth, limits.max_stack_items
-    )
 
 
 def _containers(box: Container) -> Iterator[Container]:
@@ -54,7 +48,7 @@ def _analyse_stream(
     if len(stream.data) > limits.max_pickle_bytes:
         msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
         return [finding("GG115", msg, path=path, member=stream.member, offset=base)], [], None
-    res = walk(stream.data, 0, _walk_limits(limits))
+    res = walk(stream.data, 0, limits.walk_limits())
     out: list[Finding] = [
         finding(
             p.rule_id,
