@@ -357,5 +357,5 @@ def scan(
         recursive=True,
         policy=policy,
         limits=limits,
-        jobs=1 if Path(path).is_file() else None,
+        jobs=None if _is_dir(Path(path)) else 1,
     )

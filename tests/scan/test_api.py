@@ -110,6 +110,30 @@ def test_a_directory_that_cannot_be_listed_is_an_error_not_a_pass(
     assert [(f.path, f.error) for f in alone.files] == [(locked, "permission denied")]
 
 
+def test_a_path_that_cannot_be_stated_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hidden = str(tmp_path / "x" / "model.pt")  # as under a directory without search permission
+    real_stat, real_open = os.stat, os.open
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_stat(path, *args, **kwargs)
+
+    def open_(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    for report in (scan(hidden), scan_paths([hidden], recursive=True)):
+        assert [(f.path, f.verdict, f.error) for f in report.files] == [
+            (hidden, Verdict.ERROR, "permission denied")
+        ]
+
+
 def test_scan_source_uses_the_callers_mapping(tmp_path: Path) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(os_system_true(4))
