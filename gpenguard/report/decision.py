@@ -18,7 +18,7 @@ from rich.text import Text
 from gpenguard import __version__
 from gpenguard.errors import ExitCode
 from gpenguard.gate import GateDecision, Outcome
-from gpenguard.report.interface import printable
+from gpenguard.report.interface import exit_code_for_verdict, printable
 from gpenguard.report.json import report_to_dict
 from gpenguard.report.sarif import SarifReporter
 from gpenguard.scan.findings import ScanReport, Severity, Verdict
@@ -36,11 +36,7 @@ _OUTCOME_STYLE = {
 
 def exit_code_for_decision(decision: GateDecision) -> ExitCode:
     """0 pass, 1 block, 2 error: the CLI contract."""
-    if decision.verdict is Verdict.PASS:
-        return ExitCode.PASS
-    if decision.verdict is Verdict.BLOCK:
-        return ExitCode.BLOCKED
-    return ExitCode.ERROR
+    return exit_code_for_verdict(decision.verdict)
 
 
 def render_text(decision: GateDecision, *, color: bool = False, width: int = 100) -> str:

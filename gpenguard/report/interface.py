@@ -24,7 +24,11 @@ class Reporter(Protocol):
 
 def exit_code_for(report: ScanReport) -> ExitCode:
     """The CLI's exit-code contract, also recorded in machine-readable reports."""
-    verdict = report.verdict
+    return exit_code_for_verdict(report.verdict)
+
+
+def exit_code_for_verdict(verdict: Verdict) -> ExitCode:
+    """0 pass, 1 block, 2 anything else (error): for scan reports and gate decisions alike."""
     if verdict is Verdict.PASS:
         return ExitCode.PASS
     if verdict is Verdict.BLOCK:
