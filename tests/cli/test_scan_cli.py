@@ -194,6 +194,16 @@ def test_bad_policy_is_exit_2_naming_it(runner: CliRunner, recorder: dict[str, A
     assert result.exit_code == 2 and "missing.yaml" in result.output
 
 
+@pytest.mark.parametrize("name", ["[/x].yaml", "[bold]p.yaml", "\x1b[31mp.yaml"])
+def test_error_messages_are_not_read_as_markup(
+    runner: CliRunner, recorder: dict[str, Any], tmp_path: Path, name: str
+) -> None:
+    result = invoke(runner, "--policy", tmp_path / name, "m")
+    assert result.exit_code == 2  # a MarkupError traceback would be exit 1
+    shown = name.replace("\x1b", "\\x1b")  # a control character is shown escaped
+    assert f"{shown}: no such policy file" in result.output and "\x1b[31m" not in result.output
+
+
 def test_nothing_to_scan_is_not_a_pass(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpenguard.scan, "scan_paths", lambda *a, **k: ScanReport(files=()), raising=False)
     result = invoke(runner, "empty-dir")
