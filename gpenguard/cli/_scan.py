@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -163,7 +164,19 @@ def _summary_to_stderr(report: ScanReport, output: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step: a temp file in the same directory, then rename."""
+    """Replace `path` with `text` in one step: a temp file in the same directory, then rename.
+
+    Anything else already there (a link such as ``/dev/stdout``, a device, a FIFO) is written
+    through instead: renaming over it would replace the link or node itself (as root,
+    ``-o /dev/null`` would destroy ``/dev/null``).
+    """
+    if _exists_not_regular(path):
+        try:
+            with path.open("w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise GpenguardError(f"cannot write the report: {exc.strerror or exc}", path=path) from exc
+        return
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -183,6 +196,15 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _exists_not_regular(path: Path) -> bool:
+    """Whether `path` itself (links not followed) exists and is not a regular file."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
 
 
 def _umask() -> int:
