@@ -42,11 +42,12 @@ def register(app: typer.Typer) -> None:
 def scan(
     paths: Annotated[
         list[Path],
-        typer.Argument(metavar="PATH", help="Checkpoint files, or directories (with --recursive).",
-                       show_default=False),
+        typer.Argument(metavar="PATH", show_default=False,
+                       help="Checkpoint files, or directories: the files in them "
+                       "(and in subdirectories with --recursive)."),
     ],
     recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="Descend into directories.")
+        bool, typer.Option("--recursive", "-r", help="Descend into subdirectories.")
     ] = False,
     fmt: Annotated[
         ReportFormat | None,
