@@ -9,8 +9,10 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from gpenguard.errors import GpenguardError
+from gpenguard.report.interface import printable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,12 +35,16 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def report_error(exc: GpenguardError) -> None:
-    """Print an error to stderr: the message, any reasons, then the hint."""
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True)
+    """Print an error to stderr: the message, any reasons, then the hint.
+
+    Messages carry file names, member names and YAML text: never read as rich markup
+    (``[/x].yaml`` would raise, ``[bold]`` vanish), control characters shown escaped.
+    """
+    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(str(exc))))
     for reason in getattr(exc, "reasons", ()):
-        err_console.print(f"  - {reason}", markup=False)
+        err_console.print(f"  - {printable(str(reason))}", markup=False)
     if exc.hint:
-        err_console.print(f"  hint: {exc.hint}", markup=False)
+        err_console.print(f"  hint: {printable(exc.hint)}", markup=False)
 
 
 def stdout_is_terminal() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,11 +42,12 @@ def register(app: typer.Typer) -> None:
 def scan(
     paths: Annotated[
         list[Path],
-        typer.Argument(metavar="PATH", help="Checkpoint files, or directories (with --recursive).",
-                       show_default=False),
+        typer.Argument(metavar="PATH", show_default=False,
+                       help="Checkpoint files, or directories: the files in them "
+                       "(and in subdirectories with --recursive)."),
     ],
     recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="Descend into directories.")
+        bool, typer.Option("--recursive", "-r", help="Descend into subdirectories.")
     ] = False,
     fmt: Annotated[
         ReportFormat | None,
@@ -163,7 +165,19 @@ def _summary_to_stderr(report: ScanReport, output: Path) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step: a temp file in the same directory, then rename."""
+    """Replace `path` with `text` in one step: a temp file in the same directory, then rename.
+
+    Anything else already there (a link such as ``/dev/stdout``, a device, a FIFO) is written
+    through instead: renaming over it would replace the link or node itself (as root,
+    ``-o /dev/null`` would destroy ``/dev/null``).
+    """
+    if _exists_not_regular(path):
+        try:
+            with path.open("w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise GpenguardError(f"cannot write the report: {exc.strerror or exc}", path=path) from exc
+        return
     directory = path.parent
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -183,6 +197,15 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _exists_not_regular(path: Path) -> bool:
+    """Whether `path` itself (links not followed) exists and is not a regular file."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
 
 
 def _umask() -> int:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from gpenguard.formats.container import Limits
 from gpenguard.scan.findings import Finding, Severity
 from gpenguard.scan.rules import finding
-from gpenguard.scan.walker import WalkLimits
 
 MAX_FINDINGS_PER_RULE = 100
 """Per container: 100k traversal names need not become 100k findings."""
@@ -78,11 +77,6 @@ class Ctx:
     def child(self, member: str) -> Ctx:
         """Context for an archive nested at `member` of the current one."""
         return Ctx(self.path, self.limits, self.sub(member), self.depth + 1, self.budget)
-
-    @property
-    def walk_limits(self) -> WalkLimits:
-        lim = self.limits
-        return WalkLimits(lim.max_opcodes, lim.max_memo, lim.max_stack_depth, lim.max_stack_items)
 
 
 class MemFile(io.RawIOBase):

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from gpenguard.formats.source import Source
 from gpenguard.scan.findings import Finding
+from gpenguard.scan.walker import WalkLimits
 
 
 class Format(StrEnum):
@@ -44,6 +45,10 @@ class Limits:
     max_safetensors_header: int = 100 * 2**20
     max_stack_items: int = 1_000_000
     """Values on one pickle stack frame (protocol 0 lists push every item before LIST)."""
+
+    def walk_limits(self) -> WalkLimits:
+        """The bounds that apply to one pickle walk."""
+        return WalkLimits(self.max_opcodes, self.max_memo, self.max_stack_depth, self.max_stack_items)
 
 
 @dataclass(frozen=True)

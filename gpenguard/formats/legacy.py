@@ -79,7 +79,7 @@ def _check_tail(
     comes from the storage type in the object pickle's persistent ids. Bytes left after the
     last record are never read by torch: a place to park data, so they are reported.
     """
-    res = walk(keys.data, 0, ctx.walk_limits)
+    res = walk(keys.data, 0, ctx.limits.walk_limits())
     try:
         value = constant(res.value)
     except ValueError:
@@ -92,7 +92,7 @@ def _check_tail(
                 ctx, buf, member=None, expect=0, first_index=len(RECORDS), start=tail_start
             )
         return []
-    main_walk = walk(main.data, 0, ctx.walk_limits)
+    main_walk = walk(main.data, 0, ctx.limits.walk_limits())
     if not main_walk.complete:
         return []  # the scanner reports why the object pickle breaks off; sizes are unknown
     declared = _declared_storages(main_walk.pids)

@@ -32,9 +32,9 @@ class Source:
         """Map `path` read-only; errors name the file and the reason."""
         p = Path(path)
         try:
-            # O_NONBLOCK: opening a FIFO with no writer would otherwise hang here (regular
-            # files ignore the flag); the fstat below then refuses anything not a regular file.
-            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            # O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; the fstat
+            # below then refuses it. It changes nothing for a regular file.
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except FileNotFoundError:
             raise InputError("no such file", path=p) from None
         except IsADirectoryError:

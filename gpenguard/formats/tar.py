@@ -131,7 +131,7 @@ def _records(ctx: Ctx, name: str, data: memoryview) -> list[PickleStream]:
         )
         if p.end is None:
             return None
-        return walk(data[pos:stop], 0, ctx.walk_limits)
+        return walk(data[pos:stop], 0, ctx.limits.walk_limits())
 
     def give_up(pos: int, why: str) -> list[PickleStream]:
         ctx.add("GG306", f"{name} record stream cannot be followed: {why}", member=name, offset=pos)

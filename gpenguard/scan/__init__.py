@@ -10,16 +10,12 @@ container readers import this package's `findings` module, and an eager import w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpenguard.scan.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
 
 if TYPE_CHECKING:
-    from gpenguard.formats.container import Limits
-    from gpenguard.formats.source import Source
-    from gpenguard.policy import Policy
+    from gpenguard.scan.api import scan, scan_paths, scan_source
 
 __all__ = [
     "FileReport",
@@ -33,37 +29,12 @@ __all__ = [
     "scan_source",
 ]
 
-
-def scan(
-    path: str | Path, *, policy: Policy | None = None, limits: Limits | None = None
-) -> ScanReport:
-    """Scan one file, or every file under a directory (recursively)."""
-    from gpenguard.scan.api import scan as _scan
-
-    return _scan(path, policy=policy, limits=limits)
+_LAZY = frozenset({"scan", "scan_paths", "scan_source"})
 
 
-def scan_source(
-    source: Source, *, policy: Policy | None = None, limits: Limits | None = None
-) -> FileReport:
-    """Scan bytes already mapped by the caller (the gate hashes the same mapping)."""
-    from gpenguard.scan.api import scan_source as _scan_source
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from gpenguard.scan import api
 
-    return _scan_source(source, policy=policy, limits=limits)
-
-
-def scan_paths(
-    paths: Sequence[str | Path],
-    *,
-    recursive: bool = False,
-    policy: Policy | None = None,
-    limits: Limits | None = None,
-    jobs: int | None = None,
-    on_file: Callable[[FileReport], None] | None = None,
-) -> ScanReport:
-    """Scan many files (in parallel when there are several); reports keep input order."""
-    from gpenguard.scan.api import scan_paths as _scan_paths
-
-    return _scan_paths(
-        paths, recursive=recursive, policy=policy, limits=limits, jobs=jobs, on_file=on_file
-    )
+        return getattr(api, name)
+    raise AttributeError(f"module 'gpenguard.scan' has no attribute {name!r}")

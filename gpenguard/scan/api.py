@@ -17,20 +17,14 @@ from gpenguard.policy import Policy
 from gpenguard.scan.allowlist import judge, normalize
 from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.scan.rules import RULES, finding
-from gpenguard.scan.walker import Global, WalkLimits, WalkResult, render, walk
+from gpenguard.scan.walker import Global, WalkResult, render, walk
 from gpenguard.trust.hashing import hash_source
 
-# Findings of these rules mean part of the file was not looked at.
 _MAX_IMPORT_FINDINGS = 200
 """Distinct refused imports listed per pickle; beyond it, one summary finding."""
 
+# Findings of these rules mean part of the file was not looked at.
 _NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"})
-
-
-def _walk_limits(limits: Limits) -> WalkLimits:
-    return WalkLimits(
-        limits.max_opcodes, limits.max_memo, limits.max_stack_depth, limits.max_stack_items
-    )
 
 
 def _containers(box: Container) -> Iterator[Container]:
@@ -54,7 +48,7 @@ def _analyse_stream(
     if len(stream.data) > limits.max_pickle_bytes:
         msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
         return [finding("GG115", msg, path=path, member=stream.member, offset=base)], [], None
-    res = walk(stream.data, 0, _walk_limits(limits))
+    res = walk(stream.data, 0, limits.walk_limits())
     out: list[Finding] = [
         finding(
             p.rule_id,
@@ -247,19 +241,45 @@ def _with(report: FileReport, **changes: object) -> FileReport:
 
 
 def expand(paths: Sequence[str | Path], *, recursive: bool) -> list[str]:
-    """Files named by `paths`, directories expanded (sorted) in input order; missing kept."""
+    """Files named by `paths`, directories expanded (sorted) in input order; missing kept.
+
+    Nothing in a directory is dropped unseen (fail closed): a FIFO, a dangling link or a link
+    loop is listed and its scan reports why it cannot be read, and a directory that cannot be
+    listed is listed itself, so its scan reports the error. Only subdirectories are left out
+    (all of them without `recursive`; links to directories, which are not followed, with it).
+    """
     out: list[str] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir() and recursive:
-            # os.walk does not follow directory symlinks, so a link loop cannot recurse forever
-            found = [Path(d) / n for d, _subdirs, names in os.walk(path) for n in names]
-            out.extend(str(f) for f in sorted(found) if f.is_file())
-        elif path.is_dir():
-            out.extend(str(f) for f in sorted(path.iterdir()) if f.is_file())
+        if _is_dir(path):
+            out.extend(str(f) for f in sorted(_listing(path, recursive=recursive)))
         else:
             out.append(str(path))
     return out
+
+
+def _listing(directory: Path, *, recursive: bool) -> list[Path]:
+    """Every non-directory entry under `directory`, and each directory that cannot be listed."""
+    found: list[Path] = []
+    if recursive:
+        # os.walk does not follow directory symlinks, so a link loop cannot recurse forever
+        unlisted: list[Path] = []
+        walk = os.walk(directory, onerror=lambda e: unlisted.append(Path(e.filename)))
+        found.extend(Path(d) / n for d, _subdirs, names in walk for n in names)
+        return found + unlisted
+    try:
+        found.extend(f for f in directory.iterdir() if not _is_dir(f))
+    except OSError:
+        found.append(directory)
+    return found
+
+
+def _is_dir(path: Path) -> bool:
+    """A directory (following links); anything that cannot be stat'ed is scanned, not skipped."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 _POOL_MIN_BYTES = 32 * 2**20
@@ -337,5 +357,5 @@ def scan(
         recursive=True,
         policy=policy,
         limits=limits,
-        jobs=1 if Path(path).is_file() else None,
+        jobs=None if _is_dir(Path(path)) else 1,
     )

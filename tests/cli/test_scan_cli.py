@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,6 +196,16 @@ def test_bad_policy_is_exit_2_naming_it(runner: CliRunner, recorder: dict[str, A
     assert result.exit_code == 2 and "missing.yaml" in result.output
 
 
+@pytest.mark.parametrize("name", ["[/x].yaml", "[bold]p.yaml", "\x1b[31mp.yaml"])
+def test_error_messages_are_not_read_as_markup(
+    runner: CliRunner, recorder: dict[str, Any], tmp_path: Path, name: str
+) -> None:
+    result = invoke(runner, "--policy", tmp_path / name, "m")
+    assert result.exit_code == 2  # a MarkupError traceback would be exit 1
+    shown = name.replace("\x1b", "\\x1b")  # a control character is shown escaped
+    assert f"{shown}: no such policy file" in result.output and "\x1b[31m" not in result.output
+
+
 def test_nothing_to_scan_is_not_a_pass(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpenguard.scan, "scan_paths", lambda *a, **k: ScanReport(files=()), raising=False)
     result = invoke(runner, "empty-dir")
@@ -218,6 +230,32 @@ def test_output_replaces_the_old_report_in_one_step(
     assert json.loads(target.read_text())["verdict"] == "pass"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
     assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_output_to_a_pipe_or_device_writes_into_it_and_never_replaces_it(
+    runner: CliRunner, recorder: dict[str, Any], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "report.fifo"  # stands for /dev/stdout, /dev/null: rename would replace them
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = invoke(runner, "--format", "json", "-o", fifo, "m")
+    reader.join(timeout=10)
+    assert result.exit_code == 0
+    assert json.loads(received[0])["verdict"] == "pass"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.fifo"]
+
+
+def test_output_through_a_link_keeps_the_link(
+    runner: CliRunner, recorder: dict[str, Any], tmp_path: Path
+) -> None:
+    target = tmp_path / "real.json"
+    link = tmp_path / "stdout"  # as /dev/stdout -> /proc/self/fd/1 when stdout is a file
+    link.symlink_to(target)
+    assert invoke(runner, "--format", "json", "-o", link, "m").exit_code == 0
+    assert link.is_symlink() and json.loads(target.read_text())["verdict"] == "pass"
 
 
 def test_text_to_a_pipe_has_no_colour(runner: CliRunner, recorder: dict[str, Any]) -> None:

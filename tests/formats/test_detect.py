@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gpenguard.errors import FormatError, LimitExceeded
+from gpenguard.errors import FormatError, InputError, LimitExceeded
 from gpenguard.formats import Format, Limits, Source, read_container
 from tests.corpus import ZipEntry, build_zip, legacy_stream
 from tests.formats.conftest import read_bytes, read_path, rule_ids
@@ -272,3 +273,10 @@ def test_legacy_storage_records_are_followed_to_the_end() -> None:
     assert rule_ids(read_bytes(data)) == {"GG303"}
     assert "GG112" in rule_ids(read_bytes(data + b"hidden bytes"))
     assert "GG306" in rule_ids(read_bytes(data[:-3]))
+
+
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.pth"
+    os.mkfifo(fifo)  # no writer: a blocking open would hang forever
+    with pytest.raises(InputError, match="not a regular file"):
+        Source.open(fifo)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 from gpenguard.formats import Limits, Source
@@ -58,6 +62,76 @@ def test_unreadable_and_unknown_files_are_errors_not_passes(tmp_path: Path) -> N
         and "unrecognised content" in text.error
     )
     assert report.verdict is Verdict.ERROR
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_nothing_in_a_directory_is_dropped_unseen(tmp_path: Path, recursive: bool) -> None:
+    root = _tree(tmp_path)
+    os.mkfifo(root / "pipe.pt")  # scanning it must neither hang nor skip it
+    (root / "dangling.pt").symlink_to(root / "gone.pt")
+    (root / "loop.pt").symlink_to(root / "loop.pt")
+    report = scan_paths([root], recursive=recursive, jobs=1)
+    errors = {Path(f.path).name: f.error for f in report.files if f.verdict is Verdict.ERROR}
+    assert errors == {
+        "pipe.pt": "not a regular file",
+        "dangling.pt": "no such file",
+        "loop.pt": "cannot open: Too many levels of symbolic links",
+    }
+    assert report.verdict is Verdict.ERROR
+
+
+def test_a_directory_that_cannot_be_listed_is_an_error_not_a_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "models"
+    (root / "locked").mkdir(parents=True)
+    torch.save({"w": torch.zeros(2)}, root / "a.pt")
+    torch.save({"w": torch.zeros(2)}, root / "locked" / "b.pt")
+    locked = str(root / "locked")
+    real_scandir, real_listdir, real_open = os.scandir, os.listdir, os.open
+
+    def deny(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(path: str | Path, *args: Any, **kwargs: Any) -> Any:
+            if os.fspath(path) == locked:
+                raise PermissionError(13, "Permission denied", locked)
+            return real(path, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "scandir", deny(real_scandir))  # as if mode 000, run as non-root
+    monkeypatch.setattr(os, "listdir", deny(real_listdir))
+    monkeypatch.setattr(os, "open", deny(real_open))
+    deep = scan_paths([root], recursive=True, jobs=1)
+    assert [(Path(f.path).name, f.verdict, f.error) for f in deep.files] == [
+        ("a.pt", Verdict.PASS, None),
+        ("locked", Verdict.ERROR, "permission denied"),
+    ]
+    alone = scan_paths([root / "locked"], jobs=1)
+    assert [(f.path, f.error) for f in alone.files] == [(locked, "permission denied")]
+
+
+def test_a_path_that_cannot_be_stated_is_an_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hidden = str(tmp_path / "x" / "model.pt")  # as under a directory without search permission
+    real_stat, real_open = os.stat, os.open
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_stat(path, *args, **kwargs)
+
+    def open_(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    for report in (scan(hidden), scan_paths([hidden], recursive=True)):
+        assert [(f.path, f.verdict, f.error) for f in report.files] == [
+            (hidden, Verdict.ERROR, "permission denied")
+        ]
 
 
 def test_scan_source_uses_the_callers_mapping(tmp_path: Path) -> None:
