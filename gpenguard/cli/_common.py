@@ -47,6 +47,14 @@ def report_error(exc: GpenguardError) -> None:
         err_console.print(f"  hint: {printable(exc.hint)}", markup=False)
 
 
+def note(label: str, style: str, text: str) -> None:
+    """A labelled line on stderr (``warning:``, ``not checked:``...): only the label is styled.
+
+    The text carries file names and messages from the input, so it is never read as markup.
+    """
+    err_console.print(Text.assemble((label, style), " ", printable(text)))
+
+
 def stdout_is_terminal() -> bool:
     """Progress bars and colour only when a person is watching."""
     return sys.stdout.isatty()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gpenguard.cli._common import err_console, guarded
+from gpenguard.cli._common import err_console, guarded, note
 
 if TYPE_CHECKING:
     from gpenguard.convert import ConversionRecord
@@ -83,9 +83,9 @@ def convert_command(
         record = run()
     decision = record.decision
     for warning in getattr(decision, "warnings", ()):
-        err_console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+        note("warning:", "yellow", str(warning))
     for skipped in getattr(decision, "not_checked", ()):
-        err_console.print(f"[yellow]not checked:[/] {skipped}", markup=True, highlight=False)
+        note("not checked:", "yellow", str(skipped))
     if as_json:
         typer.echo(json.dumps(_summary(record), indent=2))
         return

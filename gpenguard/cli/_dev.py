@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gpenguard.cli._common import err_console, guarded
+from gpenguard.cli._common import guarded, note
 from gpenguard.errors import InputError, UsageError
 
 DEV_WARNING = (
@@ -63,7 +63,7 @@ def dev_restore(
     from gpenguard.restore import Restorer, RestorerWeights
     from gpenguard.restore.images import FORMATS, read_image, write_image
 
-    err_console.print(f"[bold yellow]warning:[/] {DEV_WARNING}", markup=True)
+    note("warning:", "bold yellow", DEV_WARNING)
     if dtype not in _DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(_DTYPES)}")
     if mode not in ("full", "aligned"):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gpenguard.cli._common import err_console, guarded
+from gpenguard.cli._common import err_console, guarded, note
 
 
 def _gpus(value: str | None) -> tuple[str, ...]:
@@ -60,7 +60,7 @@ def restore_command(
     )
 
     def on_stage(stage: str, detail: str) -> None:
-        err_console.print(f"[bold]{stage}[/] {detail}", markup=True, highlight=False)
+        note(str(stage), "bold", str(detail))
 
     def on_event(event: Event) -> None:
         kind = event.get("event")
@@ -78,7 +78,7 @@ def restore_command(
     outcome = restore(request, on_stage=on_stage, on_event=on_event)
     for stored in outcome.weights:
         for warning in stored.warnings:
-            err_console.print(f"[yellow]warning:[/] {stored.source.name}: {warning}", markup=True)
+            note("warning:", "yellow", f"{stored.source.name}: {warning}")
     for path in outcome.outputs:
         typer.echo(str(path))
 

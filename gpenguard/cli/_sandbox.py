@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gpenguard.cli._common import err_console, guarded
+from gpenguard.cli._common import guarded, note
 from gpenguard.errors import ExitCode, SandboxError, UsageError
 
 if TYPE_CHECKING:
@@ -37,9 +37,9 @@ def _render_report(report: SandboxReport) -> None:
         if value is not None:
             typer.echo(f"{key:>17}: {value}")
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", markup=True)
+        note("warning:", "yellow", str(warning))
     for problem in report.problems:
-        err_console.print(f"[bold red]problem:[/] {problem}", markup=True)
+        note("problem:", "bold red", str(problem))
 
 
 def check_command(

@@ -14,7 +14,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from gpenguard.cli._common import err_console, guarded, stdout_is_terminal
+from gpenguard.cli._common import err_console, guarded, note, stdout_is_terminal
 from gpenguard.errors import UsageError
 
 FORMATS = ("text", "json", "sarif")
@@ -108,7 +108,7 @@ def pin_command(
     if result.signed_by:
         typer.echo(f"signed by {', '.join(result.signed_by)} -> {result.signature}")
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", markup=True)
+        note("warning:", "yellow", str(warning))
 
 
 def register(app: typer.Typer) -> None:

@@ -43,3 +43,11 @@ def test_console_entry_runs_one_command_and_rejects_unknown_ones(tmp_path: Path)
     bad = subprocess.run([sys.executable, "-m", "gpenguard", "nosuch"], capture_output=True,
                          text=True, env=env, check=False)
     assert bad.returncode == 2 and "No such command" in bad.stderr
+
+
+def test_notes_print_input_text_literally(capsys: object) -> None:
+    from gpenguard.cli._common import note
+
+    note("warning:", "yellow", "[/x].pth: [bold]odd\x1b[31m name")
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "warning: [/x].pth: [bold]odd" in err and "\x1b[31m" not in err
