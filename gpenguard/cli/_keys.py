@@ -18,6 +18,7 @@ from rich.table import Table
 
 from gpenguard.cli._common import guarded
 from gpenguard.errors import InputError, UsageError
+from gpenguard.fileio import write_atomic
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.model import Registry
@@ -27,7 +28,7 @@ from gpenguard.trust.registry import (
     load_trust_root,
     signature_path,
 )
-from gpenguard.trust.signatures import sign_registry, write_atomic
+from gpenguard.trust.signatures import sign_registry
 
 keys_app = typer.Typer(name="keys", help="Create signing keys.", no_args_is_help=True)
 registry_app = typer.Typer(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +18,8 @@ import typer
 from rich.console import Console
 
 from gpenguard.cli._common import guarded
-from gpenguard.errors import GpenguardError, UsageError
+from gpenguard.errors import UsageError
+from gpenguard.fileio import write_atomic
 from gpenguard.policy import Policy, load_policy, with_overrides
 from gpenguard.report import ReportFormat, exit_code_for
 from gpenguard.report.interface import printable
@@ -98,7 +97,7 @@ def scan(
         sys.stdout.write(rendered)
         sys.stdout.flush()
     else:
-        write_atomic(output, rendered)
+        write_atomic(output, rendered.encode("utf-8"))
         if sys.stderr.isatty():
             _summary_to_stderr(report, output)
     raise typer.Exit(int(exit_code_for(report)))
@@ -164,51 +163,3 @@ def _summary_to_stderr(report: ScanReport, output: Path) -> None:
     )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step: a temp file in the same directory, then rename.
-
-    Anything else already there (a link such as ``/dev/stdout``, a device, a FIFO) is written
-    through instead: renaming over it would replace the link or node itself (as root,
-    ``-o /dev/null`` would destroy ``/dev/null``).
-    """
-    if _exists_not_regular(path):
-        try:
-            with path.open("w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise GpenguardError(f"cannot write the report: {exc.strerror or exc}", path=path) from exc
-        return
-    directory = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise GpenguardError(f"cannot write the report: {exc.strerror or exc}", path=path) from exc
-    temp = Path(tmp)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; a report is meant to be shared
-        temp.replace(path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise GpenguardError(f"cannot write the report: {exc.strerror or exc}", path=path) from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _exists_not_regular(path: Path) -> bool:
-    """Whether `path` itself (links not followed) exists and is not a regular file."""
-    try:
-        mode = path.lstat().st_mode
-    except OSError:
-        return False
-    return not stat.S_ISREG(mode)
-
-
-def _umask() -> int:
-    current = os.umask(0o022)
-    os.umask(current)
-    return current

@@ -74,7 +74,7 @@ def verify_command(
     else:
         text = render_text(decision, color=output is None and stdout_is_terminal())
     if output is not None:
-        from gpenguard.trust.signatures import write_atomic
+        from gpenguard.fileio import write_atomic
 
         write_atomic(output, text.encode())
     else:

@@ -7,10 +7,7 @@ directory and is renamed into place, so a failed or interrupted write leaves not
 
 from __future__ import annotations
 
-import contextlib
-import os
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gpenguard.errors import InputError, RestoreError
+from gpenguard.fileio import atomic_output
 
 #: Formats read and written, keyed by Pillow's format name, with their file suffixes.
 FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
@@ -141,22 +139,6 @@ def write_image(image: Image.Image, path: str | Path, *, quality: int = 95) -> P
     options: dict[str, object] = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     if isinstance(image.info.get("icc_profile"), bytes):
         options["icc_profile"] = image.info["icc_profile"]
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputError(f"cannot create a file beside the output: {exc}", path=path) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format=fmt, **options)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise InputError(f"cannot write image: {exc}", path=path) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
+    with atomic_output(path) as fh:
+        image.save(fh, format=fmt, **options)
     return path

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gpenguard.errors import ExitCode, GpenguardError, RestoreError, SandboxError, VerificationError
+from gpenguard.fileio import atomic_output
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -185,17 +184,9 @@ def output_name(source: Path) -> str:
 def write_atomically(image: Any, directory: Path, name: str) -> Path:
     """Save a PIL image as PNG via a temp file in the same directory and one rename."""
     target = directory / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the host user's group
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0o644: the container's umask must not hide results from the host user's group
+    with atomic_output(target, mode=0o644) as handle:
+        image.save(handle, format="PNG")
     return target
 
 

@@ -138,6 +138,7 @@ def pin_artifact(
     architecture, or conflicts with a digest already pinned; `RegistryError` for registry
     problems. Nothing is written unless every check passed.
     """
+    from gpenguard.fileio import write_atomic
     from gpenguard.gate import fingerprint_source
     from gpenguard.scan import scan_source
     from gpenguard.trust.keys import load_private_key
@@ -147,7 +148,7 @@ def pin_artifact(
         parse_registry,
         read_bounded,
     )
-    from gpenguard.trust.signatures import sign_registry, write_atomic
+    from gpenguard.trust.signatures import sign_registry
 
     reg_path = Path(registry_path)
     file_path = Path(file)

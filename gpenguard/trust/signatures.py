@@ -8,15 +8,13 @@ signatures it made.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from gpenguard.errors import InputError, RegistryError, SignatureError
+from gpenguard.errors import RegistryError, SignatureError
+from gpenguard.fileio import write_atomic
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.dsse import DsseSignature, Envelope, pae, parse_envelope, serialize_envelope
@@ -126,25 +124,6 @@ def sign_registry(registry_path: Path, private_keys: Sequence[keylib.PrivateKey]
     envelope = Envelope(REGISTRY_PAYLOAD_TYPE, data, tuple(signatures))
     write_atomic(sig_path, serialize_envelope(envelope))
     return sig_path, tuple(added)
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise InputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
 
 
 def _read_bundle(path: Path) -> bytes:

@@ -11,13 +11,13 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gpenguard.errors import InputError, RegistryError
+from gpenguard.fileio import write_atomic
 
 STATE_ENV = "GPENGUARD_STATE_DIR"
 STATE_FILE = "registry-versions.json"
@@ -79,17 +79,7 @@ def _write(file: Path, seen: dict[str, SeenVersion]) -> None:
         {n: {"version": s.version, "sha256": s.sha256, "seen_at": s.seen_at} for n, s in sorted(seen.items())},
         indent=2,
     )
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(file)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
+    write_atomic(file, (text + "\n").encode("utf-8"))
 
 
 def check_version(

@@ -98,8 +98,9 @@ def test_failed_encode_keeps_the_old_file_and_removes_the_temp(
 def test_unknown_suffix_and_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"\.tiff"):
         write_image(_pattern(4, 4), tmp_path / "x.tiff")
-    with pytest.raises(InputError, match="cannot create"):
+    with pytest.raises(InputError, match="cannot write") as info:
         write_image(_pattern(4, 4), tmp_path / "nope" / "x.png")
+    assert info.value.path == str(tmp_path / "nope" / "x.png")
 
 
 def test_bad_inputs_name_the_file(tmp_path: Path) -> None:
