@@ -35,6 +35,7 @@ from typing import Any
 
 from gpenguard import __version__
 from gpenguard.errors import AuditError, InputError
+from gpenguard.fileio import read_regular
 
 GENESIS = "0" * 64
 """``prev`` of the first record."""
@@ -217,7 +218,7 @@ def read_log(path: str | os.PathLike[str]) -> bytes:
     """The log's bytes; a missing or unreadable log is an `InputError` naming it."""
     p = Path(path)
     try:
-        return p.read_bytes()
+        return read_regular(p)
     except FileNotFoundError:
         raise InputError("no such audit log", path=p) from None
     except OSError as exc:

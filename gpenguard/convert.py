@@ -39,6 +39,7 @@ from gpenguard.errors import (
     SignatureError,
     UsageError,
 )
+from gpenguard.fileio import read_regular
 from gpenguard.formats.container import Container, Limits, read_container
 from gpenguard.formats.source import Source
 from gpenguard.formats.weights import DTYPES, StateDict, TensorRecord, read_tensors
@@ -451,7 +452,7 @@ def read_provenance(path: str | os.PathLike[str]) -> Provenance:
     """Read a provenance record, bare Statement or DSSE envelope; signatures are not checked here."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_regular(p, 16 * 2**20)
     except OSError as exc:
         raise InputError(f"cannot read provenance: {exc.strerror or exc}", path=p) from exc
     try:

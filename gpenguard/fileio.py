@@ -7,6 +7,7 @@ file) in place and no temp file behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -74,3 +75,22 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The bytes of a regular file, refusing FIFOs, devices and more than `limit` bytes.
+
+    Opened with O_NONBLOCK so a FIFO cannot hang the caller waiting for a writer. Failures are
+    `OSError`s (``strerror`` says why), for each caller to name its file in its own terms.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from gpenguard import strict_yaml
 from gpenguard.errors import PolicyError
+from gpenguard.fileio import read_regular
 from gpenguard.scan.findings import Severity
 
 
@@ -278,7 +279,7 @@ def load_policy(spec: str | os.PathLike[str] | None = None) -> Policy:
     if isinstance(spec, str) and spec in SHIPPED and not path.is_file():
         return parse_policy(shipped_policy_text(spec), source=f"<shipped policy {spec}>")
     try:
-        data = path.read_bytes()
+        data = read_regular(path, 16 * 2**20)
     except FileNotFoundError:
         raise PolicyError(
             f"no such policy file (shipped policies: {', '.join(SHIPPED)})", path=path

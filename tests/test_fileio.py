@@ -46,3 +46,31 @@ def test_a_link_is_written_through_not_replaced(tmp_path: Path) -> None:
     link.symlink_to(real)
     write_atomic(link, b"through")
     assert link.is_symlink() and real.read_bytes() == b"through"
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["verify", "{ckpt}", "--policy", "{fifo}"], "cannot read policy"),
+        (["verify", "{ckpt}", "--registry", "{fifo}"], "cannot read registry"),
+        (["audit", "verify", "{fifo}"], "cannot read audit log"),
+        (["sign", "{ckpt}", "--key", "{fifo}"], "cannot read key file"),
+    ],
+)
+def test_a_fifo_given_as_a_config_file_is_refused_not_waited_on(
+    tmp_path: Path, args: list[str], what: str
+) -> None:
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"\x80\x04K\x01.")  # a bare pickle of the int 1
+    argv = [a.format(fifo=fifo, ckpt=ckpt) for a in args]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "gpenguard", *argv], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(root)},
+                          check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{what}: not a regular file" in proc.stdout + proc.stderr

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from gpenguard.errors import InputError, SignatureError, UsageError
+from gpenguard.fileio import read_regular
 from gpenguard.trust.model import Key
 
 PublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -87,9 +88,7 @@ def public_key_of(key: Key) -> PublicKey:
 
 def _read_key_file(path: Path) -> bytes:
     try:
-        if path.stat().st_size > MAX_KEY_FILE_BYTES:
-            raise InputError("too large for a key file", path=path)
-        return path.read_bytes()
+        return read_regular(path, MAX_KEY_FILE_BYTES)
     except OSError as exc:
         raise InputError(f"cannot read key file: {exc.strerror or exc}", path=path) from exc
 

@@ -21,6 +21,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from gpenguard.errors import InputError, RegistryError, SignatureError
+from gpenguard.fileio import read_regular
 from gpenguard.formats.container import Format
 from gpenguard.strict_yaml import StrictLoader
 from gpenguard.trust import keys as keylib
@@ -407,17 +408,13 @@ def parse_registry(data: bytes, source: str, *, sha256: str | None = None) -> Re
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """Read a whole small file once, refusing more than `limit` bytes (no unbounded reads)."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
+        return read_regular(path, limit)
     except FileNotFoundError as exc:
         raise InputError(f"{what} not found", path=path) from exc
     except IsADirectoryError as exc:
         raise InputError(f"{what} is a directory, not a file", path=path) from exc
     except OSError as exc:
         raise InputError(f"cannot read {what}: {exc.strerror or exc}", path=path) from exc
-    if len(data) > limit:
-        raise RegistryError(f"{what} is larger than {limit} bytes", path=path)
-    return data
 
 
 def load_trust_root(path: Path) -> TrustRoot:
