@@ -43,9 +43,9 @@ from gpenguard.errors import (
     UsageError,
     VerificationError,
 )
+from gpenguard.findings import FileReport, Severity, Verdict
 from gpenguard.formats.source import Source
 from gpenguard.policy import Policy, load_policy
-from gpenguard.scan.findings import FileReport, Severity, Verdict
 from gpenguard.trust.fingerprint import Fingerprint
 from gpenguard.trust.hashing import Progress, digests_equal, hash_source
 from gpenguard.trust.model import Artifact, FileSpec, Registry, Status

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from gpenguard import strict_yaml
 from gpenguard.errors import PolicyError
 from gpenguard.fileio import read_regular
-from gpenguard.scan.findings import Severity
+from gpenguard.findings import Severity
 
 
 @dataclass(frozen=True)

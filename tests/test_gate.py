@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from gpenguard.findings import Verdict
 from gpenguard.formats.source import Source
 from gpenguard.gate import Outcome, fingerprint_source, verify
 from gpenguard.policy import load_policy, with_overrides
-from gpenguard.scan.findings import Verdict
 from tests._gatekit import (
     MODEL_NAME,
     Evil,
@@ -172,7 +172,7 @@ def test_a_lookalike_named_like_the_shipped_gpen_entry_is_held_to_it(tmp_path: P
 
 
 def test_pin_edits_the_shipped_registry_text_in_place(tmp_path: Path) -> None:
-    from gpenguard.trust.pin import _apply, _edits
+    from gpenguard.pin import _apply, _edits
     from gpenguard.trust.registry import default_registry_path, find_artifact, parse_registry
 
     text = default_registry_path().read_text()
@@ -189,7 +189,7 @@ def test_pin_edits_the_shipped_registry_text_in_place(tmp_path: Path) -> None:
 
 
 def test_pin_edits_a_flow_style_file_entry(tmp_path: Path) -> None:
-    from gpenguard.trust.pin import _apply, _edits
+    from gpenguard.pin import _apply, _edits
     from gpenguard.trust.registry import parse_registry
 
     text = (

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpenguard.errors import PolicyError
+from gpenguard.findings import Severity
 from gpenguard.policy import SHIPPED, load_policy, parse_policy
-from gpenguard.scan.findings import Severity
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,10 +20,10 @@ from rich.console import Console
 from gpenguard.cli._common import guarded
 from gpenguard.errors import UsageError
 from gpenguard.fileio import write_atomic
+from gpenguard.findings import FileReport, ScanReport, Severity, Verdict
 from gpenguard.policy import Policy, load_policy, with_overrides
 from gpenguard.report import ReportFormat, exit_code_for
 from gpenguard.report.interface import printable
-from gpenguard.scan.findings import FileReport, ScanReport, Severity, Verdict
 
 _SEVERITIES = ", ".join(s.name.lower() for s in Severity)
 

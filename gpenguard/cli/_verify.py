@@ -96,8 +96,8 @@ def pin_command(
     re-signed with every --key; without a key it is left unsigned, with a warning.
     """
     from gpenguard.gate import default_registry_path
+    from gpenguard.pin import pin_artifact
     from gpenguard.policy import load_policy
-    from gpenguard.trust.pin import pin_artifact
 
     reg = registry or default_registry_path()
     if reg is None:

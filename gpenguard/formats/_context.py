@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
+from gpenguard.findings import Finding, Severity
 from gpenguard.formats.container import Limits
-from gpenguard.scan.findings import Finding, Severity
-from gpenguard.scan.rules import finding
+from gpenguard.rules import finding
 
 MAX_FINDINGS_PER_RULE = 100
 """Per container: 100k traversal names need not become 100k findings."""

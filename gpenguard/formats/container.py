@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from gpenguard.findings import Finding
 from gpenguard.formats.source import Source
-from gpenguard.scan.findings import Finding
-from gpenguard.scan.walker import WalkLimits
+from gpenguard.pickling.walker import WalkLimits
 
 
 class Format(StrEnum):

@@ -13,7 +13,7 @@ from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, Format, PickleStream
 from gpenguard.formats.pickle import probe, split_stream
 from gpenguard.formats.tar import ELEMENT_SIZE
-from gpenguard.scan.walker import Global, WalkLimits, constant, walk
+from gpenguard.pickling.walker import Global, WalkLimits, constant, walk
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, Format, PickleStream
-from gpenguard.scan.opcodes import extent
+from gpenguard.pickling.opcodes import extent
 
 
 @dataclass(frozen=True, slots=True)

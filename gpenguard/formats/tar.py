@@ -16,7 +16,7 @@ from gpenguard.formats import members as _members
 from gpenguard.formats._context import Ctx, MemFile
 from gpenguard.formats.container import Container, Format, PickleStream
 from gpenguard.formats.pickle import probe, split_stream
-from gpenguard.scan.walker import Global, WalkResult, constant, walk
+from gpenguard.pickling.walker import Global, WalkResult, constant, walk
 
 _BLOCK = 512
 

@@ -17,11 +17,11 @@ from rich.text import Text
 
 from gpenguard import __version__
 from gpenguard.errors import ExitCode
+from gpenguard.findings import ScanReport, Severity, Verdict
 from gpenguard.gate import GateDecision, Outcome
 from gpenguard.report.interface import exit_code_of, printable
 from gpenguard.report.json import report_to_dict
 from gpenguard.report.sarif import SarifReporter
-from gpenguard.scan.findings import ScanReport, Severity, Verdict
 
 DECISION_SCHEMA_VERSION = "1.0"
 

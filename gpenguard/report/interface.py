@@ -11,7 +11,7 @@ import re
 from typing import Protocol
 
 from gpenguard.errors import ExitCode
-from gpenguard.scan.findings import ScanReport, Verdict
+from gpenguard.findings import ScanReport, Verdict
 
 
 class Reporter(Protocol):

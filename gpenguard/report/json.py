@@ -12,8 +12,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from gpenguard.findings import FileReport, Finding, ScanReport, Verdict
 from gpenguard.report.interface import exit_code_for
-from gpenguard.scan.findings import FileReport, Finding, ScanReport, Verdict
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_RESOURCE = "scan-report.schema.json"

@@ -25,8 +25,8 @@ from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
+from gpenguard.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
 from gpenguard.report.interface import exit_code_for, location
-from gpenguard.scan.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = (

@@ -12,8 +12,8 @@ import io
 from rich.console import Console
 from rich.text import Text
 
+from gpenguard.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.report.interface import location, printable
-from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 
 _VERDICT_STYLE = {
     Verdict.PASS: "bold green",

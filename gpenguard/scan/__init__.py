@@ -4,15 +4,17 @@
     report = scan_paths(["a.pt", "models/"], recursive=True, jobs=4)
     file_report = scan_source(src)                     # the gate: same mapping it hashes
 
-The entry points live in `gpenguard.scan.api`; they are imported lazily here because the
-container readers import this package's `findings` module, and an eager import would cycle.
+The entry points live in `gpenguard.scan.api`; they are imported lazily so that `import
+gpenguard.scan` for the value types does not pay for the readers and the allowlist. The pickle
+machine lives below in `gpenguard.pickling`, the finding values and rule catalogue in
+`gpenguard.findings` and `gpenguard.rules`: `formats/` uses them and never imports this package.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gpenguard.scan.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
+from gpenguard.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
 
 if TYPE_CHECKING:
     from gpenguard.scan.api import scan, scan_paths, scan_source

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+from gpenguard.findings import Severity
 from gpenguard.policy import Policy
 from gpenguard.scan._nn_modules import STOCK_NN_MODULES
-from gpenguard.scan.findings import Severity
 
 
 class Profile(StrEnum):

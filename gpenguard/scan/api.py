@@ -9,15 +9,15 @@ from pathlib import Path
 
 from gpenguard import __version__
 from gpenguard.errors import GpenguardError, InputError
+from gpenguard.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.formats.container import Container, Limits, PickleStream, read_container
 from gpenguard.formats.source import Source
 from gpenguard.formats.tar import ELEMENT_SIZE
 from gpenguard.formats.ziparchive import LazyStorages
+from gpenguard.pickling.walker import Global, WalkResult, render, walk
 from gpenguard.policy import Policy
+from gpenguard.rules import RULES, finding
 from gpenguard.scan.allowlist import judge, normalize
-from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
-from gpenguard.scan.rules import RULES, finding
-from gpenguard.scan.walker import Global, WalkResult, render, walk
 from gpenguard.trust.hashing import hash_source
 
 _MAX_IMPORT_FINDINGS = 200

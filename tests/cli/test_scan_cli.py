@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 import gpenguard.scan
 from gpenguard.cli import app
 from gpenguard.demo import make_demo_pair
+from gpenguard.findings import FileReport, ScanReport, Severity, Verdict
 from gpenguard.policy import Policy
 from gpenguard.report.json import load_schema
-from gpenguard.scan.findings import FileReport, ScanReport, Severity, Verdict
 from tests.report import sarif_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -197,7 +197,7 @@ def test_reader_refuses_a_global_the_policy_let_through(tmp_path: Path, monkeypa
     def lenient(source: Source, **kw: Any) -> Any:
         import dataclasses
 
-        from gpenguard.scan.findings import Verdict
+        from gpenguard.findings import Verdict
 
         return dataclasses.replace(real(source, **kw), verdict=Verdict.PASS, reasons=())
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from gpenguard.errors import GpenguardError
 from gpenguard.formats import Limits, Source, read_container
+from gpenguard.pickling.opcodes import OPCODE_BYTES, DecodeError, Decoder, extent
+from gpenguard.pickling.walker import render, walk
 from gpenguard.scan import Verdict, scan_source
-from gpenguard.scan.opcodes import OPCODE_BYTES, DecodeError, Decoder, extent
-from gpenguard.scan.walker import render, walk
 from tests.corpus import ZipEntry, build_zip, legacy_stream, legacy_tar, npy_object, os_system_true
 
 LIMITS = Limits(max_opcodes=20_000, max_members=64, max_uncompressed_bytes=8 * 2**20)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gpenguard.scan.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
+from gpenguard.findings import FileReport, Finding, Rule, ScanReport, Severity, Verdict
 from tests.report import sarif_schema as sarif_schema_module
 
 ROOT = Path(__file__).resolve().parents[2]

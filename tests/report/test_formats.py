@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from gpenguard.findings import ScanReport
 from gpenguard.report import JsonReporter, ReportFormat, SarifReporter, TextReporter
-from gpenguard.scan.findings import ScanReport
 
 
 @pytest.mark.parametrize("fmt", list(ReportFormat))

@@ -6,8 +6,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from gpenguard.findings import ScanReport
 from gpenguard.report.json import SCHEMA_VERSION, JsonReporter, load_schema
-from gpenguard.scan.findings import ScanReport
 
 
 @pytest.fixture(scope="module")

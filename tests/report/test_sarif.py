@@ -7,8 +7,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from gpenguard.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.report.sarif import SarifReporter
-from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from tests.report.conftest import make_report
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpenguard.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.report.text import TextReporter
-from gpenguard.scan.findings import FileReport, Finding, ScanReport, Severity, Verdict
 
 
 def test_each_file_gets_its_verdict_and_the_findings_say_where_and_what(report: ScanReport) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gpenguard.findings import Severity
 from gpenguard.policy import AllowEntry, Policy
 from gpenguard.scan.allowlist import Profile, entries, is_dangerous, judge, normalize
-from gpenguard.scan.findings import Severity
 
 
 def test_every_entry_has_a_reason() -> None:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from gpenguard.formats import Limits, Source
+from gpenguard.rules import RULES
 from gpenguard.scan import Verdict, scan, scan_paths, scan_source
-from gpenguard.scan.rules import RULES
 from tests.corpus import os_system_true
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gpenguard.scan.walker import WalkLimits, constant, render, walk
+from gpenguard.pickling.walker import WalkLimits, constant, render, walk
 from tests.corpus import P2, P4, STOP, TUPLE1, op_global, op_str
 
 
@@ -206,13 +206,13 @@ def test_agrees_with_pickletools_on_opcode_count() -> None:
 
 
 def test_every_opcode_is_modelled() -> None:
-    from gpenguard.scan.walker import _DISPATCH
+    from gpenguard.pickling.walker import _DISPATCH
 
     assert {op.name for op in pickletools.opcodes} <= set(_DISPATCH)
 
 
 def test_repeated_problems_are_capped(registered_extension: int) -> None:
-    from gpenguard.scan.walker import MAX_PROBLEMS_PER_RULE
+    from gpenguard.pickling.walker import MAX_PROBLEMS_PER_RULE
 
     ext = b"\x83" + struct.pack("<H", registered_extension) + b"0"
     res = walk(memoryview(P2 + ext * 500 + b"N" + STOP))

@@ -20,9 +20,9 @@ from pathlib import Path
 import yaml
 
 from gpenguard.errors import RegistryError, VerificationError
+from gpenguard.findings import Verdict
 from gpenguard.formats.source import Source
 from gpenguard.policy import Policy, load_policy
-from gpenguard.scan.findings import Verdict
 from gpenguard.trust.hashing import digests_equal, hash_source
 from gpenguard.trust.model import Artifact, FileSpec
 

@@ -12,7 +12,7 @@ import copyreg
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gpenguard.scan.opcodes import Blob, DecodeError, Decoder, Op
+from gpenguard.pickling.opcodes import Blob, DecodeError, Decoder, Op
 
 # ---------------------------------------------------------------------------------------------
 # stand-in values

@@ -6,7 +6,7 @@ reused or renumbered; a retired rule keeps its id out of circulation.
 
 from __future__ import annotations
 
-from gpenguard.scan.findings import Finding, Rule, Severity
+from gpenguard.findings import Finding, Rule, Severity
 
 _C, _H, _M, _L, _I = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
 
