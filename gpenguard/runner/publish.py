@@ -43,6 +43,7 @@ from PIL import Image
 
 from gpenguard.errors import InputError, SandboxError
 from gpenguard.runner.inputs import ImageHeader
+from gpenguard.runner.worker import result_member
 
 RESULTS_NAME = "results.tar"
 JOB_NAME = "job.json"
@@ -94,11 +95,6 @@ class ImageFailure:
 
     def __str__(self) -> str:
         return f"{self.source}: {self.reason}"
-
-
-def result_member(index: int) -> str:
-    """The archive member the worker writes for input number `index`."""
-    return f"{index:06d}.png"
 
 
 def expected_sizes(header: ImageHeader, *, mode: str, size: int) -> tuple[tuple[int, int], ...]:
