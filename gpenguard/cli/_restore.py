@@ -77,8 +77,6 @@ def restore_command(
             )
         elif kind == "model-loaded":
             err_console.print(f"  model loaded in the sandbox ({float(event['seconds']):.2f} s)", markup=False)
-        elif kind == "image-failed":
-            note("failed:", "red", f"{event.get('input')}: {event.get('reason')}")
         elif kind == "error":
             err_console.print(f"  sandbox: {event.get('message')}", markup=False)
 
