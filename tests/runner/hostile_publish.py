@@ -1,4 +1,4 @@
-# ruff: noqa: PTH101, PTH110, PTH118, PTH123  (stdlib-only payload; os calls mirror the syscalls tried)
+# ruff: noqa: PTH101, PTH102, PTH118, PTH120, PTH123, PTH202, SIM115  (stdlib-only payload; os calls mirror the syscalls tried)
 """A hostile job aimed at the publisher, run INSIDE the sandbox in place of the worker.
 
 Sent as ``python -c <source> <attack> --job-file /in/job.json``; imports only the standard
