@@ -104,3 +104,42 @@ def test_recheck_refuses_a_store_file_changed_after_conversion(tmp_path: Path) -
     Path(weight.path).write_bytes(Path(weight.path).read_bytes() + b" ")
     with pytest.raises(VerificationError, match="provenance record says"):
         recheck(stored)
+
+
+class _Identity:
+    """Stands in for the restorer: returns the decoded image, so the test is about I/O."""
+
+    def restore_image(self, image: object) -> object:
+        return image
+
+
+def test_one_bad_image_never_stops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(good)
+    tiff = tmp_path / "scan.png"
+    Image.new("RGB", (16, 16)).save(tiff, format="TIFF")
+    noise = io.BytesIO()
+    Image.effect_noise((128, 128), 64).convert("RGB").save(noise, format="JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(noise.getvalue()[: len(noise.getvalue()) // 2])
+    also_good = tmp_path / "also-good.png"
+    Image.new("L", (8, 4), 9).save(also_good)
+    monkeypatch.setattr(worker, "build_restorer", lambda job, weights: _Identity())
+    results = tmp_path / "results.tar"
+    job = WorkerJob(gpen=_weights(tmp_path), inputs=tuple(map(str, (good, tiff, cut, also_good))), results=str(results))
+    assert worker.run(job) == 2
+    with tarfile.open(results) as archive:
+        assert archive.getnames() == ["000000.png", "000003.png"]
+        with Image.open(archive.extractfile("000003.png")) as restored:  # type: ignore[arg-type]
+            assert (restored.format, restored.mode, restored.size) == ("PNG", "L", (8, 4))
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    failed = {e["index"]: e["reason"] for e in events if e["event"] == "image-failed"}
+    assert failed == {1: "TIFF is not an accepted input format (use PNG, JPEG or WebP)", 2: failed[2]}
+    assert failed[2].startswith("cannot read image")
+    assert str(tmp_path) not in json.dumps(failed)  # reasons never carry an in-sandbox path
+    assert events[-1] == {"event": "done", "images": 2, "seconds": events[-1]["seconds"]}
