@@ -68,8 +68,8 @@ def _in_process(stored: Any, images: list[Path], size: int, threads: int, out: P
 
     import torch
 
+    from gpenguard.decoders import decode
     from gpenguard.restore import Restorer
-    from gpenguard.runner.inputs import decode
     from gpenguard.runner.worker import result_member
 
     out.mkdir()

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpenguard.decoders import LISTED_SUFFIXES, ImageHeader, inspect
 from gpenguard.errors import InputError, UsageError, VerificationError
 from gpenguard.policy import Policy
 from gpenguard.runner import BackendName
-from gpenguard.runner.inputs import LISTED_SUFFIXES, ImageHeader, inspect
 from gpenguard.runner.interface import Backend, Event, EventSink, RunResult
 from gpenguard.runner.publish import (
     FSIZE_FLOOR,

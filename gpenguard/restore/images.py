@@ -20,7 +20,7 @@ from gpenguard.fileio import atomic_output
 FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
 _SUFFIX_TO_FORMAT = {s: fmt for fmt, suffixes in FORMATS.items() for s in suffixes}
 _ORIENTATION = 0x0112
-#: Modes accepted as they are, and those converted to RGB(A) first; all others are refused.
+#: Modes `SplitImage` keeps as they are; it converts the other 8-bit modes to RGB(A) first.
 _MODES = {"RGB", "RGBA", "L", "LA"}
 #: What Pillow's decoders raise on a damaged file; all of them mean "unreadable".
 _DAMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error)
@@ -93,9 +93,9 @@ def read_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image; any failure is an `InputError` naming the file.
 
     Only the PNG, JPEG and WebP decoders are reached, chosen by content, with Pillow's bomb
-    limits as errors (`gpenguard.runner.inputs`, the sandbox worker's rules too).
+    limits as errors (`gpenguard.decoders`, the sandbox worker's rules too).
     """
-    from gpenguard.runner.inputs import decode
+    from gpenguard.decoders import decode
 
     return decode(path)
 

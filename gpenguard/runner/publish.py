@@ -41,8 +41,8 @@ from types import TracebackType
 
 from PIL import Image
 
+from gpenguard.decoders import ImageHeader
 from gpenguard.errors import InputError, SandboxError
-from gpenguard.runner.inputs import ImageHeader
 from gpenguard.runner.worker import result_member
 
 RESULTS_NAME = "results.tar"

@@ -3,7 +3,7 @@
 It trusts nothing it was handed: every weight file must be a `.safetensors` whose sha256
 matches the digest in its provenance record, or the job stops before a tensor is built. The
 bytes hashed are the bytes loaded (one read into memory, hashed, then parsed). Inputs are
-decoded only by the accepted decoders (`gpenguard.runner.inputs`); an image that cannot be
+decoded only by the accepted decoders (`gpenguard.decoders`); an image that cannot be
 read or restored is reported (``image-failed``, by index, without its in-sandbox path) and the
 others go on. Results go into one tar archive, the job's only writable file, as PNG members
 named by input index (``000003.png``); the host names, checks and re-encodes them
@@ -187,7 +187,7 @@ def run(job: WorkerJob) -> int:
     restorer = build_restorer(job, weights)
     emit("model-loaded", seconds=round(time.monotonic() - started, 4), images=len(job.inputs))
 
-    from gpenguard.runner.inputs import decode
+    from gpenguard.decoders import decode
 
     done = 0
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
+from gpenguard.decoders import decode, identify, inspect
 from gpenguard.errors import InputError
-from gpenguard.runner.inputs import decode, identify, inspect
 
 SHOWN = Path("/home/user/photos/the-host-path.png")
 
