@@ -62,12 +62,15 @@ def _images(folder: Path, count: int, size: int) -> list[Path]:
 
 
 def _in_process(stored: Any, images: list[Path], size: int, threads: int, out: Path) -> tuple[float, list[float]]:
-    """The same per-image work as the worker (read, restore, atomic PNG write), in this process."""
-    import torch
-    from PIL import Image
+    """The same per-image work as the worker (decode, restore, a PNG into the results archive), in this process."""
+    import io
+    import tarfile
 
+    import torch
+
+    from gpenguard.decoders import decode
     from gpenguard.restore import Restorer
-    from gpenguard.runner.worker import output_name, write_atomically
+    from gpenguard.runner.worker import result_member
 
     out.mkdir()
     torch.set_num_threads(threads)
@@ -75,12 +78,16 @@ def _in_process(stored: Any, images: list[Path], size: int, threads: int, out: P
     restorer = Restorer({"gpen": stored.path}, size=size, mode="aligned")
     load = time.perf_counter() - started
     per_image = []
-    for path in images:
-        t0 = time.perf_counter()
-        with Image.open(path) as opened:
-            restored = restorer.restore_image(opened.convert("RGB"))
-        write_atomically(restored, out, output_name(path))
-        per_image.append(time.perf_counter() - t0)
+    with tarfile.open(out / "results.tar", "w", format=tarfile.USTAR_FORMAT) as archive:
+        for index, path in enumerate(images):
+            t0 = time.perf_counter()
+            data = io.BytesIO()
+            restorer.restore_image(decode(path)).save(data, format="PNG")
+            member = tarfile.TarInfo(result_member(index))
+            member.size = data.tell()
+            data.seek(0)
+            archive.addfile(member, data)
+            per_image.append(time.perf_counter() - t0)
     return load, per_image
 
 
@@ -95,7 +102,7 @@ def _bare_worker(stored: Any, images: list[Path], size: int, threads: int, out: 
     job = WorkerJob(
         gpen=WeightFile(str(stored.path), str(stored.provenance)),
         inputs=tuple(str(p) for p in images),
-        output_dir=str(out),
+        results=str(out / "results.tar"),
         size=size,
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
@@ -183,9 +190,10 @@ def main() -> None:
                 inside.append(float(event["seconds"]))
 
         started = time.perf_counter()
-        result, outputs = run_worker(
+        done = run_worker(
             backend, image, _policy(args.threads), [stored], images, folder / "out", size=args.size, on_event=on_event
         )
+        outputs, result = done.outputs, done.run
         total = time.perf_counter() - started
         assert len(outputs) == len(images), outputs
 

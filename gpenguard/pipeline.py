@@ -1,46 +1,59 @@
 """`restore`: the whole gate, then GPEN inside the sandbox.
 
     for each weight file: gate -> convert into the content-addressed store   (Blocked: stop)
+    list the input images on the host; refuse, one by one, those not in an accepted format
     build the SandboxSpec from the policy; re-check each stored file's sha256 against its
     provenance record right before the backend starts (DESIGN inv. 4); run the worker
-    move the worker's finished images from a private staging folder into OUTDIR
+    publish: the host names, decodes and re-encodes every result (gpenguard.runner.publish)
 
 A poisoned checkpoint raises `Blocked` from the gate before any container exists. Results
-appear in OUTDIR only after the whole run succeeded; a failed run leaves OUTDIR as it was.
+appear in OUTDIR only after the whole run succeeded; a failed run leaves OUTDIR as it was. An
+image that fails (refused format, decoder error) is listed in `RestoreOutcome.failures` with
+its host path, and the other images are restored and published.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import shutil
-import stat
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpenguard.errors import InputError, SandboxError, UsageError, VerificationError
+from gpenguard.decoders import LISTED_SUFFIXES, ImageHeader, inspect
+from gpenguard.errors import InputError, UsageError, VerificationError
 from gpenguard.policy import Policy
 from gpenguard.runner import BackendName
 from gpenguard.runner.interface import Backend, Event, EventSink, RunResult
+from gpenguard.runner.publish import (
+    FSIZE_FLOOR,
+    ImageFailure,
+    PlannedImage,
+    Staging,
+    check_targets,
+    expected_sizes,
+    failure_reason,
+    output_names,
+    publish,
+    results_budget,
+)
 from gpenguard.runner.spec import (
     GPU_ID,
     HOST_IMAGE,
     INPUTS_DIR,
+    JOB_FILE,
     NOBODY,
-    OUTPUT_DIR,
+    RESULTS_FILE,
     WEIGHTS_DIR,
     Job,
     build_spec,
     input_leaf,
 )
-from gpenguard.runner.worker import IMAGE_SUFFIXES, WeightFile, WorkerJob
+from gpenguard.runner.worker import WeightFile, WorkerJob
 
 ROLES = ("gpen", "detector", "parser")
-_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.png$")
-MAX_OUTPUTS = 100_000
+WORKER_COMMAND = ("python", "-m", "gpenguard.runner.worker")
+MAX_IMAGES = 100_000
 GPEN_SIZES = (256, 512, 1024, 2048)
 """The released GPEN-BFR sizes (`gpenguard.nets.gpen.GPEN_BFR`'s keys, without importing torch)."""
 
@@ -71,6 +84,8 @@ class RestoreRequest:
     """Docker image reference or id; default ``gpenguard-sandbox:latest``, resolved to its id."""
     dtype: str = "float32"
     store: Path | None = None
+    overwrite: bool = False
+    """Replace files already in OUTDIR that have a result's name (never done otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,27 @@ class RestoreOutcome:
     run: RunResult
     image: str
     events: tuple[Event, ...] = field(default=())
+    failures: tuple[ImageFailure, ...] = ()
+    """Inputs not restored, each with its host path and why; the CLI exits 2 when there are any."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedInputs:
+    """The host's own listing of the inputs: what is mounted, what the worker restores, where
+    each result goes, and the images refused before the job."""
+
+    mounts: tuple[Path, ...]
+    plan: tuple[PlannedImage, ...]
+    refused: tuple[ImageFailure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOutcome:
+    """What `run_worker` did: the sandbox run, what it published, and what failed."""
+
+    run: RunResult
+    outputs: tuple[Path, ...]
+    failures: tuple[ImageFailure, ...]
 
 
 def restore(
@@ -115,6 +151,7 @@ def restore(
     # Everything a user can get wrong is refused before the (possibly long) gate and conversion.
     if request.output_dir.exists() and not request.output_dir.is_dir():
         raise InputError("the output path exists and is not a folder", path=request.output_dir)
+    prepare_inputs(inputs, request.output_dir, mode=mode, size=request.size, overwrite=request.overwrite)
     backend_name = BackendName.parse(request.backend or policy.sandbox.backend)
     if request.gpus:
         from gpenguard.runner.check import require_gpu_allowed, toolkit_version
@@ -141,12 +178,16 @@ def restore(
         if path is not None and (role == "gpen" or mode == "full")
     )
     output_dir = request.output_dir
-    result, outputs = run_worker(
+    done = run_worker(
         backend, image, policy, weights, inputs, output_dir,
         mode=mode, size=request.size, gpus=request.gpus, dtype=request.dtype, on_event=on_event, on_stage=stage,
+        overwrite=request.overwrite,
     )  # fmt: skip
-    stage("done", f"{len(outputs)} image(s) in {output_dir}")
-    return RestoreOutcome(outputs=outputs, weights=weights, run=result, image=image, events=result.events)
+    failed = f", {len(done.failures)} failed" if done.failures else ""
+    stage("done", f"{len(done.outputs)} image(s) in {output_dir}{failed}")
+    return RestoreOutcome(
+        outputs=done.outputs, weights=weights, run=done.run, image=image, events=done.run.events, failures=done.failures
+    )
 
 
 def run_worker(
@@ -163,73 +204,143 @@ def run_worker(
     dtype: str = "float32",
     on_event: EventSink | None = None,
     on_stage: StageSink | None = None,
-) -> tuple[RunResult, tuple[Path, ...]]:
+    overwrite: bool = False,
+    command: tuple[str, ...] = WORKER_COMMAND,
+) -> WorkerOutcome:
     """Run the worker on already gated and stored weights; publish its results.
 
     Each stored file is re-hashed against its provenance record here, as the last step before
-    the backend starts (DESIGN invariant 4), so no caller can skip it.
+    the backend starts (DESIGN invariant 4), so no caller can skip it. `command` is the program
+    the sandbox runs (``--job-file`` is appended); the escape battery puts hostile payloads
+    there to attack the publisher.
     """
     stage = on_stage or (lambda _stage, _detail: None)
+    prepared = prepare_inputs(inputs, output_dir, mode=mode, size=size, overwrite=overwrite)
+    plan = prepared.plan
     created = not output_dir.exists()
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the output directory: {exc.strerror}", path=output_dir) from exc
     user = NOBODY if os.geteuid() == 0 else (os.getuid(), os.getgid())
-    staging = Path(tempfile.mkdtemp(prefix=".gpenguard-run-", dir=output_dir)).resolve()
-    published = False
+    outputs: tuple[Path, ...] = ()
     try:
-        if os.geteuid() == 0:
-            os.chown(staging, *backend.output_owner(user))
-        by_role = {w.role: w for w in weights}
-
-        def weight_file(role: str) -> WeightFile | None:
-            stored = by_role.get(role)
-            if stored is None:
-                return None
-            return WeightFile(
-                path=f"{WEIGHTS_DIR}/{stored.path.name}", provenance=f"{WEIGHTS_DIR}/{stored.provenance.name}"
+        owner = backend.output_owner(user) if os.geteuid() == 0 else None
+        with Staging(output_dir, results_owner=owner) as staging:
+            gpen_file = _weight_file(weights, "gpen")
+            if gpen_file is None:
+                raise UsageError("no GPEN weights to run")
+            worker_job = WorkerJob(
+                gpen=gpen_file,
+                detector=_weight_file(weights, "detector"),
+                parser=_weight_file(weights, "parser"),
+                inputs=tuple(p.sandbox_path for p in plan),
+                results=RESULTS_FILE,
+                mode=mode,
+                size=size,
+                device="cuda" if gpus else "cpu",
+                dtype=dtype,
             )
+            budget = results_budget(plan)
+            job = Job(
+                image=image,
+                command=(*command, "--job-file", JOB_FILE),
+                weights=tuple(str(p) for w in weights for p in (w.path, w.provenance)),
+                inputs=tuple(str(p) for p in prepared.mounts),
+                gpus=gpus,
+                user=user,
+                results=str(staging.results),
+                output_bytes=max(budget, FSIZE_FLOOR),
+                job_file=str(staging.write_job(worker_job.to_json())),
+            )
+            from gpenguard.runner.seccomp import load_profile
 
-        gpen_file = weight_file("gpen")
-        if gpen_file is None:
-            raise UsageError("no GPEN weights to run")
-        worker_job = WorkerJob(
-            gpen=gpen_file,
-            detector=weight_file("detector"),
-            parser=weight_file("parser"),
-            inputs=tuple(f"{INPUTS_DIR}/{input_leaf(i, str(p))}" for i, p in enumerate(inputs)),
-            output_dir=OUTPUT_DIR,
-            mode=mode,
-            size=size,
-            device="cuda" if gpus else "cpu",
-            dtype=dtype,
-        )
-        job = Job(
-            image=image,
-            command=("python", "-m", "gpenguard.runner.worker", "--job", worker_job.to_json()),
-            weights=tuple(str(p) for w in weights for p in (w.path, w.provenance)),
-            inputs=tuple(str(p) for p in inputs),
-            output_dir=str(staging),
-            gpus=gpus,
-            user=user,
-        )
-        from gpenguard.runner.seccomp import load_profile
-
-        spec = build_spec(policy, job, seccomp_profile=load_profile())
-        for stored in weights:
-            recheck(stored)
-        stage("verified", "stored weights match their provenance records")
-        stage("sandbox", f"{backend.name}: {image}")
-        result = backend.run(spec, on_event=on_event)
-        outputs = _publish(staging, output_dir)
-        published = True
+            spec = build_spec(policy, job, seccomp_profile=load_profile())
+            for stored in weights:
+                recheck(stored)
+            stage("verified", "stored weights match their provenance records")
+            stage("sandbox", f"{backend.name}: {image}")
+            result = backend.run(spec, on_event=_host_named(plan, on_event))
+            staged = staging.collect(plan, budget=budget)
+            failed = {
+                int(e["index"]): failure_reason(e.get("reason"))
+                for e in result.events
+                if e.get("event") == "image-failed" and isinstance(e.get("index"), int)
+            }
+            outputs, failures = publish(staged, plan, overwrite=overwrite, failed=failed)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not published:  # a failed run leaves OUTDIR as it was: absent
+        if created and not outputs:  # a run that published nothing leaves OUTDIR as it was: absent
             with contextlib.suppress(OSError):
                 output_dir.rmdir()
-    return result, outputs
+    return WorkerOutcome(run=result, outputs=outputs, failures=(*prepared.refused, *failures))
+
+
+def prepare_inputs(
+    inputs: Sequence[Path], output_dir: Path, *, mode: str, size: int, overwrite: bool
+) -> PreparedInputs:
+    """List every input image on the host, read its header, and name its result.
+
+    An image in a refused format, too large, or unreadable is one failure and is not sent to
+    the sandbox; if none is left, `InputError`. Results whose names are taken in OUTDIR are
+    refused here, before any work, unless `overwrite`.
+    """
+    listed: list[tuple[int, Path, str | None]] = []  # (argument index, host path, name inside a folder)
+    for i, path in enumerate(inputs):
+        if path.is_dir():
+            listed.extend((i, path / name, name) for name in _image_names(path))
+        else:
+            listed.append((i, path, None))
+    if len(listed) > MAX_IMAGES:
+        raise UsageError(f"{len(listed)} images in one run; restore takes at most {MAX_IMAGES}")
+    accepted: list[tuple[int, Path, str | None, ImageHeader]] = []
+    refused: list[ImageFailure] = []
+    for i, path, name in listed:
+        try:
+            accepted.append((i, path, name, inspect(path, shown=path)))
+        except InputError as exc:
+            refused.append(ImageFailure(path, exc.message))
+    if not accepted:
+        first = "; ".join(str(f) for f in refused[:3])
+        raise InputError(f"no input image can be restored: {first}")
+    mounts = sorted({i for i, *_ in accepted})
+    leaf = {i: input_leaf(n, str(inputs[i])) for n, i in enumerate(mounts)}
+    names = output_names([path for _, path, _, _ in accepted])
+    plan = tuple(
+        PlannedImage(
+            index=n,
+            source=path,
+            sandbox_path=f"{INPUTS_DIR}/{leaf[i]}" + (f"/{name}" if name is not None else ""),
+            target=output_dir / names[n],
+            sizes=expected_sizes(header, mode=mode, size=size),
+            icc_profile=header.icc_profile,
+        )
+        for n, (i, path, name, header) in enumerate(accepted)
+    )
+    check_targets(plan, overwrite=overwrite)
+    return PreparedInputs(mounts=tuple(inputs[i] for i in mounts), plan=plan, refused=tuple(refused))
+
+
+def _weight_file(weights: Sequence[StoredInput], role: str) -> WeightFile | None:
+    stored = next((w for w in weights if w.role == role), None)
+    if stored is None:
+        return None
+    return WeightFile(path=f"{WEIGHTS_DIR}/{stored.path.name}", provenance=f"{WEIGHTS_DIR}/{stored.provenance.name}")
+
+
+def _host_named(plan: Sequence[PlannedImage], on_event: EventSink | None) -> EventSink | None:
+    """Progress events with the host's names for each image in place of anything the job said."""
+    if on_event is None:
+        return None
+    sink = on_event
+
+    def forward(event: Event) -> None:
+        index = event.get("index")
+        if event.get("event") in {"image", "image-failed"} and isinstance(index, int) and 0 <= index < len(plan):
+            planned = plan[index]
+            event = {**event, "input": planned.source.name, "output": planned.target.name, "total": len(plan)}
+        sink(event)
+
+    return forward
 
 
 def _resolve_inputs(paths: Sequence[Path]) -> list[Path]:
@@ -241,21 +352,25 @@ def _resolve_inputs(paths: Sequence[Path]) -> list[Path]:
             path = Path(raw).resolve(strict=True)
         except OSError as exc:
             raise InputError("input not found", path=raw) from exc
-        if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise InputError(f"not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})", path=raw)
+        if path.is_file() and path.suffix.lower() not in LISTED_SUFFIXES:
+            raise InputError(f"not an image file (expected one of {', '.join(LISTED_SUFFIXES)})", path=raw)
         if not (path.is_file() or path.is_dir()):
             raise InputError("input is neither a file nor a folder", path=raw)
         if path.is_dir() and not _has_image(path):
-            raise InputError(f"no image files in this folder (expected one of {', '.join(IMAGE_SUFFIXES)})", path=raw)
+            raise InputError(f"no image files in this folder (expected one of {', '.join(LISTED_SUFFIXES)})", path=raw)
         resolved.append(path)
     return resolved
 
 
 def _has_image(folder: Path) -> bool:
-    """Whether the worker's `list_inputs` would find anything to restore in `folder`."""
+    return bool(_image_names(folder))
+
+
+def _image_names(folder: Path) -> list[str]:
+    """The image files directly in `folder`, sorted: what a folder contributes to a run."""
     try:
         with os.scandir(folder) as entries:
-            return any(Path(e.name).suffix.lower() in IMAGE_SUFFIXES and e.is_file() for e in entries)
+            return sorted(e.name for e in entries if Path(e.name).suffix.lower() in LISTED_SUFFIXES and e.is_file())
     except OSError as exc:
         raise InputError(f"cannot list the folder: {exc.strerror}", path=folder) from exc
 
@@ -301,31 +416,3 @@ def recheck(stored: StoredInput) -> None:
             f"stored weights hash to {actual}, but the provenance record says {recorded}; refusing to run",
             path=stored.path,
         )
-
-
-def _publish(staging: Path, output_dir: Path) -> tuple[Path, ...]:
-    """Move the worker's PNGs out of staging; anything else the sandbox left there is refused."""
-    outputs: list[Path] = []
-    entries = sorted(os.scandir(staging), key=lambda e: e.name)
-    if len(entries) > MAX_OUTPUTS:
-        raise SandboxError(f"the sandbox wrote {len(entries)} files, more than {MAX_OUTPUTS}")
-    for entry in entries:
-        info = entry.stat(follow_symlinks=False)
-        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-            continue  # an unfinished temp file of the worker; never published
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or not _OUTPUT_NAME.match(entry.name):
-            raise SandboxError("the sandbox left something other than a PNG result; nothing published", path=entry.path)
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        target = output_dir / entry.name
-        with contextlib.suppress(FileNotFoundError):
-            if target.is_symlink() or target.is_dir():
-                raise SandboxError("refusing to replace a link or folder with a result", path=target)
-        if os.geteuid() == 0:
-            # Results belong to whoever owns OUTDIR, not to the sandbox's uid 65534.
-            owner = output_dir.stat()
-            os.chown(entry.path, owner.st_uid, owner.st_gid)
-        Path(entry.path).replace(target)
-        outputs.append(target)
-    return tuple(outputs)

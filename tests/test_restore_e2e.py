@@ -188,3 +188,54 @@ def test_missing_image_fails_before_any_conversion(tmp_path: Path, checkpoint: P
     assert done.returncode == 2, done.stderr
     assert "is not on this host" in done.stderr and "sandbox/build.sh" in done.stderr
     assert not store.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [pytest.param("docker", marks=pytest.mark.docker), pytest.param("bwrap", marks=pytest.mark.bwrap)])
+def test_bad_images_fail_alone_and_the_rest_is_published(
+    tmp_path: Path, checkpoint: Path, faces: list[Path], backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A TIFF named .png and a zTXt bomb are refused on the host, a JPEG cut short fails in the
+    worker: each is named by its host path, the good photos are restored, and the exit code is 2."""
+    from PIL import PngImagePlugin
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    Image.new("RGB", (32, 32)).save(bad / "scan.png", format="TIFF")
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "A" * (8 * PngImagePlugin.MAX_TEXT_CHUNK), zip=True)
+    Image.new("RGB", (32, 32)).save(bad / "notes.png", pnginfo=text)
+    noise = bad / "noise.jpg"
+    Image.effect_noise((256, 256), 64).convert("RGB").save(noise)
+    (bad / "cut.jpg").write_bytes(noise.read_bytes()[: noise.stat().st_size // 2])
+    noise.unlink()
+    extra = ("--image", request.getfixturevalue("sandbox_image")) if backend == "docker" else ()
+    out, store = tmp_path / "out", tmp_path / "store"
+    done = _gpenguard(*_restore_args([*faces, bad], out, checkpoint, store, "--backend", backend, *extra))
+    assert done.returncode == 2, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alice.png", "bob.png"]
+    assert f"not restored: {bad / 'scan.png'}: TIFF is not an accepted input format" in done.stderr
+    assert f"not restored: {bad / 'notes.png'}: cannot read image: Decompressed data too large" in done.stderr
+    assert f"not restored: {bad / 'cut.jpg'}: cannot read image: image file is truncated" in done.stderr
+    assert "/in/" not in done.stderr
+    assert done.stdout.split() == [str(out / "alice.png"), str(out / "bob.png")]
+
+
+@pytest.mark.bwrap
+@pytest.mark.slow
+def test_an_existing_result_is_replaced_only_with_overwrite(tmp_path: Path, checkpoint: Path, faces: list[Path]) -> None:
+    """OUTDIR holds the user's photos: a run that would rewrite one is refused before the gate."""
+    out, store = tmp_path / "photos", tmp_path / "store"
+    out.mkdir()
+    (out / "alice.png").write_bytes(b"the user's own alice.png")
+    done = _gpenguard(*_restore_args(faces, out, checkpoint, store, "--backend", "bwrap"))
+    assert done.returncode == 2, done.stderr
+    assert "already has alice.png; restore never replaces a file unless asked" in done.stderr
+    assert "--overwrite" in done.stderr
+    assert not store.exists()  # refused before the gate
+    assert sorted(p.name for p in out.iterdir()) == ["alice.png"]
+    assert (out / "alice.png").read_bytes() == b"the user's own alice.png"
+    done = _gpenguard(*_restore_args(faces, out, checkpoint, store, "--backend", "bwrap", "--overwrite"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alice.png", "bob.png"]
+    assert Image.open(out / "alice.png").size == (SIZE, SIZE)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gpenguard.cli._common import err_console, guarded, note
+from gpenguard.errors import ExitCode
 
 
 def _gpus(value: str | None) -> tuple[str, ...]:
@@ -30,13 +31,16 @@ def restore_command(
     size: Annotated[int, typer.Option("--size", help="GPEN model size the weights are for: 256, 512, 1024, 2048.")] = 2048,
     image: Annotated[str | None, typer.Option("--image", help="Sandbox image reference or sha256 id.")] = None,
     store: Annotated[Path | None, typer.Option("--store", help="Converted-weights store (default: the cache folder).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files in OUTDIR that have a result's name (refused otherwise).")] = False,
 ) -> None:
     """Restore faces with GPEN, without trusting the checkpoint.
 
     Every weight file goes through the gate (scan, registry, signatures) and is converted to
     safetensors; only then does GPEN run, inside a sandbox with no network, a read-only root,
     no capabilities, a non-root user and hard limits. A blocked checkpoint never reaches the
-    sandbox: the reasons are printed and the exit code is 1.
+    sandbox: the reasons are printed and the exit code is 1. Results are named after their
+    inputs (photo.jpg -> photo.png); an image that cannot be restored is listed with its
+    reason, the others are still written, and the exit code is 2.
     """
     from gpenguard.pipeline import RestoreRequest, restore
     from gpenguard.runner.interface import Event
@@ -57,6 +61,7 @@ def restore_command(
         audit_log=audit_log,
         image=image,
         store=store,
+        overwrite=overwrite,
     )
 
     def on_stage(stage: str, detail: str) -> None:
@@ -81,6 +86,10 @@ def restore_command(
             note("warning:", "yellow", f"{stored.source.name}: {warning}")
     for path in outcome.outputs:
         typer.echo(str(path))
+    for failure in outcome.failures:
+        note("not restored:", "bold red", str(failure))
+    if outcome.failures:
+        raise typer.Exit(int(ExitCode.ERROR))
 
 
 def register(app: typer.Typer) -> None:

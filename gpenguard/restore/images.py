@@ -8,11 +8,10 @@ directory and is renamed into place, so a failed or interrupted write leaves not
 from __future__ import annotations
 
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from gpenguard.errors import InputError, RestoreError
 from gpenguard.fileio import atomic_output
@@ -21,9 +20,8 @@ from gpenguard.fileio import atomic_output
 FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",)}
 _SUFFIX_TO_FORMAT = {s: fmt for fmt, suffixes in FORMATS.items() for s in suffixes}
 _ORIENTATION = 0x0112
-#: Modes accepted as they are, and those converted to RGB(A) first; all others are refused.
+#: Modes `SplitImage` keeps as they are; it converts the other 8-bit modes to RGB(A) first.
 _MODES = {"RGB", "RGBA", "L", "LA"}
-_CONVERTED = {"P", "PA", "1", "CMYK", "YCbCr"}
 #: What Pillow's decoders raise on a damaged file; all of them mean "unreadable".
 _DAMAGE = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 
@@ -92,28 +90,14 @@ class SplitImage:
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image; any failure is an `InputError` naming the file."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.format not in FORMATS:
-                    raise InputError(
-                        f"unsupported image format {img.format}; use JPEG, PNG or WebP",
-                        path=path,
-                    )
-                img.load()
-                if img.mode not in _MODES | _CONVERTED:  # refused now, naming the file
-                    raise InputError(_unsupported_mode(img.mode), path=path)
-                # The copy keeps ``info`` (EXIF included) for `SplitImage.of` to honour.
-                return img.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"image is too large to decode safely ({exc})", path=path) from exc
-    except UnidentifiedImageError as exc:
-        raise InputError("not an image Pillow can read", path=path) from exc
-    except _DAMAGE as exc:
-        raise _unreadable(exc, path) from exc
+    """Open and fully decode an image; any failure is an `InputError` naming the file.
+
+    Only the PNG, JPEG and WebP decoders are reached, chosen by content, with Pillow's bomb
+    limits as errors (`gpenguard.decoders`, the sandbox worker's rules too).
+    """
+    from gpenguard.decoders import decode
+
+    return decode(path)
 
 
 def output_format(path: str | Path) -> str:

@@ -186,6 +186,8 @@ class _Limits:
         """Runs in the child between fork and exec: join the cgroup or set rlimits."""
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.spec.nofile, self.spec.nofile))
+        if self.spec.fsize_bytes is not None:  # the results file cannot grow past its budget
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.spec.fsize_bytes, self.spec.fsize_bytes))
         if self.dirs:
             for group in self.dirs:
                 (group / "cgroup.procs").write_text(str(os.getpid()))

@@ -62,6 +62,8 @@ def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
         "tty": False,
         "log_config": LogConfig(type="json-file", config={"max-size": "16m", "max-file": "1"}),
     }
+    if spec.fsize_bytes is not None:  # the results file cannot grow past its budget
+        kwargs["ulimits"].append(Ulimit(name="fsize", soft=spec.fsize_bytes, hard=spec.fsize_bytes))
     if spec.gpus:
         kwargs["device_requests"] = [DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
     return kwargs

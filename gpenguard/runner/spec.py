@@ -27,6 +27,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".safetensors" + PROVENANCE_SUFFIX)
 """What may be mounted under WEIGHTS_DIR: converted weights and their provenance records."""
 INPUTS_DIR = "/in"
 OUTPUT_DIR = "/out"
+RESULTS_FILE = "/out/results.tar"
+"""The job's one writable file when it has one (`Job.results`); /out itself is read-only then."""
+JOB_FILE = "/in/job.json"
 
 # Host paths that must never be visible inside the sandbox, and whose ancestors must not be
 # mounted either (mounting /var would expose /var/run/docker.sock).
@@ -95,6 +98,13 @@ class Job:
     """Extra variables for the worker (never secrets; the sandbox has nothing to protect them)."""
     user: tuple[int, int] = NOBODY
     """uid, gid inside the sandbox; root is refused."""
+    results: str | None = None
+    """A host file bound writable at RESULTS_FILE, instead of `output_dir`: the job's only output,
+    its size capped by `output_bytes` (see gpenguard/runner/publish.py)."""
+    output_bytes: int | None = None
+    """RLIMIT_FSIZE for the job: no file it writes may grow past this many bytes."""
+    job_file: str | None = None
+    """A host file bound read-only at JOB_FILE: the worker's instructions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,8 @@ class SandboxSpec:
     shm_bytes: int = 64 * 2**20
     init: bool = True
     workdir: str = "/tmp"
+    fsize_bytes: int | None = None
+    """RLIMIT_FSIZE (bytes); required when the job writes a results file."""
     labels: tuple[tuple[str, str], ...] = field(default=(("org.gpenguard.sandbox", "1"),))
 
 
@@ -204,6 +216,7 @@ def build_spec(policy: Policy, job: Job, *, seccomp_profile: str | None) -> Sand
         nano_cpus=int(sandbox.cpus * 1e9),
         timeout_s=sandbox.timeout_s,
         seccomp=seccomp,
+        fsize_bytes=job.output_bytes,
     )
     validate_spec(spec)
     return spec
@@ -228,8 +241,12 @@ def _binds(job: Job) -> tuple[Bind, ...]:
     for index, path in enumerate(job.inputs):
         # Inputs keep their names, prefixed so two `photo.jpg` from different folders coexist.
         add(path, INPUTS_DIR, read_only=True, name=input_leaf(index, path))
+    if job.job_file is not None:
+        binds.append(Bind(source=job.job_file, target=JOB_FILE, read_only=True))
     if job.output_dir is not None:
         binds.append(Bind(source=job.output_dir, target=OUTPUT_DIR, read_only=False))
+    if job.results is not None:
+        binds.append(Bind(source=job.results, target=RESULTS_FILE, read_only=False))
     return tuple(binds)
 
 
@@ -266,11 +283,15 @@ def validate_spec(spec: SandboxSpec) -> None:
         check_mount_source(bind.source)
         if not bind.target.startswith((WEIGHTS_DIR + "/", INPUTS_DIR + "/", OUTPUT_DIR)):
             raise SandboxError(f"mount target {bind.target} is outside /weights, /in and /out")
-        if not bind.read_only and bind.target != OUTPUT_DIR:
-            raise SandboxError(f"only {OUTPUT_DIR} may be writable, not {bind.target}")
+        if not bind.read_only and bind.target not in {OUTPUT_DIR, RESULTS_FILE}:
+            raise SandboxError(f"only {OUTPUT_DIR} or {RESULTS_FILE} may be writable, not {bind.target}")
+        if not bind.read_only and bind.target == RESULTS_FILE and spec.fsize_bytes is None:
+            raise SandboxError("a results file needs a size limit (fsize_bytes)")
         if bind.target.startswith(WEIGHTS_DIR + "/") and not bind.target.endswith(WEIGHT_SUFFIXES):
             # DESIGN invariant 4: a checkpoint (.pth, a pickle) never crosses into the sandbox.
             raise SandboxError(f"only .safetensors and their provenance records may go to {WEIGHTS_DIR}", path=bind.source)
+    if spec.fsize_bytes is not None and spec.fsize_bytes <= 0:
+        raise SandboxError(f"the file size limit must be positive, got {spec.fsize_bytes}")
 
 
 def _check_seccomp(profile: str) -> None:
@@ -320,5 +341,8 @@ def check_binds_on_host(spec: SandboxSpec) -> None:
             raise SandboxError("refusing to mount something that is not a file or directory", path=bind.source)
         if os.path.realpath(bind.source) != bind.source:
             raise SandboxError("mount source is not a resolved path (a parent is a link)", path=bind.source)
-        if not bind.read_only and not stat.S_ISDIR(info.st_mode):
+        if not bind.read_only and bind.target == RESULTS_FILE:
+            if not stat.S_ISREG(info.st_mode):
+                raise SandboxError("the results file must be a plain file", path=bind.source)
+        elif not bind.read_only and not stat.S_ISDIR(info.st_mode):
             raise SandboxError("the writable mount must be a directory", path=bind.source)

@@ -2,30 +2,41 @@
 
 It trusts nothing it was handed: every weight file must be a `.safetensors` whose sha256
 matches the digest in its provenance record, or the job stops before a tensor is built. The
-bytes hashed are the bytes loaded (one read into memory, hashed, then parsed). Progress goes
-to stdout as one JSON object per line; outputs are written to a temp file in the output
-directory and renamed into place, so the host never sees half an image. There is no network
-code here, and the sandbox has no network to use.
+bytes hashed are the bytes loaded (one read into memory, hashed, then parsed). Inputs are
+decoded only by the accepted decoders (`gpenguard.decoders`); an image that cannot be
+read or restored is reported (``image-failed``, by index, without its in-sandbox path) and the
+others go on. Results go into one tar archive, the job's only writable file, as PNG members
+named by input index (``000003.png``); the host names, checks and re-encodes them
+(`gpenguard.runner.publish`). Progress goes to stdout as one JSON object per line. There is no
+network code here, and the sandbox has no network to use.
 
-    python -m gpenguard.runner.worker --job '<WorkerJob JSON>'
+    python -m gpenguard.runner.worker --job-file /in/job.json     (or --job '<WorkerJob JSON>')
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
+import io
 import json
 import sys
+import tarfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gpenguard.errors import ExitCode, GpenguardError, RestoreError, SandboxError, VerificationError
-from gpenguard.fileio import atomic_output
+from gpenguard.errors import ExitCode, GpenguardError, SandboxError, VerificationError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+JOB_LIMIT = 64 * 2**20
+"""Bytes of a job description read from a file; a real one is far smaller."""
+
+
+def result_member(index: int) -> str:
+    """The archive member holding the result for input number `index`."""
+    return f"{index:06d}.png"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,9 @@ class WorkerJob:
 
     gpen: WeightFile
     inputs: tuple[str, ...]
-    output_dir: str
+    """One sandbox path per image, listed by the host; the result for ``inputs[i]`` is member ``i``."""
+    results: str
+    """The tar archive the results go into."""
     detector: WeightFile | None = None
     parser: WeightFile | None = None
     mode: str = "aligned"
@@ -69,7 +82,7 @@ class WorkerJob:
             return cls(
                 gpen=gpen,
                 inputs=tuple(str(p) for p in raw["inputs"]),
-                output_dir=str(raw["output_dir"]),
+                results=str(raw["results"]),
                 mode=str(raw.get("mode", "aligned")),
                 size=int(raw.get("size", 2048)),
                 device=str(raw.get("device", "cpu")),
@@ -151,45 +164,6 @@ def load_tensors(data: bytes, path: str) -> dict[str, Any]:
     return tensors
 
 
-def list_inputs(paths: Sequence[str]) -> list[Path]:
-    """Input images in a stable order; a directory contributes its image files."""
-    images: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            images.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
-        else:
-            images.append(path)
-    return images
-
-
-def output_name(source: Path) -> str:
-    """``0003-face.jpg`` -> ``face.png``: the host's prefix goes, the format is lossless PNG.
-
-    The name is one the host publishes (`pipeline._publish`): characters outside
-    ``[A-Za-z0-9._+-]`` become ``_`` (``my photo.jpg`` -> ``my_photo.png``), and a name must
-    start with a letter or digit.
-    """
-    from gpenguard.runner.spec import safe_chars
-
-    stem = source.stem
-    if len(stem) > 5 and stem[:4].isdigit() and stem[4] == "-":
-        stem = stem[5:]
-    stem = safe_chars(stem)
-    if not stem[:1].isalnum():
-        stem = "x" + stem
-    return f"{stem}.png"
-
-
-def write_atomically(image: Any, directory: Path, name: str) -> Path:
-    """Save a PIL image as PNG via a temp file in the same directory and one rename."""
-    target = directory / name
-    # 0o644: the container's umask must not hide results from the host user's group
-    with atomic_output(target, mode=0o644) as handle:
-        image.save(handle, format="PNG")
-    return target
-
-
 def emit(event: str, **fields: Any) -> None:
     """One progress line on stdout; the host parses these."""
     sys.stdout.write(json.dumps({"event": event, **fields}, sort_keys=True) + "\n")
@@ -197,7 +171,11 @@ def emit(event: str, **fields: Any) -> None:
 
 
 def run(job: WorkerJob) -> int:
-    """Verify, build the restorer once, restore every input; returns the number restored."""
+    """Verify, build the restorer once, restore every input; returns the number restored.
+
+    An input that cannot be decoded or restored is reported and skipped; anything that stops
+    the whole job (weights, the results file) raises.
+    """
     started = time.monotonic()
     weights: dict[str, dict[str, Any]] = {}
     for role, weight in (("gpen", job.gpen), ("detector", job.detector), ("parser", job.parser)):
@@ -206,40 +184,40 @@ def run(job: WorkerJob) -> int:
         tensors = load_tensors(read_verified(weight), weight.path)
         weights[role] = tensors
         emit("weights-verified", role=role, path=weight.path, tensors=len(tensors))
-    images = list_inputs(job.inputs)
-    output = Path(job.output_dir)
-    if not output.is_dir():
-        raise SandboxError("output directory is missing", path=output)
-
     restorer = build_restorer(job, weights)
-    emit("model-loaded", seconds=round(time.monotonic() - started, 4), images=len(images))
+    emit("model-loaded", seconds=round(time.monotonic() - started, 4), images=len(job.inputs))
 
-    from PIL import Image, UnidentifiedImageError
+    from gpenguard.decoders import decode
 
     done = 0
-    used: set[str] = set()
-    for index, source in enumerate(images):
-        t0 = time.monotonic()
-        try:
-            with Image.open(source) as opened:
-                picture = opened.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise RestoreError(f"cannot read image: {exc}", path=source) from exc
-        restored = restorer.restore_image(picture)
-        name = output_name(source)
-        if name in used:  # two inputs with one stem (a.jpg, a.png) keep both results
-            name = f"{Path(name).stem}-{index:04d}.png"
-        used.add(name)
-        written = write_atomically(_as_pil(restored), output, name)
-        done += 1
-        emit(
-            "image",
-            index=index,
-            total=len(images),
-            input=source.name,
-            output=written.name,
-            seconds=round(time.monotonic() - t0, 4),
-        )
+    try:
+        with Path(job.results).open("wb") as handle, tarfile.open(
+            fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT
+        ) as archive:
+            for index, source in enumerate(job.inputs):
+                t0 = time.monotonic()
+                try:
+                    restored = restorer.restore_image(decode(source))
+                    data = io.BytesIO()
+                    _as_pil(restored).save(data, format="PNG")
+                except GpenguardError as exc:  # the message without the in-sandbox path
+                    emit("image-failed", index=index, reason=exc.message)
+                    continue
+                except (RuntimeError, ValueError) as exc:  # torch and numpy on an odd image
+                    emit("image-failed", index=index, reason=f"{type(exc).__name__}: {exc}")
+                    continue
+                member = tarfile.TarInfo(result_member(index))
+                member.size = data.tell()
+                member.mode = 0o644
+                data.seek(0)
+                archive.addfile(member, data)
+                handle.flush()
+                done += 1
+                emit("image", index=index, total=len(job.inputs), seconds=round(time.monotonic() - t0, 4))
+    except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise SandboxError("the results outgrew their size budget") from exc
+        raise SandboxError(f"cannot write the results: {exc.strerror or exc}") from exc
     emit("done", images=done, seconds=round(time.monotonic() - started, 4))
     return done
 
@@ -279,15 +257,25 @@ def _as_pil(image: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpenguard-worker", description=__doc__)
-    parser.add_argument("--job", required=True, help="WorkerJob as JSON")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--job", help="WorkerJob as JSON")
+    given.add_argument("--job-file", help="a file holding the WorkerJob JSON")
     args = parser.parse_args(argv)
     try:
-        run(WorkerJob.from_json(args.job))
+        run(WorkerJob.from_json(args.job if args.job is not None else _read_job(args.job_file)))
     except GpenguardError as exc:
         emit("error", kind=type(exc).__name__, message=str(exc))
         sys.stderr.write(f"error: {exc}\n")
         return int(ExitCode.BLOCKED if exc.exit_code == ExitCode.BLOCKED else ExitCode.ERROR)
     return 0
+
+
+def _read_job(path: str) -> str:
+    try:
+        with Path(path).open("rb") as handle:
+            return handle.read(JOB_LIMIT).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SandboxError(f"cannot read the job description: {exc}", path=path) from exc
 
 
 if __name__ == "__main__":

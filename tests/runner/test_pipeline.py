@@ -13,7 +13,7 @@ from gpenguard.errors import InputError, UsageError, VerificationError
 from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, StoredInput, restore, run_worker
 from gpenguard.policy import Policy
 from gpenguard.runner.interface import EventSink, RunResult
-from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec
+from gpenguard.runner.spec import HOST_IMAGE, JOB_FILE, SandboxSpec
 from gpenguard.runner.worker import WorkerJob
 
 
@@ -23,9 +23,15 @@ def test_sizes_match_the_released_models() -> None:
     assert tuple(sorted(GPEN_BFR)) == GPEN_SIZES
 
 
+def _png(path: Path, size: int = 8) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (size, size), (90, 120, 150)).save(path)
+    return path
+
+
 def _request(tmp_path: Path, **changes: Any) -> RestoreRequest:
-    face = tmp_path / "face.png"
-    face.write_bytes(b"not decoded on the host")
+    face = _png(tmp_path / "face.png")
     fields: dict[str, Any] = {
         "inputs": (face,), "output_dir": tmp_path / "out", "gpen": tmp_path / "never-read.pth",
         "backend": "bwrap", "store": tmp_path / "store", **changes,
@@ -75,8 +81,7 @@ def test_run_worker_rechecks_the_store_before_the_backend_starts(tmp_path: Path)
         "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
     }))  # fmt: skip
     weights.write_bytes(weights.read_bytes() + b" ")  # changed after conversion
-    face = tmp_path / "face.png"
-    face.write_bytes(b"png")
+    face = _png(tmp_path / "face.png")
     stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
     backend = _NeverRun()
     with pytest.raises(VerificationError, match="provenance record says"):
@@ -87,9 +92,11 @@ def test_run_worker_rechecks_the_store_before_the_backend_starts(tmp_path: Path)
 
 class _Recorder(_NeverRun):
     spec: SandboxSpec
+    job: WorkerJob
 
     def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
         self.spec = spec
+        self.job = WorkerJob.from_json(Path(next(b.source for b in spec.binds if b.target == JOB_FILE)).read_text())
         return RunResult(backend=self.name, exit_code=0, events=(), stdout="", stderr_tail="", duration_s=0.0)
 
 
@@ -107,15 +114,21 @@ def test_worker_inputs_are_where_the_spec_mounts_them(tmp_path: Path) -> None:
         "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
     }))  # fmt: skip
     faces = [tmp_path / "my photo.png", tmp_path / "album"]
-    faces[0].write_bytes(b"png")
+    _png(faces[0])
     faces[1].mkdir()
+    _png(faces[1] / "b.png")
     stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
     backend = _Recorder()
-    run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], faces, tmp_path / "out")
-    job = WorkerJob.from_json(backend.spec.command[-1])
-    assert job.inputs == ("/in/0000-my_photo.png", "/in/0001-album")
+    done = run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], faces, tmp_path / "out")
+    assert backend.job.inputs == ("/in/0000-my_photo.png", "/in/0001-album/b.png")
+    assert backend.spec.command[-2:] == ("--job-file", JOB_FILE)
     mounted = {bind.target for bind in backend.spec.binds}
-    assert set(job.inputs) <= mounted
+    assert {"/in/0000-my_photo.png", "/in/0001-album"} <= mounted
+    # A job that returned nothing: each image is a failure naming its host path; nothing left behind.
+    assert [str(f) for f in done.failures] == [
+        f"{faces[0]}: the sandbox returned no result for it", f"{faces[1] / 'b.png'}: the sandbox returned no result for it"
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_folder_without_images_is_refused_before_the_gate(tmp_path: Path) -> None:

@@ -226,3 +226,25 @@ def test_userns_remap_shifts_the_output_owner() -> None:
     assert remapped_owner((65534, 65534), '{"userns-remap": "alice:alice"}', subuid, "alice:5:9\n") == (165534, 65539)
     with pytest.raises(SandboxError, match="has no range"):
         remapped_owner((65534, 65534), '{"userns-remap": "bob"}', subuid, subgid)
+
+
+def test_a_results_file_is_the_only_writable_place_and_has_a_size_limit(tmp_path: Path) -> None:
+    from gpenguard.runner.spec import JOB_FILE, RESULTS_FILE
+
+    job = dataclasses.replace(
+        JOB, output_dir=None, gpus=(), results="/data/out/.run/results.tar", job_file="/data/out/.run/job.json", output_bytes=123456
+    )
+    spec = build_spec(POLICY, job, seccomp_profile=PROFILE)
+    assert spec.fsize_bytes == 123456
+    assert spec.binds[-2:] == (Bind("/data/out/.run/job.json", JOB_FILE, True), Bind("/data/out/.run/results.tar", RESULTS_FILE, False))
+    assert Ulimit(name="fsize", soft=123456, hard=123456) in container_kwargs(spec)["ulimits"]
+    with pytest.raises(SandboxError, match="needs a size limit"):
+        validate_spec(dataclasses.replace(spec, fsize_bytes=None))
+    with pytest.raises(SandboxError, match="must be positive"):
+        validate_spec(dataclasses.replace(spec, fsize_bytes=0))
+    with pytest.raises(SandboxError, match="may be writable"):
+        validate_spec(dataclasses.replace(spec, binds=(Bind("/data/out/x", "/out/other.tar", False),)))
+    folder = tmp_path / "results.tar"
+    folder.mkdir()
+    with pytest.raises(SandboxError, match="must be a plain file"):
+        check_binds_on_host(dataclasses.replace(spec, binds=(Bind(str(folder), RESULTS_FILE, False),)))

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from gpenguard.errors import SandboxError, VerificationError
-from gpenguard.pipeline import StoredInput, _publish, recheck
+from gpenguard.pipeline import StoredInput, recheck
 from gpenguard.runner import worker
 from gpenguard.runner.worker import WeightFile, WorkerJob
 
@@ -73,7 +73,7 @@ def test_unusable_provenance_is_refused(tmp_path: Path, record: str, message: st
 
 def test_worker_refuses_before_building_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weight = _weights(tmp_path, digest="0" * 64)
-    job = WorkerJob(gpen=weight, inputs=(), output_dir=str(tmp_path), size=256)
+    job = WorkerJob(gpen=weight, inputs=(), results=str(tmp_path / "results.tar"), size=256)
     assert worker.main(["--job", job.to_json()]) == 1
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[-1]["event"] == "error"
@@ -83,15 +83,10 @@ def test_worker_refuses_before_building_anything(tmp_path: Path, capsys: pytest.
 
 def test_job_round_trips_through_json(tmp_path: Path) -> None:
     weight = _weights(tmp_path)
-    job = WorkerJob(gpen=weight, detector=weight, inputs=("/in/0000-a.png",), output_dir="/out", mode="full", size=512)
+    job = WorkerJob(gpen=weight, detector=weight, inputs=("/in/0000-a.png",), results="/out/results.tar", mode="full", size=512)
     assert WorkerJob.from_json(job.to_json()) == job
     with pytest.raises(SandboxError, match="malformed worker job"):
         WorkerJob.from_json('{"inputs": []}')
-
-
-def test_output_names_drop_the_host_prefix() -> None:
-    assert worker.output_name(Path("/in/0003-face.jpg")) == "face.png"
-    assert worker.output_name(Path("/in/dir/selfie.webp")) == "selfie.png"
 
 
 def test_recheck_refuses_a_store_file_changed_after_conversion(tmp_path: Path) -> None:
@@ -111,37 +106,40 @@ def test_recheck_refuses_a_store_file_changed_after_conversion(tmp_path: Path) -
         recheck(stored)
 
 
-def test_publish_moves_results_and_refuses_anything_else(tmp_path: Path) -> None:
-    staging, out = tmp_path / "staging", tmp_path / "out"
-    staging.mkdir()
-    out.mkdir()
-    (staging / "face.png").write_bytes(b"png")
-    (staging / ".face.png.x.tmp").write_bytes(b"half")
-    assert _publish(staging, out) == (out / "face.png",)
-    assert sorted(p.name for p in out.iterdir()) == ["face.png"]
+class _Identity:
+    """Stands in for the restorer: returns the decoded image, so the test is about I/O."""
 
-    (staging / "evil.png").symlink_to("/etc/passwd")
-    (staging / "good.png").write_bytes(b"png")
-    with pytest.raises(SandboxError, match="other than a PNG"):
-        _publish(staging, out)
-    assert sorted(p.name for p in out.iterdir()) == ["face.png"]
-    (staging / "evil.png").unlink()
-    (staging / "notes.txt").write_text("x")
-    with pytest.raises(SandboxError):
-        _publish(staging, out)
+    def restore_image(self, image: object) -> object:
+        return image
 
 
-@pytest.mark.parametrize(
-    ("source", "name"),
-    [
-        ("/in/0000-my photo.jpg", "my_photo.png"),  # a single input, mounted under input_leaf's name
-        ("/in/0001-album/my photo.jpg", "my_photo.png"),  # a file inside a mounted folder
-        ("/in/0002-album/_private.png", "x_private.png"),
-        ("/in/0003-album/été.webp", "x_t_.png"),
-    ],
-)
-def test_output_names_are_names_the_host_publishes(source: str, name: str) -> None:
-    from gpenguard.pipeline import _OUTPUT_NAME
+def test_one_bad_image_never_stops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import tarfile
 
-    assert worker.output_name(Path(source)) == name
-    assert _OUTPUT_NAME.match(name)
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(good)
+    tiff = tmp_path / "scan.png"
+    Image.new("RGB", (16, 16)).save(tiff, format="TIFF")
+    noise = io.BytesIO()
+    Image.effect_noise((128, 128), 64).convert("RGB").save(noise, format="JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(noise.getvalue()[: len(noise.getvalue()) // 2])
+    also_good = tmp_path / "also-good.png"
+    Image.new("L", (8, 4), 9).save(also_good)
+    monkeypatch.setattr(worker, "build_restorer", lambda job, weights: _Identity())
+    results = tmp_path / "results.tar"
+    job = WorkerJob(gpen=_weights(tmp_path), inputs=tuple(map(str, (good, tiff, cut, also_good))), results=str(results))
+    assert worker.run(job) == 2
+    with tarfile.open(results) as archive:
+        assert archive.getnames() == ["000000.png", "000003.png"]
+        with Image.open(archive.extractfile("000003.png")) as restored:  # type: ignore[arg-type]
+            assert (restored.format, restored.mode, restored.size) == ("PNG", "L", (8, 4))
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    failed = {e["index"]: e["reason"] for e in events if e["event"] == "image-failed"}
+    assert failed == {1: "TIFF is not an accepted input format (use PNG, JPEG or WebP)", 2: failed[2]}
+    assert failed[2].startswith("cannot read image")
+    assert str(tmp_path) not in json.dumps(failed)  # reasons never carry an in-sandbox path
+    assert events[-1] == {"event": "done", "images": 2, "seconds": events[-1]["seconds"]}
