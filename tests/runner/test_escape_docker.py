@@ -46,7 +46,7 @@ def _leftover_containers(engine: Any) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, probe_image: str) -> dict[str, Any]:
+def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, probe_image: str, docker_runtime: str) -> dict[str, Any]:
     """One container runs every non-fatal probe; tests below assert one attempt each."""
     tmp_path = tmp_path_factory.mktemp("battery")
     weights, out, secret = battery.job_files(tmp_path, out_owner=OUT_OWNER)
@@ -60,7 +60,7 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, pr
             "output": "/out",
             "setuid_helper": "/usr/local/bin/suid-id",
         }
-        result = DockerBackend(docker_engine).run(_spec(probe_image, battery.PROBES, args, weights, out))
+        result = DockerBackend(docker_engine, docker_runtime).run(_spec(probe_image, battery.PROBES, args, weights, out))
         time.sleep(0.2)
         accepted = {lst.host: list(lst.accepted) for lst in listening}
     return {
@@ -95,36 +95,36 @@ def test_host_sees_nothing_written_outside_the_output(battery_run: dict[str, Any
     assert changed == {"out/probe-ok.txt"}
 
 
-def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     spec = _spec(sandbox_image, battery.fork_bomb_source(), {}, weights, out)
-    result = DockerBackend(docker_engine).run(spec)
+    result = DockerBackend(docker_engine, docker_runtime).run(spec)
     (event,) = [e for e in result.events if e["event"] == "forkbomb"]
     assert event["errno"] == 11  # EAGAIN from the pids cgroup
     assert 0 < event["forked"] < POLICY.sandbox.pids_limit
 
 
-def test_memory_bomb_is_killed_and_reported_as_oom(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_memory_bomb_is_killed_and_reported_as_oom(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     with pytest.raises(SandboxOOM, match="512 MiB memory limit"):
-        DockerBackend(docker_engine).run(_spec(sandbox_image, battery.MEMORY_BOMB, {}, weights, out))
+        DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, battery.MEMORY_BOMB, {}, weights, out))
     assert _leftover_containers(docker_engine) == []
 
 
-def test_timeout_kills_and_removes_the_container(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_timeout_kills_and_removes_the_container(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     policy = dataclasses.replace(POLICY, sandbox=dataclasses.replace(POLICY.sandbox, timeout_s=3.0))
     started = time.monotonic()
     with pytest.raises(SandboxTimeout, match="3 s limit"):
-        DockerBackend(docker_engine).run(_spec(sandbox_image, battery.SLEEPER, {}, weights, out, policy))
+        DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, battery.SLEEPER, {}, weights, out, policy))
     assert time.monotonic() - started < 20
     assert _leftover_containers(docker_engine) == []
 
 
-def test_failing_job_reports_the_log_tail(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_failing_job_reports_the_log_tail(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     source = "import sys\nsys.stderr.write('worker could not go on\\n')\nsys.exit(3)\n"
     with pytest.raises(SandboxError, match="exited with status 3") as caught:
-        DockerBackend(docker_engine).run(_spec(sandbox_image, source, {}, weights, out))
+        DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, source, {}, weights, out))
     assert "worker could not go on" in (caught.value.hint or "")
     assert _leftover_containers(docker_engine) == []

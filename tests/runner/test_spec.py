@@ -12,7 +12,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from gpenguard.errors import PolicyError, SandboxError
 from gpenguard.policy import Policy, SandboxPolicy
-from gpenguard.runner.docker import container_kwargs
+from gpenguard.runner.docker import RUNSC_PIDS, RUNSC_PIDS_PER_TASK, container_kwargs
 from gpenguard.runner.spec import (
     Bind,
     Job,
@@ -118,7 +118,21 @@ def test_docker_kwargs_are_exactly_the_hardening() -> None:
         "stdin_open": False,
         "tty": False,
         "log_config": LogConfig(type="json-file", config={"max-size": "16m", "max-file": "1"}),
+        "runtime": "runc",
         "device_requests": [DeviceRequest(device_ids=["1"], capabilities=[["gpu"]])],
+    }
+
+
+def test_runsc_limits_the_job_inside_gvisor_and_gives_gvisor_room() -> None:
+    """Under gVisor the pids cgroup also counts the sentry's, gofer's and ptrace stubs' threads;
+    the job's own limit is RLIMIT_NPROC, which gVisor's kernel enforces."""
+    kwargs = container_kwargs(GOLDEN_SPEC, runtime="runsc")
+    assert kwargs["runtime"] == "runsc"
+    assert kwargs["pids_limit"] == GOLDEN_SPEC.pids_limit * RUNSC_PIDS_PER_TASK + RUNSC_PIDS
+    assert kwargs["ulimits"][-1] == Ulimit(name="nproc", soft=128, hard=128)
+    changed = {"runtime", "pids_limit", "ulimits"}
+    assert {k: v for k, v in kwargs.items() if k not in changed} == {
+        k: v for k, v in container_kwargs(GOLDEN_SPEC).items() if k not in changed
     }
 
 
