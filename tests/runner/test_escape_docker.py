@@ -27,6 +27,7 @@ pytestmark = pytest.mark.docker
 USER = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
 """Who the container runs as: nobody when the tests run as root, else the caller (as restore does)."""
 OUT_OWNER = USER if os.geteuid() == 0 else None
+POLICY_SHM = 64 * 2**20
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
 
 
@@ -51,7 +52,7 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, pr
     tmp_path = tmp_path_factory.mktemp("battery")
     weights, out, secret = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     before = battery.tree(tmp_path)
-    with battery.listeners(battery.host_addresses()) as listening:
+    with battery.listeners(battery.host_addresses()) as listening, battery.secret_environment() as marker:
         args = {
             "listeners": [[lst.host, lst.port] for lst in listening if lst.port],
             "abstract": next(lst.host[1:] for lst in listening if lst.host.startswith("@")),
@@ -59,6 +60,8 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, pr
             "secret": str(secret),
             "output": "/out",
             "setuid_helper": "/usr/local/bin/suid-id",
+            "hidden_reversed": battery.hidden(marker, str(weights.parent)),
+            "shm_bytes": POLICY_SHM,
         }
         result = DockerBackend(docker_engine, docker_runtime).run(_spec(probe_image, battery.PROBES, args, weights, out))
         time.sleep(0.2)
