@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from gpenguard.errors import SandboxError, SandboxTimeout
-from gpenguard.runner.interface import EventSink, JobOutput, RunResult, finish, stdout_reader
+from gpenguard.runner.interface import (
+    STDERR_CAP,
+    STDOUT_CAP,
+    EventSink,
+    JobOutput,
+    RunResult,
+    finish,
+    stdout_reader,
+)
 from gpenguard.runner.mounts import neutral_sources
 from gpenguard.runner.spec import (
     HOST_IMAGE,
@@ -36,6 +44,9 @@ from gpenguard.runner.spec import (
 
 DEFAULT_IMAGE = "gpenguard-sandbox:latest"
 RUNTIMES = ("runc", "runsc")
+LOG_FILE_SIZE = f"{(STDOUT_CAP + STDERR_CAP) // 2**20}m"
+READ_GRACE_S = 60.0
+"""After the job ends, how long the host may take to read the rest of its (bounded) output."""
 RUNSC_PIDS = 128
 """Host threads gVisor itself needs (sentry, gofer), whatever the job does."""
 RUNSC_PIDS_PER_TASK = 8
@@ -84,7 +95,9 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
         "init": spec.init,
         "stdin_open": False,
         "tty": False,
-        "log_config": LogConfig(type="json-file", config={"max-size": "16m", "max-file": "1"}),
+        # The engine's copy of the output on disk: one file, rotated only past the stdout budget,
+        # so a host reader that lags behind still counts every byte up to the budget.
+        "log_config": LogConfig(type="json-file", config={"max-size": LOG_FILE_SIZE, "max-file": "1"}),
         "runtime": runtime,
     }
     if runtime == "runsc":
@@ -216,7 +229,10 @@ class DockerBackend:
                     f"the sandboxed job ran past its {spec.timeout_s:g} s limit and was killed"
                 ) from exc
             duration = time.monotonic() - started
-            reader.join(timeout=10)
+            reader.join(timeout=READ_GRACE_S)
+            if reader.is_alive():
+                _kill(container)
+                raise SandboxError("the job's output could not be read to its end; the job was killed")
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             code = int(status.get("StatusCode", -1))

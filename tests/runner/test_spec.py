@@ -117,7 +117,7 @@ def test_docker_kwargs_are_exactly_the_hardening() -> None:
         "init": True,
         "stdin_open": False,
         "tty": False,
-        "log_config": LogConfig(type="json-file", config={"max-size": "16m", "max-file": "1"}),
+        "log_config": LogConfig(type="json-file", config={"max-size": "80m", "max-file": "1"}),
         "runtime": "runc",
         "device_requests": [DeviceRequest(device_ids=["1"], capabilities=[["gpu"]])],
     }
