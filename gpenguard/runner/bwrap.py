@@ -108,7 +108,7 @@ class HostRuntime:
         if Path("/etc/ld.so.cache").is_file():
             ro.append("/etc/ld.so.cache")
         python = Path(sys.executable).absolute()
-        prefixes = {sys.base_prefix, sys.prefix, str(python.parent), *_site_dirs()}
+        prefixes = {sys.base_prefix, sys.prefix, *_link_chain_dirs(python), *_site_dirs()}
         for path in sorted({str(q) for p in prefixes for q in (Path(p).absolute(), Path(p).resolve())}, key=len):
             if Path(path).is_dir() and not any(path == p or path.startswith(p + "/") for p in ro):
                 ro.append(path)
@@ -123,6 +123,18 @@ class HostRuntime:
             masked_files=tuple(str(p) for p in hidden if not p.is_dir()),
             masked_dirs=tuple(str(p) for p in hidden if p.is_dir()),
         )
+
+
+def _link_chain_dirs(path: Path) -> list[str]:
+    """The folders of every link on the way from `path` to the real interpreter, and its own:
+    all must exist in the sandbox for ``execve(path)`` to get there."""
+    dirs = [str(path.parent)]
+    for _ in range(40):  # the kernel's own limit on nested links
+        if not path.is_symlink():
+            break
+        path = (path.parent / path.readlink()).absolute()
+        dirs.append(str(path.parent))
+    return dirs
 
 
 def _site_dirs() -> list[str]:

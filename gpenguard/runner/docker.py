@@ -124,21 +124,41 @@ def create_container(engine: Any, kwargs: dict[str, Any]) -> Any:
     return engine.containers.get(made["Id"])
 
 
-def resolve_runtime(engine: Any, wanted: str) -> str:
-    """``runc``, ``runsc``, or ``auto`` (runsc when the engine has it registered) -> a runtime.
+RUNSC_REQUIRED_ARGS = ("--network=none", "--oci-seccomp")
+"""runsc flags the engine must pass: no gVisor network stack, and the spec's seccomp profile
+applied inside gVisor too (without it runsc ignores the profile)."""
 
-    An explicit ``runsc`` the engine does not know is an error, never a silent runc run.
+
+def runsc_problem(runtimes: dict[str, Any]) -> str | None:
+    """Why the engine's ``runsc`` runtime cannot be used (None: it can)."""
+    entry = runtimes.get("runsc")
+    if entry is None:
+        return "the gVisor runtime (runsc) is not registered with the Docker engine"
+    args = (entry or {}).get("runtimeArgs") or []
+    missing = [flag for flag in RUNSC_REQUIRED_ARGS if flag not in args]
+    if missing:
+        return f"the engine's runsc runtime lacks {' and '.join(missing)} in its runtimeArgs"
+    return None
+
+
+def resolve_runtime(engine: Any, wanted: str, *, gpus: bool = False) -> str:
+    """``runc``, ``runsc``, or ``auto`` -> the runtime to use on this engine.
+
+    ``auto`` is runsc when the engine has it registered with the flags it needs, and no GPU is
+    asked for (this runsc cannot pass GPUs through); runc otherwise. An explicit ``runsc`` that
+    cannot be used is an error, never a silent runc run.
     """
-    registered = set((engine.info().get("Runtimes") or {}).keys())
-    if wanted == "auto":
-        return "runsc" if "runsc" in registered else "runc"
-    if wanted not in RUNTIMES:
+    if wanted not in (*RUNTIMES, "auto"):
         raise SandboxError(f"unknown container runtime {wanted!r}; use runc, runsc or auto")
-    if wanted == "runsc" and "runsc" not in registered:
-        raise SandboxError(
-            "the gVisor runtime (runsc) is not registered with the Docker engine",
-            hint="apt-get install runsc, add it to /etc/docker/daemon.json (see sandbox/README.md), reload dockerd",
-        )
+    if wanted == "runc":
+        return wanted
+    problem = runsc_problem(engine.info().get("Runtimes") or {})
+    if wanted == "auto":
+        return "runsc" if problem is None and not gpus else "runc"
+    if gpus:
+        raise SandboxError("the runsc runtime cannot pass GPUs through here", hint="use --runtime runc for GPU runs")
+    if problem is not None:
+        raise SandboxError(problem, hint="install and register runsc as sandbox/README.md shows, then reload dockerd")
     return wanted
 
 
