@@ -34,6 +34,7 @@ from gpenguard.runner.interface import (
     stdout_reader,
 )
 from gpenguard.runner.mounts import neutral_sources
+from gpenguard.runner.seccomp import for_gvisor
 from gpenguard.runner.spec import (
     HOST_IMAGE,
     MASKED_PATHS,
@@ -64,7 +65,8 @@ def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]
     if spec.seccomp is not None:
         # NOTE: through the API the profile travels as JSON text; a file path would be rejected
         # ("Decoding seccomp profile failed"), unlike with the docker CLI.
-        security_opt.append(f"seccomp={spec.seccomp}")
+        profile = for_gvisor(spec.seccomp) if runtime == "runsc" else spec.seccomp
+        security_opt.append(f"seccomp={profile}")
     kwargs: dict[str, Any] = {
         "image": spec.image,
         "command": list(spec.command),

@@ -131,3 +131,16 @@ def test_failing_job_reports_the_log_tail(tmp_path: Path, docker_engine: Any, sa
         DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, source, {}, weights, out))
     assert "worker could not go on" in (caught.value.hint or "")
     assert _leftover_containers(docker_engine) == []
+
+
+def test_the_job_can_start_threads(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
+    """The seccomp profile must not break pthread_create: under gVisor, which ignores errnoRet,
+    clone3's ENOSYS rule used to become EPERM, and torch fell back to one thread."""
+    weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
+    source = (
+        "import json, threading\n"
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "print(json.dumps({'event': 'threads', 'ok': True}))\n"
+    )
+    result = DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, source, {}, weights, out))
+    assert [e["event"] for e in result.events] == ["threads"]

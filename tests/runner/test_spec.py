@@ -13,6 +13,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from gpenguard.errors import PolicyError, SandboxError
 from gpenguard.policy import Policy, SandboxPolicy
 from gpenguard.runner.docker import RUNSC_PIDS, RUNSC_PIDS_PER_TASK, container_kwargs
+from gpenguard.runner.seccomp import load_profile
 from gpenguard.runner.spec import (
     Bind,
     Job,
@@ -130,7 +131,16 @@ def test_runsc_limits_the_job_inside_gvisor_and_gives_gvisor_room() -> None:
     assert kwargs["runtime"] == "runsc"
     assert kwargs["pids_limit"] == GOLDEN_SPEC.pids_limit * RUNSC_PIDS_PER_TASK + RUNSC_PIDS
     assert kwargs["ulimits"][-1] == Ulimit(name="nproc", soft=128, hard=128)
-    changed = {"runtime", "pids_limit", "ulimits"}
+    # gVisor ignores errnoRet: clone3 is left to gVisor (ENOSYS), or no thread could start.
+    real = load_profile()
+    gvisor = container_kwargs(dataclasses.replace(GOLDEN_SPEC, seccomp=real), runtime="runsc")
+    (seccomp,) = [opt.split("=", 1)[1] for opt in gvisor["security_opt"] if opt.startswith("seccomp=")]
+    (clone3,) = [rule for rule in json.loads(seccomp)["syscalls"] if rule["names"] == ["clone3"]]
+    assert clone3["action"] == "SCMP_ACT_ALLOW"
+    others = [rule for rule in json.loads(seccomp)["syscalls"] if rule["names"] != ["clone3"]]
+    assert others == [rule for rule in json.loads(real)["syscalls"] if rule["names"] != ["clone3"]]
+    assert json.loads(seccomp)["defaultAction"] == "SCMP_ACT_ERRNO"
+    changed = {"runtime", "pids_limit", "ulimits", "security_opt"}
     assert {k: v for k, v in kwargs.items() if k not in changed} == {
         k: v for k, v in container_kwargs(GOLDEN_SPEC).items() if k not in changed
     }
