@@ -17,11 +17,12 @@ The table, one row per sandbox (and the bare worker as the baseline row):
                       between the worker's image events as they reach the host)
     ratio             per image (fastest) / in process (fastest)
 
-The first image pays one-off allocator and kernel warm-up on every side, so it is left out; the
-minimum is the figure least inflated by other load on a shared machine. Targets (runc and
+The sides run interleaved, once per round, and each figure is the best over the rounds: on a
+shared machine the minimum is the figure least inflated by other load. The first image of each
+run pays one-off allocator and kernel warm-up on every side, so it is left out. Targets (runc and
 bwrap): fixed < 1.5 s, per image < 1.05x; gVisor pays more, and the table says how much.
 
-    python bench/sandbox.py [--size 256] [--images 8] [--threads 2] [--sandboxes runc,runsc,bwrap]
+    python bench/sandbox.py [--size 256] [--images 4] [--rounds 3] [--threads 2] [--sandboxes runc,runsc,bwrap]
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ def _sandboxed(backend: Any, image: str, stored: Any, images: list[Path], args: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="GPEN model size (256, 512, 1024, 2048)")
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=4, help="images per run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every side once, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sandboxes", default="runc,runsc,bwrap", help="comma-separated: runc, runsc, bwrap")
     args = parser.parse_args()
@@ -209,38 +211,49 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sandboxes: {', '.join(sorted(unknown))}")
     backends = {name: _backend(name) for name in names}  # fails here, before any timing
+    labels = {"runc": "docker runc", "runsc": "docker runsc", "bwrap": "bwrap"}
 
+    # Every side runs once per round, one after another, so load from other work on a shared
+    # machine falls on all of them alike; each figure is the best over the rounds.
+    empty: dict[str, list[float]] = {name: [] for name in names}
+    first: dict[str, list[float]] = {name: [] for name in ["bare", *names]}
+    loaded: dict[str, list[float]] = {name: [] for name in ["bare", *names]}
+    per_image: dict[str, list[float]] = {name: [] for name in ["in", "bare", *names]}
     with tempfile.TemporaryDirectory(prefix="gpenguard-bench-") as tmp:
         folder = Path(tmp)
         stored = _stored_weights(folder, args.size)
         images = _images(folder, args.images, args.size // 2)
-        _, per_in = _in_process(stored, images, args.size, args.threads, folder / "in-process-out")
-        bare_first, bare_loaded, per_bare = _bare_worker(stored, images, args.size, args.threads, folder / "bare-out")
-        rows = {}
-        for name, (backend, image) in backends.items():
-            empty = _empty_run(backend, image, args.threads, folder)
-            rows[name] = {"empty": empty, **_sandboxed(backend, image, stored, images, args, folder / f"out-{name}")}
+        for round_ in range(args.rounds):
+            _, times = _in_process(stored, images, args.size, args.threads, folder / f"in-{round_}")
+            per_image["in"] += times[1:] or times
+            bare_first, bare_loaded, times = _bare_worker(stored, images, args.size, args.threads, folder / f"bare-{round_}")
+            first["bare"].append(bare_first)
+            loaded["bare"].append(bare_loaded)
+            per_image["bare"] += times[1:] or times
+            for name, (backend, image) in backends.items():
+                empty[name].append(_empty_run(backend, image, args.threads, folder))
+                run = _sandboxed(backend, image, stored, images, args, folder / f"out-{name}-{round_}")
+                first[name].append(run["first"])
+                loaded[name].append(run["loaded"])
+                per_image[name] += run["per_image"][1:] or run["per_image"]
 
-    steady_in = min(per_in[1:] or per_in)
-    print(f"gpenguard sandbox benchmark: GPEN-{args.size}, {args.images} images of {args.size // 2} px, "
-          f"{args.threads} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"in process, per image (min / median after the first): {steady_in:.3f} s / "
-          f"{statistics.median(per_in[1:] or per_in):.3f} s")  # fmt: skip
-    header = (f"{'sandbox':<13}{'empty job':>10}{'first out':>11}{'fixed cost':>12}{'model loaded':>14}"
+    steady_in = min(per_image["in"])
+    print(f"gpenguard sandbox benchmark: GPEN-{args.size}, {args.images} images of {args.size // 2} px x "
+          f"{args.rounds} rounds, {args.threads} threads, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"in process, per image (min / median, first image of each run left out): {steady_in:.3f} s / "
+          f"{statistics.median(per_image['in']):.3f} s")  # fmt: skip
+    header = (f"{'sandbox':<13}{'empty job':>11}{'first out':>11}{'fixed cost':>12}{'model loaded':>14}"
               f"{'per image min':>15}{'median':>9}{'ratio':>8}")  # fmt: skip
     print(header)
     print("-" * len(header))
-
-    def row(name: str, empty: str, first: float, loaded: float, per: list[float]) -> None:
-        steady = per[1:] or per
-        fixed = "" if name == "bare worker" else f"{first - bare_first:10.3f} s"
-        print(f"{name:<13}{empty:>10}{first:9.3f} s{fixed:>12}{loaded:12.3f} s{min(steady):13.3f} s"
-              f"{statistics.median(steady):7.3f} s{min(steady) / steady_in:7.3f}x")  # fmt: skip
-
-    row("bare worker", "", bare_first, bare_loaded, per_bare)
-    for name, r in rows.items():
-        label = {"runc": "docker runc", "runsc": "docker runsc", "bwrap": "bwrap"}[name]
-        row(label, f"{r['empty']:.3f} s", r["first"], r["loaded"], r["per_image"])
+    bare_first = min(first["bare"])
+    for name in ["bare", *names]:
+        label = labels.get(name, "bare worker")
+        empty_text = f"{min(empty[name]):.3f} s" if name in empty else ""
+        fixed = f"{min(first[name]) - bare_first:.3f} s" if name != "bare" else ""
+        times = per_image[name]
+        print(f"{label:<13}{empty_text:>11}{min(first[name]):9.3f} s{fixed:>12}{min(loaded[name]):12.3f} s"
+              f"{min(times):13.3f} s{statistics.median(times):7.3f} s{min(times) / steady_in:7.3f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
