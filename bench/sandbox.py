@@ -15,7 +15,7 @@ The table, one row per sandbox (and the bare worker as the baseline row):
     model loaded      run() called -> the worker reports the model loaded
     per image         fastest and median image after the first, by the host's clock (the gap
                       between the worker's image events as they reach the host)
-    ratio             per image (fastest) / in process (fastest)
+    / in proc, / bare per image (fastest) / in process (fastest), and / the bare worker's
 
 The sides run interleaved, once per round, and each figure is the best over the rounds: on a
 shared machine the minimum is the figure least inflated by other load. The first image of each
@@ -243,7 +243,7 @@ def main() -> None:
     print(f"in process, per image (min / median, first image of each run left out): {steady_in:.3f} s / "
           f"{statistics.median(per_image['in']):.3f} s")  # fmt: skip
     header = (f"{'sandbox':<13}{'empty job':>11}{'first out':>11}{'fixed cost':>12}{'model loaded':>14}"
-              f"{'per image min':>15}{'median':>9}{'ratio':>8}")  # fmt: skip
+              f"{'per image min':>15}{'median':>9}{'/ in proc':>11}{'/ bare':>8}")  # fmt: skip
     print(header)
     print("-" * len(header))
     bare_first = min(first["bare"])
@@ -253,7 +253,8 @@ def main() -> None:
         fixed = f"{min(first[name]) - bare_first:.3f} s" if name != "bare" else ""
         times = per_image[name]
         print(f"{label:<13}{empty_text:>11}{min(first[name]):9.3f} s{fixed:>12}{min(loaded[name]):12.3f} s"
-              f"{min(times):13.3f} s{statistics.median(times):7.3f} s{min(times) / steady_in:7.3f}x")  # fmt: skip
+              f"{min(times):13.3f} s{statistics.median(times):7.3f} s{min(times) / steady_in:10.3f}x"
+              f"{min(times) / min(per_image['bare']):7.3f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
