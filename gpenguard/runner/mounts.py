@@ -77,10 +77,15 @@ def _stage(source: str, target: Path) -> str:
 def _link_or_copy(fd: int, target: Path) -> None:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         return
+    parent = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        # The opened inode itself, not whatever the path names by now.
-        os.link(f"/proc/self/fd/{fd}", target, follow_symlinks=True)
+        # The opened inode itself, not whatever the path names by now: linkat() with
+        # AT_SYMLINK_FOLLOW on the descriptor's /proc link (a dir fd makes CPython use linkat).
+        os.link(f"/proc/self/fd/{fd}", target.name, dst_dir_fd=parent, follow_symlinks=True)
     except OSError:  # another file system, or protected_hardlinks: copy instead
+        # A copy carries no special bits (setuid, setgid) and no exec bit.
         with target.open("xb") as out, os.fdopen(os.dup(fd), "rb") as data:
             shutil.copyfileobj(data, out, 2**20)
         target.chmod(0o444)
+    finally:
+        os.close(parent)

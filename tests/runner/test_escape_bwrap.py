@@ -128,6 +128,8 @@ def unprivileged_battery_run(bwrap_available: str) -> dict[str, Any]:
 def test_escape_attempt_fails(battery_run: dict[str, Any], attempt: str) -> None:
     result = battery_run["results"][attempt]
     assert result["escaped"] is False, f"{attempt} got through: {result['detail']}"
+    if attempt == "setuid_binary":  # the attempt was really made: a setuid-root binary ran
+        assert str(result["detail"]).startswith("euid after exec"), result["detail"]
 
 
 @pytest.mark.bwrap
@@ -135,6 +137,8 @@ def test_escape_attempt_fails(battery_run: dict[str, Any], attempt: str) -> None
 def test_escape_attempt_fails_for_an_unprivileged_caller(unprivileged_battery_run: dict[str, Any], attempt: str) -> None:
     result = unprivileged_battery_run["results"][attempt]
     assert result["escaped"] is False, f"{attempt} got through: {result['detail']}"
+    if attempt == "setuid_binary":  # the attempt was really made: a setuid-root binary ran
+        assert str(result["detail"]).startswith("euid after exec"), result["detail"]
 
 
 @pytest.mark.bwrap
