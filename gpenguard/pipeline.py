@@ -76,6 +76,8 @@ class RestoreRequest:
     gpus: tuple[str, ...] = ()
     backend: str | None = None
     """``docker`` or ``bwrap``; default: the policy's ``sandbox.backend``."""
+    runtime: str | None = None
+    """Docker's runtime: ``runc``, ``runsc`` or ``auto``; default: the policy's ``sandbox.runtime``."""
     policy: Policy | str | os.PathLike[str] | None = None
     registry: Path | None = None
     trust_root: Path | None = None
@@ -162,14 +164,27 @@ def restore(
         if bad:
             raise UsageError(f"--gpu takes GPU indexes or GPU-/MIG- UUIDs, comma-separated; not {', '.join(map(repr, bad))}")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
-    backend = backend_name.create()
-    # The engine and image are checked before the (possibly long) gate and conversion.
+    runtime = request.runtime or policy.sandbox.runtime
+    # The engine, runtime and image are checked before the (possibly long) gate and conversion.
+    backend: Backend
     if backend_name is BackendName.DOCKER:
-        from gpenguard.runner.docker import DEFAULT_IMAGE, DockerBackend, resolve_image
+        from gpenguard.runner.docker import (
+            DEFAULT_IMAGE,
+            DockerBackend,
+            client,
+            resolve_image,
+            resolve_runtime,
+        )
 
-        assert isinstance(backend, DockerBackend)
-        image = resolve_image(backend.engine, request.image or DEFAULT_IMAGE)
+        engine = client()
+        runtime = resolve_runtime(engine, runtime, gpus=bool(request.gpus))
+        backend = DockerBackend(engine, runtime)
+        image = resolve_image(engine, request.image or DEFAULT_IMAGE)
+        stage("runtime", runtime)
     else:
+        if request.runtime not in {None, "auto"} or policy.sandbox.runtime == "runsc":
+            raise UsageError(f"the {backend_name} backend has no container runtime; runsc needs --backend docker")
+        backend = backend_name.create()
         image = HOST_IMAGE
 
     weights = tuple(

@@ -48,6 +48,8 @@ class SandboxPolicy:
     seccomp: str = "gpenguard"
     """``gpenguard`` (the tighter profile in sandbox/), or ``default`` (Docker's)."""
     min_nvidia_toolkit: str = "1.17.8"
+    runtime: str = "runc"
+    """Docker's OCI runtime: ``runc``, ``runsc`` (gVisor), or ``auto`` (runsc where registered)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ OUTPUT_FORMATS = ("text", "json", "sarif")
 SCAN_PROFILES = ("default", "strict")
 SANDBOX_BACKENDS = ("docker", "bwrap")
 SECCOMP_PROFILES = ("gpenguard", "default")
+SANDBOX_RUNTIMES = ("runc", "runsc", "auto")
 
 _T = TypeVar("_T")
 
@@ -182,7 +185,7 @@ def _parse(doc: Any, reader: _Reader) -> Policy:
         doc,
         "sandbox",
         {"backend", "allow_gpu", "memory_bytes", "pids_limit", "cpus", "timeout_s", "seccomp",
-         "min_nvidia_toolkit"},
+         "min_nvidia_toolkit", "runtime"},
     )
 
     fail_on_text = r.get(scan, "fail_on", str, "high")
@@ -243,6 +246,7 @@ def _parse(doc: Any, reader: _Reader) -> Policy:
             timeout_s=r.number(sandbox, "timeout_s", defaults.timeout_s),
             seccomp=r.choice(sandbox, "seccomp", SECCOMP_PROFILES, defaults.seccomp),
             min_nvidia_toolkit=r.get(sandbox, "min_nvidia_toolkit", str, defaults.min_nvidia_toolkit),
+            runtime=r.choice(sandbox, "runtime", SANDBOX_RUNTIMES, defaults.runtime),
         ),
         source=reader.source,
         **booleans,

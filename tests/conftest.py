@@ -22,7 +22,7 @@ from gpenguard.errors import SandboxError
 def _clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep a developer's GPENGUARD_* settings (other than the CI switches) out of tests."""
     for key in list(os.environ):
-        if key.startswith("GPENGUARD_") and key not in {"GPENGUARD_REQUIRE_DOCKER", "GPENGUARD_REQUIRE_BWRAP", "GPENGUARD_IMAGE"}:
+        if key.startswith("GPENGUARD_") and key not in {"GPENGUARD_REQUIRE_DOCKER", "GPENGUARD_REQUIRE_BWRAP", "GPENGUARD_REQUIRE_RUNSC", "GPENGUARD_IMAGE"}:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("GPENGUARD_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.setenv("GPENGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
@@ -89,6 +89,22 @@ def probe_image(docker_engine: Any, sandbox_image: str) -> str:
         fileobj=io.BytesIO(dockerfile.encode()), tag=TEST_IMAGE_TAG, rm=True, forcerm=True, network_mode="none"
     )
     return str(image.id)
+
+
+@pytest.fixture(scope="session", params=["runc", "runsc"])
+def docker_runtime(request: pytest.FixtureRequest, docker_engine: Any) -> str:
+    """Each Docker sandbox test once per OCI runtime: runc, and gVisor's runsc where registered.
+
+    GPENGUARD_REQUIRE_RUNSC=1 (CI) makes a missing runsc a failure instead of a skip.
+    """
+    runtime = str(request.param)
+    if runtime == "runsc" and "runsc" not in (docker_engine.info().get("Runtimes") or {}):
+        _unavailable(
+            "the gVisor runtime runsc is not registered with the Docker engine",
+            "apt-get install runsc and register it (sandbox/README.md)",
+            "GPENGUARD_REQUIRE_RUNSC",
+        )
+    return runtime
 
 
 @pytest.fixture(scope="session")

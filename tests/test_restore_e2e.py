@@ -85,11 +85,14 @@ def _check_outputs(out: Path, store: Path, faces: list[Path]) -> None:
 @pytest.mark.docker
 @pytest.mark.slow
 def test_restore_in_docker_matches_in_process_gpen(
-    tmp_path: Path, checkpoint: Path, faces: list[Path], sandbox_image: str
+    tmp_path: Path, checkpoint: Path, faces: list[Path], sandbox_image: str, docker_runtime: str
 ) -> None:
+    """Once per runtime: runc, and gVisor's runsc (CI requires it)."""
     out, store = tmp_path / "out", tmp_path / "store"
-    done = _gpenguard(*_restore_args(faces, out, checkpoint, store, "--backend", "docker", "--image", sandbox_image))
+    extra = ("--backend", "docker", "--image", sandbox_image, "--runtime", docker_runtime)
+    done = _gpenguard(*_restore_args(faces, out, checkpoint, store, *extra))
     assert done.returncode == 0, done.stderr
+    assert f"runtime {docker_runtime}" in done.stderr
     assert "sandbox docker: " + sandbox_image in done.stderr
     assert "[2/2]" in done.stderr  # progress streamed from the worker inside the container
     _check_outputs(out, store, faces)

@@ -2,7 +2,8 @@
 
 The engine's version, runtimes and isolation options; the NVIDIA Container Toolkit version
 (GPU runs are refused below the policy's minimum, CVE-2025-23266 "NVIDIAScape" and friends);
-whether the sandbox image is present and its immutable id; and bubblewrap as the fallback.
+whether the sandbox image is present and its immutable id; gVisor's runsc (installed, registered
+with the flags it needs, and what the policy's runtime becomes here); and bubblewrap as the fallback.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ class SandboxReport:
     bwrap_version: str | None = None
     bwrap_limits: str | None = None
     """``cgroup`` or ``rlimit``: how bwrap would enforce the pids and memory limits."""
+    runsc_version: str | None = None
+    """gVisor's runsc on this host's PATH (None: not installed)."""
+    runsc_registered: bool | None = None
+    """Whether the engine has a usable ``runsc`` runtime (registered with the flags it needs)."""
+    runtime: str | None = None
+    """The runtime a restore under this policy would use here (docker backend)."""
     warnings: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
@@ -95,9 +102,39 @@ def require_gpu_allowed(policy: Policy, gpus: tuple[str, ...], toolkit: str | No
         raise SandboxError(problems[0], hint="omit --gpu to run on the CPU")
 
 
+def runsc_version(run: Any = subprocess.run) -> str | None:
+    """The installed runsc's version line, or None when there is none."""
+    path = shutil.which("runsc")
+    if path is None:
+        return None
+    try:
+        done = run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown version"
+
+
+def runtime_findings(policy: Policy, runtimes: dict[str, Any], installed: str | None) -> tuple[str, list[str], list[str]]:
+    """(runtime a restore would use, warnings, problems) for the policy's ``sandbox.runtime``."""
+    from gpenguard.runner.docker import runsc_problem
+
+    wanted = policy.sandbox.runtime
+    problem = runsc_problem(runtimes)
+    if problem is not None and installed is None:
+        problem = "runsc (gVisor) is not installed (apt-get install runsc)"
+    if wanted == "runc":
+        return "runc", [], []
+    if problem is None:
+        return "runsc", [], []
+    if wanted == "auto":
+        return "runc", [f"policy {policy.name!r} runs under gVisor where the host has it, but {problem}: runs use runc"], []
+    return "runsc", [], [f"policy {policy.name!r} requires runsc, but {problem}"]
+
+
 def check_docker(policy: Policy, image: str = DEFAULT_IMAGE, engine: Any = None, toolkit: str | None = None) -> SandboxReport:
     """Inspect the Docker engine and the sandbox image; never raises for what it finds."""
-    from gpenguard.runner.docker import client, resolve_image
+    from gpenguard.runner.docker import client, resolve_image, runsc_problem
 
     warnings: list[str] = []
     problems: list[str] = []
@@ -128,6 +165,10 @@ def check_docker(policy: Policy, image: str = DEFAULT_IMAGE, engine: Any = None,
     except SandboxError as exc:
         problems.append(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
     runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
+    installed = runsc_version()
+    runtime, runtime_warnings, runtime_problems = runtime_findings(policy, info.get("Runtimes") or {}, installed)
+    warnings += runtime_warnings
+    problems += runtime_problems
     gpu = gpu_problems(policy, toolkit)
     return SandboxReport(
         backend="docker",
@@ -141,6 +182,9 @@ def check_docker(policy: Policy, image: str = DEFAULT_IMAGE, engine: Any = None,
         cgroup_version=str(info.get("CgroupVersion") or "") or None,
         image=image,
         image_id=image_id,
+        runsc_version=installed,
+        runsc_registered=runsc_problem(info.get("Runtimes") or {}) is None,
+        runtime=runtime,
         nvidia_toolkit=toolkit,
         gpu_allowed=not gpu,
         gpu_refusals=tuple(gpu),

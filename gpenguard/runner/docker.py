@@ -2,6 +2,17 @@
 wait, and always remove.
 
 `container_kwargs` is pure so the exact hardening handed to the engine is tested as a value.
+
+Two OCI runtimes: ``runc`` (the engine's default: namespaces on the host kernel) and ``runsc``
+(gVisor: the job's system calls are served by a user-space kernel, so a kernel bug reachable
+from the job is no longer a host escape). runsc is registered with the engine in
+/etc/docker/daemon.json, with ``--network=none`` and the ptrace (or systrap) platform; see
+sandbox/README.md, and ``--oci-seccomp`` so the spec's seccomp profile applies inside gVisor
+too. gVisor's own threads count against the pids cgroup (with the ptrace platform, several host
+threads per task of the job), and when that cgroup is exhausted the whole sandbox dies instead
+of the job's fork failing. So under runsc the job's limit is RLIMIT_NPROC, which gVisor's own
+kernel enforces per sandbox (fork fails with EAGAIN), and the pids cgroup is a host-side
+backstop sized for gVisor: RUNSC_PIDS_PER_TASK per allowed task plus RUNSC_PIDS.
 """
 
 from __future__ import annotations
@@ -13,23 +24,49 @@ from pathlib import Path
 from typing import Any
 
 from gpenguard.errors import SandboxError, SandboxTimeout
-from gpenguard.runner.interface import EventSink, RunResult, finish, parse_event
-from gpenguard.runner.spec import HOST_IMAGE, SandboxSpec, check_binds_on_host, validate_spec
+from gpenguard.runner.interface import (
+    STDERR_CAP,
+    STDOUT_CAP,
+    EventSink,
+    JobOutput,
+    RunResult,
+    finish,
+    stdout_reader,
+)
+from gpenguard.runner.mounts import neutral_sources
+from gpenguard.runner.seccomp import for_gvisor
+from gpenguard.runner.spec import (
+    HOST_IMAGE,
+    MASKED_PATHS,
+    SandboxSpec,
+    check_binds_on_host,
+    validate_spec,
+)
 
 DEFAULT_IMAGE = "gpenguard-sandbox:latest"
-STDOUT_LIMIT = 4 * 2**20
-"""Bytes of worker stdout kept on the host; the rest is dropped (a chatty job cannot fill RAM)."""
+RUNTIMES = ("runc", "runsc")
+LOG_FILE_SIZE = f"{(STDOUT_CAP + STDERR_CAP) // 2**20}m"
+READ_GRACE_S = 60.0
+"""After the job ends, how long the host may take to read the rest of its (bounded) output."""
+RUNSC_PIDS = 128
+"""Host threads gVisor itself needs (sentry, gofer), whatever the job does."""
+RUNSC_PIDS_PER_TASK = 8
+"""Host threads per task of the job under gVisor (measured: about 6 with the ptrace platform)."""
 
 
-def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
-    """The docker SDK's `containers.create(**kwargs)` for this spec; nothing else is passed."""
+def container_kwargs(spec: SandboxSpec, runtime: str = "runc") -> dict[str, Any]:
+    """The docker SDK's `containers.create(**kwargs)` for this spec; nothing else is passed.
+
+    The engine also gets MASKED_PATHS (see `create_container`: the SDK has no option for it).
+    """
     from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
     security_opt = ["no-new-privileges:true"]
     if spec.seccomp is not None:
         # NOTE: through the API the profile travels as JSON text; a file path would be rejected
         # ("Decoding seccomp profile failed"), unlike with the docker CLI.
-        security_opt.append(f"seccomp={spec.seccomp}")
+        profile = for_gvisor(spec.seccomp) if runtime == "runsc" else spec.seccomp
+        security_opt.append(f"seccomp={profile}")
     kwargs: dict[str, Any] = {
         "image": spec.image,
         "command": list(spec.command),
@@ -47,7 +84,7 @@ def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
         "cap_drop": list(spec.cap_drop),
         "security_opt": security_opt,
         "privileged": False,
-        "pids_limit": spec.pids_limit,
+        "pids_limit": spec.pids_limit * RUNSC_PIDS_PER_TASK + RUNSC_PIDS if runtime == "runsc" else spec.pids_limit,
         "mem_limit": spec.memory_bytes,
         "memswap_limit": spec.memory_bytes,
         "nano_cpus": spec.nano_cpus,
@@ -60,13 +97,73 @@ def container_kwargs(spec: SandboxSpec) -> dict[str, Any]:
         "init": spec.init,
         "stdin_open": False,
         "tty": False,
-        "log_config": LogConfig(type="json-file", config={"max-size": "16m", "max-file": "1"}),
+        # The engine's copy of the output on disk: one file, rotated only past the stdout budget,
+        # so a host reader that lags behind still counts every byte up to the budget.
+        "log_config": LogConfig(type="json-file", config={"max-size": LOG_FILE_SIZE, "max-file": "1"}),
+        "runtime": runtime,
     }
     if spec.fsize_bytes is not None:  # the results file cannot grow past its budget
         kwargs["ulimits"].append(Ulimit(name="fsize", soft=spec.fsize_bytes, hard=spec.fsize_bytes))
+    if runtime == "runsc":
+        # Under runc RLIMIT_NPROC would count the uid's processes host-wide; gVisor counts its own.
+        kwargs["ulimits"].append(Ulimit(name="nproc", soft=spec.pids_limit, hard=spec.pids_limit))
     if spec.gpus:
         kwargs["device_requests"] = [DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
     return kwargs
+
+
+def create_container(engine: Any, kwargs: dict[str, Any]) -> Any:
+    """`engine.containers.create(**kwargs)`, plus the masked paths the SDK cannot express.
+
+    Docker masks /proc/kcore and friends by default; given MaskedPaths it uses that list
+    instead, so gpenguard's list (runner/spec.py) is Docker's plus /sys/kernel/vmcoreinfo.
+    """
+    # NOTE: docker-py builds HostConfig in this (private) helper and has no `masked_paths`
+    # argument; the dict it returns is what the API receives, so the field is added there.
+    from docker.models.containers import _create_container_args
+
+    create = _create_container_args({**kwargs, "version": engine.api._version})
+    create["host_config"]["MaskedPaths"] = list(MASKED_PATHS)
+    made = engine.api.create_container(**create)
+    return engine.containers.get(made["Id"])
+
+
+RUNSC_REQUIRED_ARGS = ("--network=none", "--oci-seccomp")
+"""runsc flags the engine must pass: no gVisor network stack, and the spec's seccomp profile
+applied inside gVisor too (without it runsc ignores the profile)."""
+
+
+def runsc_problem(runtimes: dict[str, Any]) -> str | None:
+    """Why the engine's ``runsc`` runtime cannot be used (None: it can)."""
+    entry = runtimes.get("runsc")
+    if entry is None:
+        return "the gVisor runtime (runsc) is not registered with the Docker engine"
+    args = (entry or {}).get("runtimeArgs") or []
+    missing = [flag for flag in RUNSC_REQUIRED_ARGS if flag not in args]
+    if missing:
+        return f"the engine's runsc runtime lacks {' and '.join(missing)} in its runtimeArgs"
+    return None
+
+
+def resolve_runtime(engine: Any, wanted: str, *, gpus: bool = False) -> str:
+    """``runc``, ``runsc``, or ``auto`` -> the runtime to use on this engine.
+
+    ``auto`` is runsc when the engine has it registered with the flags it needs, and no GPU is
+    asked for (this runsc cannot pass GPUs through); runc otherwise. An explicit ``runsc`` that
+    cannot be used is an error, never a silent runc run.
+    """
+    if wanted not in (*RUNTIMES, "auto"):
+        raise SandboxError(f"unknown container runtime {wanted!r}; use runc, runsc or auto")
+    if wanted == "runc":
+        return wanted
+    problem = runsc_problem(engine.info().get("Runtimes") or {})
+    if wanted == "auto":
+        return "runsc" if problem is None and not gpus else "runc"
+    if gpus:
+        raise SandboxError("the runsc runtime cannot pass GPUs through here", hint="use --runtime runc for GPU runs")
+    if problem is not None:
+        raise SandboxError(problem, hint="install and register runsc as sandbox/README.md shows, then reload dockerd")
+    return wanted
 
 
 def client(timeout: float = 60.0) -> Any:
@@ -105,8 +202,11 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, engine: Any | None = None) -> None:
+    def __init__(self, engine: Any | None = None, runtime: str = "runc") -> None:
+        if runtime not in RUNTIMES:
+            raise SandboxError(f"unknown container runtime {runtime!r}; use runc or runsc")
         self._engine = engine
+        self.runtime = runtime
 
     @property
     def engine(self) -> Any:
@@ -122,24 +222,28 @@ class DockerBackend:
         return remapped_owner(user, _read("/etc/docker/daemon.json"), _read("/etc/subuid"), _read("/etc/subgid"))
 
     def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
-        import docker.errors
-        import requests.exceptions
-
         validate_spec(spec)
         if spec.image == HOST_IMAGE:
             raise SandboxError("the docker backend needs an image id (sha256:...), not the bwrap host root")
         check_binds_on_host(spec)
+        with neutral_sources(spec) as staged:
+            return self._run(staged, on_event)
+
+    def _run(self, spec: SandboxSpec, on_event: EventSink | None) -> RunResult:
+        import docker.errors
+        import requests.exceptions
+
         try:
-            container = self.engine.containers.create(**container_kwargs(spec))
+            container = create_container(self.engine, container_kwargs(spec, self.runtime))
         except docker.errors.ImageNotFound as exc:
             raise SandboxError(f"sandbox image {spec.image} is not on this host", hint="run sandbox/build.sh") from exc
         except docker.errors.APIError as exc:
             raise SandboxError(f"the Docker engine refused the sandbox container: {exc.explanation}") from exc
         started = time.monotonic()
-        stdout = _Collector(on_event)
+        stdout = stdout_reader(on_event)
         try:
             container.start()
-            reader = threading.Thread(target=stdout.follow, args=(container,), daemon=True)
+            reader = threading.Thread(target=_follow, args=(container, stdout), daemon=True)
             reader.start()
             try:
                 status = container.wait(timeout=spec.timeout_s)
@@ -149,7 +253,10 @@ class DockerBackend:
                     f"the sandboxed job ran past its {spec.timeout_s:g} s limit and was killed"
                 ) from exc
             duration = time.monotonic() - started
-            reader.join(timeout=10)
+            reader.join(timeout=READ_GRACE_S)
+            if reader.is_alive():
+                _kill(container)
+                raise SandboxError("the job's output could not be read to its end; the job was killed")
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             code = int(status.get("StatusCode", -1))
@@ -158,6 +265,8 @@ class DockerBackend:
             raise SandboxError(f"the Docker engine failed while running the sandbox: {exc.explanation}") from exc
         finally:
             _remove(container)
+        if stdout.overflow is not None:
+            raise SandboxError(stdout.overflow, hint=stderr[-2000:] or None)
         return finish(
             self.name, spec, code=code, oom=oom, stderr=stderr, events=tuple(stdout.events),
             stdout=stdout.text(), duration_s=duration,
@@ -195,43 +304,16 @@ def _read(path: str) -> str:
         return ""
 
 
-class _Collector:
-    """Reads the container's stdout as it comes, splitting out the worker's JSON events."""
-
-    def __init__(self, on_event: EventSink | None) -> None:
-        self.on_event = on_event
-        self.events: list[dict[str, Any]] = []
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._partial = b""
-
-    def follow(self, container: Any) -> None:
-        try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
-                self.feed(chunk)
-        except Exception:  # the container going away ends the stream; wait() says why
-            pass
-        if self._partial:
-            self._line(self._partial)
-
-    def feed(self, chunk: bytes) -> None:
-        if self._size < STDOUT_LIMIT:
-            self._chunks.append(chunk)
-            self._size += len(chunk)
-        data = self._partial + chunk
-        *lines, self._partial = data.split(b"\n")
-        for line in lines:
-            self._line(line)
-
-    def _line(self, line: bytes) -> None:
-        event = parse_event(line.decode("utf-8", "replace"))
-        if event is not None:
-            self.events.append(dict(event))
-            if self.on_event is not None:
-                self.on_event(event)
-
-    def text(self) -> str:
-        return b"".join(self._chunks).decode("utf-8", "replace")
+def _follow(container: Any, stream: JobOutput) -> None:
+    """Read the container's stdout as it comes, within the stream's budget; past it, kill."""
+    try:
+        for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
+            if not stream.feed(chunk):
+                _kill(container)
+                break
+    except Exception:  # the container going away ends the stream; wait() says why
+        pass
+    stream.close()
 
 
 def _kill(container: Any) -> None:

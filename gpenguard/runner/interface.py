@@ -23,6 +23,16 @@ EventSink = Callable[[Event], None]
 
 LOG_TAIL_LINES = 40
 
+STDOUT_KEEP = 4 * 2**20
+"""Bytes of the job's stdout kept as text in the result; the rest is still parsed for events."""
+STDOUT_CAP = 64 * 2**20
+"""Bytes of stdout a job may write at all; past this it is killed (the worker writes ~200 per image)."""
+LINE_CAP = 2**20
+"""The longest stdout line the host holds while waiting for its newline."""
+STDERR_CAP = 16 * 2**20
+"""Bytes of stderr a job may write; the host keeps only the last STDERR_KEEP of them."""
+STDERR_KEEP = 64 * 2**10
+
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -50,6 +60,82 @@ class Backend(Protocol):
     def run(self, spec: SandboxSpec, *, on_event: EventSink | None = None) -> RunResult:
         """Run to completion; raise SandboxTimeout / SandboxOOM / SandboxError on failure."""
         ...
+
+
+class JobOutput:
+    """One output stream of the job, read with a byte budget so a job cannot grow the host.
+
+    `feed` takes raw chunks as they arrive and returns False once the stream is over its budget
+    (in total, or one line longer than LINE_CAP); the backend then kills the job and `finish`
+    reports why. Only bounded state is kept: the first `keep` bytes (or, with `tail`, the last),
+    and the current partial line.
+    """
+
+    def __init__(self, name: str, *, cap: int, keep: int, tail: bool = False, on_event: EventSink | None = None) -> None:
+        self.name = name
+        self.cap = cap
+        self.keep = keep
+        self.keep_tail = tail
+        self.on_event = on_event
+        self.events: list[dict[str, Any]] = []
+        self.size = 0
+        self.overflow: str | None = None
+        self._kept = bytearray()
+        self._partial = bytearray()
+
+    def feed(self, chunk: bytes) -> bool:
+        if self.overflow is not None:
+            return False
+        self.size += len(chunk)
+        if self.size > self.cap:
+            self.overflow = f"the sandboxed job wrote more than {self.cap // 2**20} MiB to {self.name} and was killed"
+            return False
+        if self.keep_tail:
+            self._kept += chunk
+            del self._kept[: max(0, len(self._kept) - self.keep)]
+        elif len(self._kept) < self.keep:
+            self._kept += chunk[: self.keep - len(self._kept)]
+        if self.on_event is None and self.keep_tail:
+            return True  # stderr: no events, no lines to hold
+        if b"\n" in chunk:
+            *lines, rest = (bytes(self._partial) + chunk).split(b"\n")
+            for line in lines:
+                self._line(line)
+            self._partial = bytearray(rest)
+        else:
+            self._partial += chunk
+        if len(self._partial) > LINE_CAP:
+            self.overflow = (
+                f"the sandboxed job wrote a line of more than {LINE_CAP // 2**20} MiB to {self.name} and was killed"
+            )
+            return False
+        return True
+
+    def close(self) -> None:
+        """End of stream: a last line without a newline is still an event."""
+        if self._partial and self.overflow is None:
+            self._line(bytes(self._partial))
+        self._partial = bytearray()
+
+    def _line(self, line: bytes) -> None:
+        event = parse_event(line.decode("utf-8", "replace"))
+        if event is not None:
+            self.events.append(dict(event))
+            if self.on_event is not None:
+                self.on_event(event)
+
+    def text(self) -> str:
+        return bytes(self._kept).decode("utf-8", "replace")
+
+
+def stdout_reader(on_event: EventSink | None) -> JobOutput:
+    """The job's stdout: events parsed, the first STDOUT_KEEP bytes kept, STDOUT_CAP in all."""
+    return JobOutput("stdout", cap=STDOUT_CAP, keep=STDOUT_KEEP, on_event=on_event)
+
+
+def stderr_reader() -> JobOutput:
+    """The job's stderr: only its last STDERR_KEEP bytes kept, STDERR_CAP in all."""
+    return JobOutput("stderr", cap=STDERR_CAP, keep=STDERR_KEEP, tail=True)
 
 
 def parse_event(line: str) -> Event | None:

@@ -31,6 +31,23 @@ _COMPARE = {
 }
 
 
+def for_gvisor(profile_json: str) -> str:
+    """The profile as gVisor (runsc ``--oci-seccomp``) must get it: clone3 allowed.
+
+    gVisor ignores a rule's ``errnoRet`` and answers EPERM, so the ENOSYS rule that sends libc
+    back to the filterable clone would make every pthread_create fail (torch then runs on one
+    thread, OpenBLAS complains). gVisor's own kernel answers clone3 with ENOSYS itself, and any
+    namespace it ever made would be gVisor's, not the host's.
+    """
+    profile = json.loads(profile_json)
+    for rule in profile.get("syscalls", []):
+        if rule.get("names") == ["clone3"]:
+            rule["action"] = "SCMP_ACT_ALLOW"
+            rule.pop("errnoRet", None)
+            rule["comment"] = "gVisor answers ENOSYS itself (it ignores errnoRet)"
+    return json.dumps(profile)
+
+
 def load_profile() -> str:
     """The shipped profile as JSON text (what Docker's API wants in `security_opt`)."""
     return resources.files("gpenguard").joinpath("data/seccomp.json").read_text(encoding="utf-8")

@@ -67,6 +67,27 @@ def input_leaf(index: int, source: str) -> str:
 
 TMPFS_OPTIONS = "rw,noexec,nosuid,nodev"
 
+# What a job never needs from /proc and /sys: Docker's default masked and read-only paths,
+# plus /sys/kernel/vmcoreinfo (the kernel's crash-dump note address, a KASLR hint) that
+# Docker leaves readable. The docker backend hands MASKED_PATHS to the engine (which then
+# uses it instead of its own list); bwrap masks the /proc entries of both lists (it has no /sys).
+MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/sys/kernel/vmcoreinfo",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+"""Docker keeps these read-only (its default); bwrap hides them."""
+
 
 @dataclass(frozen=True, slots=True)
 class Bind:

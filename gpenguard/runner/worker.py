@@ -20,6 +20,7 @@ import errno
 import hashlib
 import io
 import json
+import os
 import sys
 import tarfile
 import time
@@ -232,6 +233,10 @@ def build_restorer(job: WorkerJob, weights: Mapping[str, Mapping[str, Any]]) -> 
 
     from gpenguard.restore import Restorer
 
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        # NOTE: under gVisor torch counts one CPU whatever OMP_NUM_THREADS says; set it outright.
+        torch.set_num_threads(int(threads))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(job.dtype)
     if dtype is None:
         raise SandboxError(f"unsupported dtype {job.dtype!r}")

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import threading
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROBES = Path(__file__).with_name("probes.py").read_text(encoding="utf-8")
 
@@ -31,7 +33,33 @@ EXPECTED_PROBES = (
     "docker_socket",
     "exec_from_tmp",
     "capabilities",
+    "host_environment",
+    "mountinfo_host_paths",
+    "masked_proc_files",
+    "masked_dirs",
+    "vmcoreinfo",
+    "write_dev",
+    "shm_over_its_size",
 )
+
+ENV_MARKER = "GPENGUARD_BATTERY_SECRET"
+"""Set in the host process's environment while a battery runs; no process in the sandbox may see it."""
+
+
+def hidden(*texts: str) -> list[str]:
+    """Host-only strings for the probes, reversed so the job's own argv does not contain them."""
+    return [text[::-1] for text in texts]
+
+
+@contextmanager
+def secret_environment() -> Iterator[str]:
+    """A marker variable in this process's environment, as a caller's secret would be."""
+    value = f"host-env-secret-{uuid.uuid4().hex}"
+    os.environ[ENV_MARKER] = value
+    try:
+        yield value
+    finally:
+        os.environ.pop(ENV_MARKER, None)
 
 
 @dataclass
@@ -183,3 +211,54 @@ MEMORY_BOMB = (
 
 SLEEPER = "import time\nprint('{\"event\": \"sleeping\"}', flush=True)\ntime.sleep(600)\n"
 
+
+
+def bwrap_battery(root: Path, bwrap: str) -> dict[str, Any]:
+    """Run every probe under the bwrap backend with the battery policy; the host-side record.
+
+    Shared by the in-process battery and the one run by an unprivileged caller (``__main__``).
+    """
+    import time
+
+    from gpenguard.policy import Policy, SandboxPolicy
+    from gpenguard.runner.bwrap import BwrapBackend
+    from gpenguard.runner.seccomp import load_profile
+    from gpenguard.runner.spec import HOST_IMAGE, Job, build_spec
+
+    policy = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
+    weights, out, secret = job_files(root)
+    helper = root / "inputs" / "suid-id"
+    helper.parent.mkdir()
+    shutil.copy("/usr/bin/id", helper)
+    helper.chmod(0o4755)
+    before = tree(root)
+    with listeners(host_addresses()) as listening, secret_environment() as marker:
+        args = {
+            "listeners": [[lst.host, lst.port] for lst in listening if lst.port],
+            "abstract": next(lst.host[1:] for lst in listening if lst.host.startswith("@")),
+            "weights": "/weights/gpen.safetensors",
+            "secret": str(secret),
+            "output": "/out",
+            "setuid_helper": "/in/0000-suid-id",
+            "hidden_reversed": hidden(marker, str(weights.parent), str(helper.parent)),
+            "shm_bytes": 64 * 2**20,
+        }
+        job = Job(
+            image=HOST_IMAGE,
+            command=("python", "-c", PROBES, json.dumps(args)),
+            weights=(str(weights),),
+            inputs=(str(helper),),
+            output_dir=str(out),
+        )
+        result = BwrapBackend(bwrap=bwrap).run(build_spec(policy, job, seccomp_profile=load_profile()))
+        time.sleep(0.2)
+        accepted = {lst.host: list(lst.accepted) for lst in listening}
+    return {"results": probe_results(result.stdout), "accepted": accepted, "before": before,
+            "after": tree(root), "root": str(root)}  # fmt: skip
+
+
+if __name__ == "__main__":
+    # python -m tests.runner.battery BWRAP ROOT: the bwrap battery, as whoever runs this.
+    import sys
+
+    print(json.dumps(bwrap_battery(Path(sys.argv[2]), sys.argv[1])))

@@ -1,4 +1,4 @@
-# ruff: noqa: PTH101, PTH110, PTH116, PTH118, PTH123  (stdlib-only payload; os calls mirror the syscalls probed)
+# ruff: noqa: PTH101, PTH108, PTH110, PTH116, PTH118, PTH123, PTH208  (stdlib-only payload; os calls mirror the syscalls probed)
 """Escape attempts run INSIDE the sandbox; each reports whether it got through.
 
 This file is sent into the sandbox as `python -c <source> <json args>`; it imports only the
@@ -167,6 +167,99 @@ def _caps():
         fields = dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
     eff, bnd = int(fields["CapEff"], 16), int(fields["CapBnd"], 16)
     return eff != 0 or bnd != 0 or os.geteuid() == 0, f"CapEff={eff:x} CapBnd={bnd:x} euid={os.geteuid()}"
+
+
+def _hidden():
+    # The host's secrets (its environment marker, host paths) travel reversed, so this job's
+    # own command line does not contain them.
+    return [text[::-1] for text in ARGS.get("hidden_reversed", [])]
+
+
+@probe("host_environment")
+def _host_environment():
+    # Every process the job can see (bwrap's init is pid 1 under bwrap), and the job itself.
+    found = []
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()] + ["self"]:
+        for name in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{pid}/{name}", "rb") as handle:
+                    data = handle.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            found += [f"/proc/{pid}/{name}: {text}" for text in _hidden() if text in data]
+    found += [f"os.environ: {text}" for text in _hidden() if text in "\0".join(f"{k}={v}" for k, v in os.environ.items())]
+    return bool(found), "; ".join(found) or "no host marker in any environ or cmdline"
+
+
+@probe("mountinfo_host_paths")
+def _mountinfo():
+    with open("/proc/self/mountinfo") as handle:
+        text = handle.read()
+    leaked = [path for path in _hidden() if path.startswith("/") and path in text]
+    return bool(leaked), f"mountinfo names {leaked}" if leaked else "no job file's host folder in mountinfo"
+
+
+@probe("masked_proc_files")
+def _masked_proc_files():
+    readable = []
+    for path in ("/proc/timer_list", "/proc/keys", "/proc/kcore", "/proc/sched_debug", "/proc/latency_stats",
+                 "/proc/timer_stats"):
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+        except OSError:
+            continue
+        if head:
+            readable.append(path)
+    return bool(readable), f"readable: {readable}" if readable else "all masked or absent"
+
+
+@probe("masked_dirs")
+def _masked_dirs():
+    listed = []
+    for path in ("/proc/acpi", "/proc/scsi", "/proc/asound", "/sys/firmware"):
+        try:
+            entries = os.listdir(path)
+        except OSError:
+            continue
+        if entries:
+            listed.append(f"{path}: {entries[:3]}")
+    return bool(listed), "; ".join(listed) or "all empty or absent"
+
+
+@probe("vmcoreinfo")
+def _vmcoreinfo():
+    with open("/sys/kernel/vmcoreinfo") as handle:
+        text = handle.read().strip()
+    return bool(text), text or "empty"
+
+
+@probe("write_dev")
+def _write_dev():
+    with open("/dev/gpenguard-escape", "w") as handle:
+        handle.write("escaped")
+    return True, "created a file in /dev"
+
+
+@probe("shm_over_its_size")
+def _shm():
+    # Past the spec's /dev/shm size a write must fail (ENOSPC); tmpfs pages are not counted by
+    # RLIMIT_AS, so without a size an unprivileged bwrap caller's job holds host memory.
+    cap = int(ARGS.get("shm_bytes", 64 << 20))
+    path = "/dev/shm/gpenguard-fill"
+    written = 0
+    try:
+        with open(path, "wb") as handle:
+            block = b"\x01" * (1 << 20)
+            while written <= cap:
+                handle.write(block)
+                written += len(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True, f"wrote {written >> 20} MiB to /dev/shm (cap {cap >> 20} MiB)"
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 @probe("output_is_writable")

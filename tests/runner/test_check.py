@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from gpenguard.cli import app
 from gpenguard.errors import SandboxError
-from gpenguard.policy import Policy, SandboxPolicy
+from gpenguard.policy import Policy, SandboxPolicy, load_policy
 from gpenguard.runner.check import (
     check_docker,
     gpu_problems,
@@ -122,3 +122,87 @@ def test_check_without_an_engine_says_why_gpu_runs_are_refused(monkeypatch: pyte
     assert "cannot reach the Docker engine" in result.output
     assert "refused: the Docker engine is not reachable" in result.output
     assert "backend has no GPU support" not in result.output
+
+
+# --- the gVisor tier: runsc installed, registered with the flags it needs, chosen by policy ---
+
+GOOD_RUNSC = {"runc": {"path": "runc"}, "runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none", "--oci-seccomp"]}}
+
+
+class _Engine:
+    def __init__(self, runtimes: dict[str, Any]) -> None:
+        self.runtimes = runtimes
+
+    def info(self) -> dict[str, Any]:
+        return {"Runtimes": self.runtimes}
+
+
+def test_runsc_must_be_registered_with_no_network_and_the_seccomp_profile() -> None:
+    from gpenguard.runner.docker import runsc_problem
+
+    assert runsc_problem(GOOD_RUNSC) is None
+    assert runsc_problem({"runc": {}}) == "the gVisor runtime (runsc) is not registered with the Docker engine"
+    bare = {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace"]}}
+    assert runsc_problem(bare) == "the engine's runsc runtime lacks --network=none and --oci-seccomp in its runtimeArgs"
+
+
+@pytest.mark.parametrize(
+    ("wanted", "runtimes", "gpus", "expected"),
+    [
+        ("runc", GOOD_RUNSC, False, "runc"),
+        ("runsc", GOOD_RUNSC, False, "runsc"),
+        ("auto", GOOD_RUNSC, False, "runsc"),
+        ("auto", {"runc": {}}, False, "runc"),
+        ("auto", GOOD_RUNSC, True, "runc"),
+        ("auto", {"runsc": {"path": "runsc"}}, False, "runc"),
+    ],
+)
+def test_runtime_resolution(wanted: str, runtimes: dict[str, Any], gpus: bool, expected: str) -> None:
+    from gpenguard.runner.docker import resolve_runtime
+
+    assert resolve_runtime(_Engine(runtimes), wanted, gpus=gpus) == expected
+
+
+@pytest.mark.parametrize(
+    ("runtimes", "gpus", "message"),
+    [
+        ({"runc": {}}, False, "is not registered with the Docker engine"),
+        ({"runsc": {"path": "runsc", "runtimeArgs": ["--network=none"]}}, False, "lacks --oci-seccomp"),
+        (GOOD_RUNSC, True, "cannot pass GPUs"),
+    ],
+)
+def test_explicit_runsc_never_falls_back_to_runc(runtimes: dict[str, Any], gpus: bool, message: str) -> None:
+    from gpenguard.runner.docker import resolve_runtime
+
+    with pytest.raises(SandboxError, match=message):
+        resolve_runtime(_Engine(runtimes), "runsc", gpus=gpus)
+
+
+def test_strict_policy_asks_for_runsc_where_the_host_has_it() -> None:
+    from gpenguard.runner.check import runtime_findings
+
+    strict = load_policy("strict")
+    assert strict.sandbox.runtime == "auto"
+    assert runtime_findings(strict, GOOD_RUNSC, "runsc version x") == ("runsc", [], [])
+    runtime, warnings, problems = runtime_findings(strict, {"runc": {}}, None)
+    assert (runtime, problems) == ("runc", [])
+    assert warnings == [
+        "policy 'strict' runs under gVisor where the host has it, but runsc (gVisor) is not installed "
+        "(apt-get install runsc): runs use runc"
+    ]
+    required = dataclasses.replace(strict, sandbox=dataclasses.replace(strict.sandbox, runtime="runsc"))
+    assert runtime_findings(required, {"runc": {}}, "runsc version x")[2] == [
+        "policy 'strict' requires runsc, but the gVisor runtime (runsc) is not registered with the Docker engine"
+    ]
+    assert runtime_findings(load_policy("default"), {"runc": {}}, None) == ("runc", [], [])
+
+
+@pytest.mark.docker
+def test_check_reports_runsc_on_this_engine(docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
+    """Where runsc is registered (CI), `sandbox check` says so and strict picks it."""
+    if docker_runtime != "runsc":
+        pytest.skip("covered by the runsc parameter")
+    report = check_docker(load_policy("strict"), sandbox_image)
+    assert report.runsc_version is not None and report.runsc_version.startswith("runsc version")
+    assert report.runsc_registered is True
+    assert report.runtime == "runsc"

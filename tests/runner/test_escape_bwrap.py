@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,12 @@ from gpenguard.runner.bwrap import BwrapBackend, HostRuntime, bwrap_argv
 from gpenguard.runner.seccomp import load_profile
 from gpenguard.runner.spec import HOST_IMAGE, Bind, Job, SandboxSpec, build_spec
 from tests.runner import battery
+
+REPO = Path(__file__).resolve().parents[2]
+UNPRIVILEGED_UID = 54321
+"""A uid with no account: the unprivileged caller when the tests run as root."""
+PLAIN_PYTHON = "/usr/bin/python3"
+"""The distribution's Python (the probes need only the standard library)."""
 
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
 
@@ -39,6 +47,8 @@ def test_bwrap_argv_is_exactly_the_hardening() -> None:
         ro_paths=("/opt/py", "/usr"),
         symlinks=(("usr/bin", "/bin"),),
         gpenguard_package="/src/gpenguard",
+        masked_files=("/proc/kcore",),
+        masked_dirs=("/proc/acpi",),
     )
     spec = SandboxSpec(
         image=HOST_IMAGE,
@@ -56,11 +66,22 @@ def test_bwrap_argv_is_exactly_the_hardening() -> None:
     assert bwrap_argv(spec, runtime, seccomp_fd=7) == [
         "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
         "--hostname", "gpenguard-sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--clearenv",
+        "--clearenv", "--proc", "/proc",
+        "--dev-bind", "/dev/null", "/proc/kcore", "--dev-bind", "/dev/null", "/proc/1/cmdline",
+        "--dev-bind", "/dev/null", "/proc/1/environ", "--tmpfs", "/proc/acpi", "--remount-ro", "/proc/acpi",
+        "--tmpfs", "/proc/sys", "--remount-ro", "/proc/sys",
+        "--perms", "0755", "--size", "65536", "--tmpfs", "/dev",
+        "--dev-bind", "/dev/null", "/dev/null", "--dev-bind", "/dev/zero", "/dev/zero",
+        "--dev-bind", "/dev/full", "/dev/full", "--dev-bind", "/dev/random", "/dev/random",
+        "--dev-bind", "/dev/urandom", "/dev/urandom",
+        "--symlink", "/proc/self/fd/0", "/dev/stdin", "--symlink", "/proc/self/fd/1", "/dev/stdout",
+        "--symlink", "/proc/self/fd/2", "/dev/stderr", "--symlink", "/proc/self/fd", "/dev/fd",
+        "--dir", "/dev/shm", "--remount-ro", "/dev",
+        "--perms", "1777", "--size", str(64 * 2**20), "--tmpfs", "/dev/shm",
+        "--perms", "1777", "--size", "1024", "--tmpfs", "/tmp",
+        # after /tmp: a Python installed under /tmp stays visible
         "--ro-bind", "/opt/py", "/opt/py", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
         "--ro-bind", "/src/gpenguard", "/opt/gpenguard-src/gpenguard",
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/proc/sys", "--remount-ro", "/proc/sys",
-        "--perms", "1777", "--size", "1024", "--tmpfs", "/tmp",
         "--ro-bind", "/s/w.safetensors", "/weights/w.safetensors", "--bind", "/o", "/out",
         "--remount-ro", "/",
         "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
@@ -72,26 +93,34 @@ def test_bwrap_argv_is_exactly_the_hardening() -> None:
 
 @pytest.fixture(scope="module")
 def battery_run(tmp_path_factory: pytest.TempPathFactory, bwrap_available: str) -> dict[str, Any]:
-    tmp_path = tmp_path_factory.mktemp("battery-bwrap")
-    weights, out, secret = battery.job_files(tmp_path)
-    helper = tmp_path / "suid-id"
-    shutil.copy("/usr/bin/id", helper)
-    helper.chmod(0o4755)
-    before = battery.tree(tmp_path)
-    with battery.listeners(battery.host_addresses()) as listening:
-        args = {
-            "listeners": [[lst.host, lst.port] for lst in listening if lst.port],
-            "abstract": next(lst.host[1:] for lst in listening if lst.host.startswith("@")),
-            "weights": "/weights/gpen.safetensors",
-            "secret": str(secret),
-            "output": "/out",
-            "setuid_helper": "/in/0000-suid-id",
-        }
-        result = BwrapBackend(bwrap=bwrap_available).run(_spec(battery.PROBES, args, weights, out, inputs=(str(helper),)))
-        time.sleep(0.2)
-        accepted = {lst.host: list(lst.accepted) for lst in listening}
-    return {"results": battery.probe_results(result.stdout), "accepted": accepted, "before": before,
-            "after": battery.tree(tmp_path), "root": tmp_path}  # fmt: skip
+    return battery.bwrap_battery(tmp_path_factory.mktemp("battery-bwrap"), bwrap_available)
+
+
+@pytest.fixture(scope="module")
+def unprivileged_battery_run(bwrap_available: str) -> dict[str, Any]:
+    """The same battery run by an unprivileged caller: rlimits instead of a cgroup, no host root.
+
+    When the tests run as root, a throwaway uid runs it (setpriv, the Debian python); as any
+    other user, the caller itself does.
+    """
+    uid = UNPRIVILEGED_UID if os.geteuid() == 0 else os.geteuid()
+    root = Path(tempfile.mkdtemp(prefix="gpenguard-battery-unpriv-"))
+    try:
+        os.chown(root, uid, uid)
+        command = [PLAIN_PYTHON, "-m", "tests.runner.battery", bwrap_available, str(root)]
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("setpriv (util-linux) is needed to run the battery as an unprivileged user")
+            command = ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", *command]
+        done = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.bwrap
@@ -99,6 +128,17 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, bwrap_available: str) 
 def test_escape_attempt_fails(battery_run: dict[str, Any], attempt: str) -> None:
     result = battery_run["results"][attempt]
     assert result["escaped"] is False, f"{attempt} got through: {result['detail']}"
+    if attempt == "setuid_binary":  # the attempt was really made: a setuid-root binary ran
+        assert str(result["detail"]).startswith("euid after exec"), result["detail"]
+
+
+@pytest.mark.bwrap
+@pytest.mark.parametrize("attempt", [p for p in battery.EXPECTED_PROBES if p != "exec_from_tmp"])
+def test_escape_attempt_fails_for_an_unprivileged_caller(unprivileged_battery_run: dict[str, Any], attempt: str) -> None:
+    result = unprivileged_battery_run["results"][attempt]
+    assert result["escaped"] is False, f"{attempt} got through: {result['detail']}"
+    if attempt == "setuid_binary":  # the attempt was really made: a setuid-root binary ran
+        assert str(result["detail"]).startswith("euid after exec"), result["detail"]
 
 
 @pytest.mark.bwrap

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.docker
 USER = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
 """Who the container runs as: nobody when the tests run as root, else the caller (as restore does)."""
 OUT_OWNER = USER if os.geteuid() == 0 else None
+POLICY_SHM = 64 * 2**20
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=60.0))
 
 
@@ -46,12 +47,12 @@ def _leftover_containers(engine: Any) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, probe_image: str) -> dict[str, Any]:
+def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, probe_image: str, docker_runtime: str) -> dict[str, Any]:
     """One container runs every non-fatal probe; tests below assert one attempt each."""
     tmp_path = tmp_path_factory.mktemp("battery")
     weights, out, secret = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     before = battery.tree(tmp_path)
-    with battery.listeners(battery.host_addresses()) as listening:
+    with battery.listeners(battery.host_addresses()) as listening, battery.secret_environment() as marker:
         args = {
             "listeners": [[lst.host, lst.port] for lst in listening if lst.port],
             "abstract": next(lst.host[1:] for lst in listening if lst.host.startswith("@")),
@@ -59,8 +60,10 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, pr
             "secret": str(secret),
             "output": "/out",
             "setuid_helper": "/usr/local/bin/suid-id",
+            "hidden_reversed": battery.hidden(marker, str(weights.parent)),
+            "shm_bytes": POLICY_SHM,
         }
-        result = DockerBackend(docker_engine).run(_spec(probe_image, battery.PROBES, args, weights, out))
+        result = DockerBackend(docker_engine, docker_runtime).run(_spec(probe_image, battery.PROBES, args, weights, out))
         time.sleep(0.2)
         accepted = {lst.host: list(lst.accepted) for lst in listening}
     return {
@@ -77,6 +80,8 @@ def battery_run(tmp_path_factory: pytest.TempPathFactory, docker_engine: Any, pr
 def test_escape_attempt_fails(battery_run: dict[str, Any], attempt: str) -> None:
     result = battery_run["results"][attempt]
     assert result["escaped"] is False, f"{attempt} got through: {result['detail']}"
+    if attempt == "setuid_binary":  # the attempt was really made: a setuid-root binary ran
+        assert str(result["detail"]).startswith("euid after exec"), result["detail"]
 
 
 def test_positive_control_output_written(battery_run: dict[str, Any]) -> None:
@@ -95,36 +100,49 @@ def test_host_sees_nothing_written_outside_the_output(battery_run: dict[str, Any
     assert changed == {"out/probe-ok.txt"}
 
 
-def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     spec = _spec(sandbox_image, battery.fork_bomb_source(), {}, weights, out)
-    result = DockerBackend(docker_engine).run(spec)
+    result = DockerBackend(docker_engine, docker_runtime).run(spec)
     (event,) = [e for e in result.events if e["event"] == "forkbomb"]
     assert event["errno"] == 11  # EAGAIN from the pids cgroup
     assert 0 < event["forked"] < POLICY.sandbox.pids_limit
 
 
-def test_memory_bomb_is_killed_and_reported_as_oom(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_memory_bomb_is_killed_and_reported_as_oom(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     with pytest.raises(SandboxOOM, match="512 MiB memory limit"):
-        DockerBackend(docker_engine).run(_spec(sandbox_image, battery.MEMORY_BOMB, {}, weights, out))
+        DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, battery.MEMORY_BOMB, {}, weights, out))
     assert _leftover_containers(docker_engine) == []
 
 
-def test_timeout_kills_and_removes_the_container(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_timeout_kills_and_removes_the_container(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     policy = dataclasses.replace(POLICY, sandbox=dataclasses.replace(POLICY.sandbox, timeout_s=3.0))
     started = time.monotonic()
     with pytest.raises(SandboxTimeout, match="3 s limit"):
-        DockerBackend(docker_engine).run(_spec(sandbox_image, battery.SLEEPER, {}, weights, out, policy))
+        DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, battery.SLEEPER, {}, weights, out, policy))
     assert time.monotonic() - started < 20
     assert _leftover_containers(docker_engine) == []
 
 
-def test_failing_job_reports_the_log_tail(tmp_path: Path, docker_engine: Any, sandbox_image: str) -> None:
+def test_failing_job_reports_the_log_tail(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
     weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
     source = "import sys\nsys.stderr.write('worker could not go on\\n')\nsys.exit(3)\n"
     with pytest.raises(SandboxError, match="exited with status 3") as caught:
-        DockerBackend(docker_engine).run(_spec(sandbox_image, source, {}, weights, out))
+        DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, source, {}, weights, out))
     assert "worker could not go on" in (caught.value.hint or "")
     assert _leftover_containers(docker_engine) == []
+
+
+def test_the_job_can_start_threads(tmp_path: Path, docker_engine: Any, sandbox_image: str, docker_runtime: str) -> None:
+    """The seccomp profile must not break pthread_create: under gVisor, which ignores errnoRet,
+    clone3's ENOSYS rule used to become EPERM, and torch fell back to one thread."""
+    weights, out, _ = battery.job_files(tmp_path, out_owner=OUT_OWNER)
+    source = (
+        "import json, threading\n"
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "print(json.dumps({'event': 'threads', 'ok': True}))\n"
+    )
+    result = DockerBackend(docker_engine, docker_runtime).run(_spec(sandbox_image, source, {}, weights, out))
+    assert [e["event"] for e in result.events] == ["threads"]

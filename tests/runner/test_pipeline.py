@@ -146,3 +146,10 @@ def test_a_malformed_gpu_id_is_refused_before_the_gate(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"--gpu takes GPU indexes .* not 'garbage'"):
         restore(_request(tmp_path, backend="docker", gpus=("0", "garbage")))
     assert not (tmp_path / "store").exists()
+
+
+def test_runsc_with_bwrap_is_refused_before_the_gate(tmp_path: Path) -> None:
+    """bwrap has no container runtime: asking for gVisor there is a usage error, not a runc run."""
+    with pytest.raises(UsageError, match="runsc needs --backend docker"):
+        restore(_request(tmp_path, runtime="runsc"))
+    assert not (tmp_path / "store").exists()

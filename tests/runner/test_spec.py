@@ -12,7 +12,8 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from gpenguard.errors import PolicyError, SandboxError
 from gpenguard.policy import Policy, SandboxPolicy
-from gpenguard.runner.docker import container_kwargs
+from gpenguard.runner.docker import RUNSC_PIDS, RUNSC_PIDS_PER_TASK, container_kwargs
+from gpenguard.runner.seccomp import load_profile
 from gpenguard.runner.spec import (
     Bind,
     Job,
@@ -117,8 +118,31 @@ def test_docker_kwargs_are_exactly_the_hardening() -> None:
         "init": True,
         "stdin_open": False,
         "tty": False,
-        "log_config": LogConfig(type="json-file", config={"max-size": "16m", "max-file": "1"}),
+        "log_config": LogConfig(type="json-file", config={"max-size": "80m", "max-file": "1"}),
+        "runtime": "runc",
         "device_requests": [DeviceRequest(device_ids=["1"], capabilities=[["gpu"]])],
+    }
+
+
+def test_runsc_limits_the_job_inside_gvisor_and_gives_gvisor_room() -> None:
+    """Under gVisor the pids cgroup also counts the sentry's, gofer's and ptrace stubs' threads;
+    the job's own limit is RLIMIT_NPROC, which gVisor's kernel enforces."""
+    kwargs = container_kwargs(GOLDEN_SPEC, runtime="runsc")
+    assert kwargs["runtime"] == "runsc"
+    assert kwargs["pids_limit"] == GOLDEN_SPEC.pids_limit * RUNSC_PIDS_PER_TASK + RUNSC_PIDS
+    assert kwargs["ulimits"][-1] == Ulimit(name="nproc", soft=128, hard=128)
+    # gVisor ignores errnoRet: clone3 is left to gVisor (ENOSYS), or no thread could start.
+    real = load_profile()
+    gvisor = container_kwargs(dataclasses.replace(GOLDEN_SPEC, seccomp=real), runtime="runsc")
+    (seccomp,) = [opt.split("=", 1)[1] for opt in gvisor["security_opt"] if opt.startswith("seccomp=")]
+    (clone3,) = [rule for rule in json.loads(seccomp)["syscalls"] if rule["names"] == ["clone3"]]
+    assert clone3["action"] == "SCMP_ACT_ALLOW"
+    others = [rule for rule in json.loads(seccomp)["syscalls"] if rule["names"] != ["clone3"]]
+    assert others == [rule for rule in json.loads(real)["syscalls"] if rule["names"] != ["clone3"]]
+    assert json.loads(seccomp)["defaultAction"] == "SCMP_ACT_ERRNO"
+    changed = {"runtime", "pids_limit", "ulimits", "security_opt"}
+    assert {k: v for k, v in kwargs.items() if k not in changed} == {
+        k: v for k, v in container_kwargs(GOLDEN_SPEC).items() if k not in changed
     }
 
 
