@@ -205,9 +205,9 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     ),
     (
         "GG215",
-        "zip-layout-ambiguous",
+        "archive-layout-ambiguous",
         _H,
-        "The zip structures do not account for every byte exactly once (gaps, overlaps, prepended or trailing bytes, entries beyond the declared count, a second end record, a directory torch refuses): zip readers can list different members.",
+        "The archive structures do not account for every byte exactly once (zip: gaps, overlaps, prepended or trailing bytes, entries beyond the declared count, a second end record, a directory torch refuses; tar: bytes after the header where tarfile stops): readers can list different members.",
     ),
     (
         "GG216",
