@@ -60,7 +60,9 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
         roots = {m.info.raw_name.split(b"/", 1)[0] for m in entries}
         if len(roots) > 1:
             shown = sorted(r.decode("utf-8", "replace") for r in roots)
-            ctx.add("GG211", f"members under {len(roots)} top-level folders: {', '.join(shown[:5])}")
+            ctx.add(
+                "GG211", f"members under {len(roots)} top-level folders: {', '.join(shown[:5])}"
+            )
         prefix = (root_raw + b"/data/").lower()
         for m in entries:
             if m.info.key.startswith(prefix) and len(m.info.key) > len(prefix):
@@ -93,9 +95,7 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
             if m.info.compress_type != 0:
                 inflated[storage_ids[id(m)]] = data  # keep it: the reader must not inflate twice
             continue
-        found, kids = _members.inspect(
-            ctx, m.name, data, main_pickle=m is main, torch_zip=is_torch
-        )
+        found, kids = _members.inspect(ctx, m.name, data, main_pickle=m is main, torch_zip=is_torch)
         pickles += found
         children += kids
     fmt = (
@@ -122,7 +122,9 @@ def _check_torchscript(ctx: Ctx, entries: list[Member], root: bytes) -> None:
     # getAllRecords reads names as C strings (a NUL ends them); the test is on constants.pkl.
     for m in entries:
         name = m.info.raw_name.split(b"\0", 1)[0].lower()
-        if name == (root + b"/constants.pkl").lower() or name.startswith((root + b"/code/").lower()):
+        if name == (root + b"/constants.pkl").lower() or name.startswith(
+            (root + b"/code/").lower()
+        ):
             ctx.add(
                 "GG210",
                 "TorchScript archive: torch.jit.load would run the code it carries",

@@ -1184,7 +1184,8 @@ def _read_zip(container: Container, lim: Limits, storages: dict[str, StorageReco
         )
     if container.byteorder not in (None, "little", "big"):
         raise ConversionError(
-            f"byteorder record {container.byteorder!r} is neither little nor big", path=container.path
+            f"byteorder record {container.byteorder!r} is neither little nor big",
+            path=container.path,
         )
     return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages)
 

@@ -266,7 +266,9 @@ class LazyStorages(Mapping[str, memoryview]):
         return view
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.encode("utf-8", "surrogateescape").lower() in self._folded
+        return (
+            isinstance(key, str) and key.encode("utf-8", "surrogateescape").lower() in self._folded
+        )
 
     def nbytes(self, key: str) -> int:
         """The storage's size as the directory declares it, without reading it."""

@@ -176,8 +176,10 @@ def _miniz(buf: memoryview, end: int, max_entries: int) -> Directory:
             raise DirectoryError(f"bad central-directory record at byte {pos}")
         entry, length = _entry(buf, pos)
         rec = _CENTRAL.unpack_from(buf, pos)
-        if rec[8] != _U32 and rec[9] != _U32 and (
-            (rec[4] == 0 and rec[8] != rec[9]) or (rec[9] and not rec[8])
+        if (
+            rec[8] != _U32
+            and rec[9] != _U32
+            and ((rec[4] == 0 and rec[8] != rec[9]) or (rec[9] and not rec[8]))
         ):
             raise DirectoryError(f"entry {entry.name!r}: impossible compressed/uncompressed sizes")
         if rec[13] == 0xFFFF or (rec[13] != this_disk and rec[13] != 1):
@@ -307,7 +309,9 @@ def layout_anomalies(buf: memoryview, d: Directory) -> list[str]:
     size = len(buf)
     out: list[str] = []
     if d.refusal is not None:
-        out.append(f"torch's zip reader (miniz) refuses the archive ({d.refusal}); other readers open it")
+        out.append(
+            f"torch's zip reader (miniz) refuses the archive ({d.refusal}); other readers open it"
+        )
     if d.prepended:
         out.append(
             f"zipfile would shift every offset by {d.prepended} bytes; torch takes them literally"
