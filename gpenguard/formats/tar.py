@@ -144,7 +144,9 @@ def read_tar(ctx: Ctx, buf: memoryview) -> Container:
         )
     legacy = "pickle" in files and "storages" in files and "tensors" in files
     for name, data in files.items():
-        if legacy and name in ("storages", "tensors"):
+        # torch's tar reader extracts ``storages`` first, then ``tensors``, then ``pickle``,
+        # whatever else the archive holds: a record stream is followed wherever it exists.
+        if name in ("storages", "tensors"):
             pickles += _records(ctx, name, data)
         elif legacy and name in ("pickle", "sys_info"):
             pickles += split_stream(ctx, data, member=name)

@@ -520,3 +520,19 @@ def test_tar_stops_silently_at_an_invalid_later_header(tmp_path: Path) -> None:
         assert "payload.pkl" not in tf.getnames()
     assert "GG215" in rule_ids(read_bytes(whole))
     blocked_everywhere(write(tmp_path, whole))
+
+
+def test_tar_storages_member_is_followed_alone(tmp_path: Path) -> None:
+    # torch extracts ``storages`` first and unpickles its view list before it looks for
+    # ``tensors`` or ``pickle``: that list is judged even when the other members are absent
+    record = b"\x80\x02(X\x01\x00\x00\x00kX\x03\x00\x00\x00cpuctorch\nFloatStorage\nt."
+    body = pickle.dumps(1, protocol=2) + record + struct.pack("<q", 2) + b"\0" * 8 + EVIL
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("storages")
+        info.size = len(body)
+        tf.addfile(info, io.BytesIO(body))
+    box = read_bytes(buf.getvalue())
+    assert box.format is Format.TAR
+    assert [bytes(p.data) for p in box.pickles][-1] == EVIL
+    blocked_everywhere(write(tmp_path, buf.getvalue()))
