@@ -256,8 +256,8 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG307",
         "storage-mismatch",
-        _M,
-        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages).",
+        _H,
+        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages): torch.load refuses a mis-sized record, torch.load(mmap=True) reads whatever bytes lie there.",
     ),
 )
 

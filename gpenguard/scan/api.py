@@ -165,7 +165,7 @@ def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Fin
             found, names, res = _analyse_stream(stream, path=box.path, policy=policy, limits=limits)
             findings.extend(found)
             seen.update(dict.fromkeys(names))
-            main = f"{sub.root}/data.pkl" if sub.root is not None else None
+            main = sub.main_pickle  # what torch finds as data.pkl (its lookup ignores case)
             if (
                 res is not None
                 and main

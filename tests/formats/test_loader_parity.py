@@ -536,3 +536,13 @@ def test_tar_storages_member_is_followed_alone(tmp_path: Path) -> None:
     assert box.format is Format.TAR
     assert [bytes(p.data) for p in box.pickles][-1] == EVIL
     blocked_everywhere(write(tmp_path, buf.getvalue()))
+
+
+def test_storage_record_smaller_than_declared_blocks(tmp_path: Path) -> None:
+    # the pickle declares 6 floats, the record holds 4: torch.load refuses, its mmap path
+    # reads the 8 bytes that follow the record as the rest of the tensor
+    data = rebuild(saved(), lambda n, b: (n, b[:16] if n.endswith("/data/0") else b))
+    path = write(tmp_path, data)
+    assert isinstance(torch_tensors(path), str)
+    assert isinstance(torch_tensors(path, mmap=True), dict)
+    blocked_everywhere(path)
