@@ -57,6 +57,7 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
     if is_torch:
         assert root_raw is not None
         _check_torchscript(ctx, entries, root_raw)
+        # getAllRecords (called by every torch.load) throws on a name without the root prefix
         roots = {m.info.raw_name.split(b"/", 1)[0] for m in entries}
         if len(roots) > 1:
             shown = sorted(r.decode("utf-8", "replace") for r in roots)

@@ -24,6 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 from gpenguard.cli import app
+from gpenguard.errors import ConversionError
 from gpenguard.formats import Format, Source, read_container
 from gpenguard.formats.tar import tar_number
 from gpenguard.formats.weights import read_tensors
@@ -178,6 +179,17 @@ def test_record_names_are_found_ignoring_case(tmp_path: Path) -> None:
     blocked_everywhere(evil)
 
 
+def test_second_root_folder_torch_refuses(tmp_path: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(saved())) as zf:
+        entries = [ZipEntry(i.filename, zf.read(i)) for i in zf.infolist()]
+    path = write(tmp_path, build_zip([*entries, ZipEntry("other/notes.txt", b"hi")]))
+    assert isinstance(torch_tensors(path), str)  # getAllRecords: not in a subdirectory archive/
+    assert "GG211" in rule_ids(read_bytes(path.read_bytes()))
+    blocked_everywhere(path)
+    with pytest.raises(ConversionError, match="GG211"):
+        converted(path)
+
+
 def test_names_equal_but_for_case_block(tmp_path: Path) -> None:
     base = saved()
     with zipfile.ZipFile(io.BytesIO(base)) as zf:
@@ -294,7 +306,8 @@ def test_deflated_storage_reads_differently_under_mmap(tmp_path: Path) -> None:
     assert not torch.equal(plain["w"], mapped["w"])  # torch's two paths disagree
     assert "GG216" in rule_ids(read_bytes(path.read_bytes()))
     blocked_everywhere(path)
-    same_tensors(path)  # convert, if ever reached, matches the default path
+    with pytest.raises(ConversionError, match="GG216"):
+        converted(path)  # and convert, called directly, takes neither side
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
@@ -346,6 +359,8 @@ def test_small_records_parsed_as_torch_parses_them(
         same_tensors(path)
     else:
         blocked_everywhere(path)
+        with pytest.raises(ConversionError, match="torch.load refuses"):
+            converted(path)
 
 
 @pytest.mark.parametrize("name", ["byteorder", "BYTEORDER"])
