@@ -359,7 +359,7 @@ def test_small_records_parsed_as_torch_parses_them(
         same_tensors(path)
     else:
         blocked_everywhere(path)
-        with pytest.raises(ConversionError, match="torch.load refuses"):
+        with pytest.raises(ConversionError, match=r"torch\.load refuses"):
             converted(path)
 
 
