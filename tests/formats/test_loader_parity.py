@@ -561,3 +561,14 @@ def test_storage_record_smaller_than_declared_blocks(tmp_path: Path) -> None:
     assert isinstance(torch_tensors(path), str)
     assert isinstance(torch_tensors(path, mmap=True), dict)
     blocked_everywhere(path)
+
+
+def test_member_miniz_calls_a_directory_is_still_inspected() -> None:
+    with zipfile.ZipFile(io.BytesIO(saved())) as zf:
+        entries = [ZipEntry(i.filename, zf.read(i)) for i in zf.infolist()]
+    data = patch_central(
+        build_zip([*entries, ZipEntry("archive/x.pkl", EVIL)]), "x.pkl", 38, "<I", 0x10
+    )
+    assert zipfile_view(data)["archive/x.pkl"] == EVIL  # type: ignore[index]
+    box = read_bytes(data)
+    assert "GG216" in rule_ids(box) and any(bytes(p.data) == EVIL for p in box.pickles)
