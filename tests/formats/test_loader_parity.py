@@ -572,3 +572,22 @@ def test_member_miniz_calls_a_directory_is_still_inspected() -> None:
     assert zipfile_view(data)["archive/x.pkl"] == EVIL  # type: ignore[index]
     box = read_bytes(data)
     assert "GG216" in rule_ids(box) and any(bytes(p.data) == EVIL for p in box.pickles)
+
+
+@pytest.mark.parametrize("where", ["second record", "into the end record"])
+def test_zip64_locator_offset_is_used_literally(tmp_path: Path, where: str) -> None:
+    data = bytearray(saved())
+    loc = data.rfind(b"PK\x06\x07")
+    z64 = data.rfind(b"PK\x06\x06")
+    if where == "second record":
+        # a copy of the zip64 end record before the real one; the locator names the copy
+        # (miniz), zipfile takes the one right before the locator
+        data[z64:z64] = bytes(data[z64 : z64 + 56])
+        loc += 56
+        struct.pack_into("<Q", data, loc + 8, z64)
+    else:
+        struct.pack_into("<Q", data, loc + 8, data.rfind(b"PK\x05\x06") - 34)
+    path = write(tmp_path, bytes(data))
+    assert isinstance(torch_view(path), dict)
+    assert "GG215" in rule_ids(read_bytes(bytes(data)))
+    blocked_everywhere(path)
