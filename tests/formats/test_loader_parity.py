@@ -591,3 +591,18 @@ def test_zip64_locator_offset_is_used_literally(tmp_path: Path, where: str) -> N
     assert isinstance(torch_view(path), dict)
     assert "GG215" in rule_ids(read_bytes(bytes(data)))
     blocked_everywhere(path)
+
+
+def test_data_pkl_that_is_also_a_tar_is_judged_as_the_pickle_torch_runs(tmp_path: Path) -> None:
+    # a tar whose first member name is a pickle program: torch unpickles data.pkl as is
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo("cposix\nsystem\n(S'true'\ntR.")
+        tf.addfile(info, io.BytesIO(b""))
+    data = with_data_pkl(saved(), inner.getvalue()).replace(b"/data.pkl", b"/DATA.PKL")
+    path = write(tmp_path, data)
+    record = bytes(torch._C.PyTorchFileReader(str(path)).get_record("data.pkl"))
+    assert record == inner.getvalue()
+    box = read_bytes(data)
+    assert any(p.member == "archive/DATA.PKL" and p.offset == 0 for p in box.pickles)
+    blocked_everywhere(path)
