@@ -606,3 +606,19 @@ def test_data_pkl_that_is_also_a_tar_is_judged_as_the_pickle_torch_runs(tmp_path
     box = read_bytes(data)
     assert any(p.member == "archive/DATA.PKL" and p.offset == 0 for p in box.pickles)
     blocked_everywhere(path)
+
+
+def test_saved_without_crc_passes(tmp_path: Path) -> None:
+    # torch's own writer leaves every CRC at 0 under config.save.compute_crc32 = False; torch
+    # reads the same bytes (miniz skips CRCs), zipfile refuses rather than reading others
+    from torch.utils.serialization import config
+
+    old = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        path = write(tmp_path, saved())
+    finally:
+        config.save.compute_crc32 = old
+    assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}
+    assert scan_file(str(path)).verdict.value == "pass"
+    same_tensors(path)
