@@ -622,3 +622,12 @@ def test_saved_without_crc_passes(tmp_path: Path) -> None:
     assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}
     assert scan_file(str(path)).verdict.value == "pass"
     same_tensors(path)
+
+
+def test_member_named_like_the_root_without_a_slash_torch_refuses(tmp_path: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(saved())) as zf:
+        entries = [ZipEntry(i.filename, zf.read(i)) for i in zf.infolist()]
+    path = write(tmp_path, build_zip([*entries, ZipEntry("archive", b"hi")]))
+    assert isinstance(torch_tensors(path), str)
+    assert "GG211" in rule_ids(read_bytes(path.read_bytes()))
+    blocked_everywhere(path)
