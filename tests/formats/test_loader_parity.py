@@ -631,3 +631,22 @@ def test_member_named_like_the_root_without_a_slash_torch_refuses(tmp_path: Path
     assert isinstance(torch_tensors(path), str)
     assert "GG211" in rule_ids(read_bytes(path.read_bytes()))
     blocked_everywhere(path)
+
+
+def test_legacy_bytes_after_the_last_storage_block(tmp_path: Path) -> None:
+    # torch reads the storages the key list names and never looks further: a place to park
+    path = write(tmp_path, saved(_use_new_zipfile_serialization=False) + EVIL)
+    assert isinstance(torch_tensors(path), dict)
+    assert "GG112" in rule_ids(read_bytes(path.read_bytes()))
+    blocked_everywhere(path)
+
+
+def test_legacy_storage_count_torch_refuses_blocks(tmp_path: Path) -> None:
+    data = bytearray(saved(_use_new_zipfile_serialization=False))
+    tail = len(data) - 6 * 4 - 8
+    assert struct.unpack_from("<q", data, tail) == (6,)
+    struct.pack_into("<q", data, tail, 5)
+    path = write(tmp_path, bytes(data))
+    assert isinstance(torch_tensors(path), str)
+    assert "GG306" in rule_ids(read_bytes(bytes(data)))
+    blocked_everywhere(path)
