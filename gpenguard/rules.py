@@ -65,13 +65,13 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG112",
         "trailing-data",
-        _M,
-        "Bytes follow the STOP of a pickle where the format expects none.",
+        _H,
+        "Bytes follow the STOP of a pickle where the format expects none; no reader accounts for them.",
     ),
     (
         "GG113",
         "multiple-pickles",
-        _M,
+        _H,
         "More than one pickle program where the format expects one; loaders that read on would run them.",
     ),
     (
@@ -103,6 +103,24 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         "opcode-anomaly",
         _L,
         "PROTO out of place or values left on the stack: harmless to the VM, unusual in files written by pickle.",
+    ),
+    (
+        "GG119",
+        "noncanonical-encoding",
+        _H,
+        "An opcode argument in a form no pickle writer emits (INT/LONG/FLOAT text with leading zeros, octal, whitespace, underscores or bytes after a NUL; a memo index no writer reaches); CPython's C and Python unpicklers read such text differently.",
+    ),
+    (
+        "GG120",
+        "frame-straddle",
+        _H,
+        "An opcode crosses a FRAME boundary, a FRAME opens inside another, or STOP leaves part of its frame unread: CPython reads these differently when fed bytes, BytesIO or a file.",
+    ),
+    (
+        "GG121",
+        "parser-differential",
+        _H,
+        "CPython's C unpickler, run over the same bytes with inert globals, requested other globals or stopped elsewhere than gpenguard's reading, or could not be run to the end.",
     ),
     # archives
     (
@@ -139,8 +157,8 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG206",
         "zip-header-mismatch",
-        _M,
-        "A member's local header disagrees with the central directory (name, flags or method).",
+        _H,
+        "A member's declared sizes or local header disagree with its data or the central directory; readers differ on its bytes.",
     ),
     (
         "GG207",
@@ -148,7 +166,7 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         _H,
         "The file is valid as more than one format; each reading was inspected.",
     ),
-    ("GG208", "data-before-archive", _M, "Bytes precede the first zip record."),
+    ("GG208", "data-before-archive", _H, "Bytes precede the first zip record."),
     (
         "GG209",
         "nested-archive",
@@ -164,8 +182,8 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG211",
         "zip-multiple-roots",
-        _L,
-        "Members lie under more than one top-level folder; torch reads only the first.",
+        _H,
+        "Members lie under more than one top-level folder: torch.load refuses the archive (getAllRecords), zipfile-based tools read every folder.",
     ),
     (
         "GG212",
@@ -184,6 +202,18 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         "extra-pickle-member",
         _L,
         "A pickle member other than data.pkl; torch does not read it, other tools may.",
+    ),
+    (
+        "GG215",
+        "archive-layout-ambiguous",
+        _H,
+        "The archive structures do not account for every byte exactly once (zip: gaps, overlaps, prepended or trailing bytes, entries beyond the declared count, a second end record, a directory torch refuses; tar: bytes after the header where tarfile stops): readers can list different members.",
+    ),
+    (
+        "GG216",
+        "loader-differential",
+        _H,
+        "torch.load would read these bytes differently from another reader or from its own other path (uninitialised memory for directory entries, compression torch cannot read or that its mmap path ignores, NUL in names, byte order, unparsable version records).",
     ),
     # formats
     (
@@ -226,8 +256,8 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG307",
         "storage-mismatch",
-        _M,
-        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages).",
+        _H,
+        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages): torch.load refuses a mis-sized record, torch.load(mmap=True) reads whatever bytes lie there.",
     ),
 )
 

@@ -62,6 +62,9 @@ class PickleStream:
     data: memoryview
     index: int = 0
     """Position in a multi-pickle stream (legacy torch format: magic, protocol, sys_info, ...)."""
+    record: memoryview | None = None
+    """The bytes a loader reading this pickle sees: from its first opcode to the end of its
+    member (or file). None: just `data`. The CPython cross-check feeds these."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,10 @@ class Container:
     """For a nested container: its member path inside the parent."""
     root: str | None = None
     """torch zip: the archive's root folder name (``archive``, ``GPEN-BFR-2048``, ...)."""
+    main_pickle: str | None = None
+    """torch zip: the member torch reads as ``data.pkl`` (found ignoring case, as torch does)."""
+    byteorder: str | None = None
+    """torch zip: the ``byteorder`` record (``little``/``big``); None when absent (little)."""
 
 
 def read_container(source: Source, *, limits: Limits | None = None) -> Container:
