@@ -156,7 +156,7 @@ def _shape_c(value: object, depth: int = 0) -> object:
     if depth > 16:
         return ["deep"]
     if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", str(value)]
+        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
     if isinstance(value, float):
         return ["float", repr(value)]
     if isinstance(value, bytes | bytearray):
@@ -175,7 +175,7 @@ def shape(value: object, depth: int = 0) -> object:
     if depth > 16:
         return ["deep"]
     if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", str(value)]
+        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
     if isinstance(value, float):
         return ["float", repr(value)]
     if isinstance(value, bytes | bytearray):
