@@ -53,7 +53,8 @@ def _analyse_stream(
     if len(stream.data) > limits.max_pickle_bytes:
         msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
         return [finding("GG115", msg, path=path, member=stream.member, offset=base)], [], None
-    res = walk(stream.data, 0, limits.walk_limits())
+    # the record, not just up to the STOP found: a FRAME may claim bytes beyond it (GG120)
+    res = walk(stream.record if stream.record is not None else stream.data, 0, limits.walk_limits())
     out: list[Finding] = [
         finding(
             p.rule_id,
@@ -247,14 +248,23 @@ def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
 
 
 def scan_source(
-    source: Source, *, policy: Policy | None = None, limits: Limits | None = None
+    source: Source,
+    *,
+    policy: Policy | None = None,
+    limits: Limits | None = None,
+    cross_check: bool = True,
 ) -> FileReport:
-    """Scan the bytes of an open `Source`; unreadable content yields an ERROR report."""
+    """Scan the bytes of an open `Source`; unreadable content yields an ERROR report.
+
+    `cross_check=False` skips the CPython second opinion (for measuring its cost only).
+    """
     policy = policy or Policy()
     limits = limits or Limits()
     try:
         box = read_container(source, limits=limits)
-        findings, seen = analyse(box, policy=policy, limits=limits, whole=source.buf)
+        findings, seen = analyse(
+            box, policy=policy, limits=limits, whole=source.buf, cross_check=cross_check
+        )
     except GpenguardError as exc:
         return FileReport(
             path=source.name, verdict=Verdict.ERROR, size=source.size, error=exc.message
