@@ -437,3 +437,43 @@ def load_root(path: Path) -> Root:
         raise RegistryError("does not hold TUF root metadata", path=path)
     return md.signed
 
+
+
+# -- revoke -------------------------------------------------------------------------------------
+
+
+def revoke_in_yaml(registry_path: Path, name: str, version: str | None = None) -> tuple[Registry, list[str]]:
+    """Mark artifact `name` (one `version`, or every version) revoked in the YAML, bumping its version.
+
+    The YAML is edited as text where PyYAML places each node (comments stay), then parsed again
+    strictly before it replaces the file. Returns the new registry and the entries revoked.
+    """
+    import yaml
+
+    from gpenguard.trust.pin import _apply, _mapping_items, _scalar_edit
+    from gpenguard.trust.registry import MAX_REGISTRY_BYTES, parse_registry, read_bounded
+
+    source = str(registry_path)
+    raw = read_bounded(registry_path, MAX_REGISTRY_BYTES, "registry")
+    before = parse_registry(raw, source)
+    hits = [a for a in before.artifacts if a.name == name and (version is None or a.version == version)]
+    if not hits:
+        which = f"{name}@{version}" if version else name
+        raise UsageError(f"no artifact {which} in registry {before.name}", path=registry_path)
+    text = raw.decode("utf-8")
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert root is not None  # parse_registry refused an empty file
+    items = _mapping_items(root, "the registry", source)
+    meta = _mapping_items(items["registry"][1], "registry", source)
+    edits = [_scalar_edit(meta["version"][1], str(before.version + 1))]
+    lines = {a.line for a in hits}
+    edits.extend(_scalar_edit(_mapping_items(node, "artifact", source)["status"][1], Status.REVOKED.value)
+                 for node in items["artifacts"][1].value if node.start_mark.line + 1 in lines)
+    new_text = _apply(text, edits)
+    after = parse_registry(new_text.encode("utf-8"), source)
+    revoked = [f"{a.name}@{a.version}" for a in after.artifacts
+               if a.name == name and (version is None or a.version == version) and a.status is Status.REVOKED]
+    if after.version != before.version + 1 or len(revoked) != len(hits):
+        raise RegistryError("internal error: the edited registry does not say what was revoked", path=registry_path)
+    write_atomic(registry_path, new_text.encode("utf-8"), mode=registry_path.stat().st_mode & 0o777)
+    return after, revoked
