@@ -460,7 +460,7 @@ def _check_entry(run: _Run, reg: Registry, art: Artifact | None, spec: FileSpec 
         elif pol.require_registry_entry:
             run.fail("registry entry", f"the file is not in registry {reg.name} (policy {pol.name!r} requires an entry)")
         elif run.tuf:
-            run.fail("registry entry", f"the file is not a target of TUF repository {reg.path} (only its targets are trusted)")
+            run.fail("registry entry", f"the file is not a target of TUF repository {run.values.get('registry_path')} (only its targets are trusted)")
         else:
             run.warn("registry entry", f"the file is not in registry {reg.name}: it was scanned, but nobody approved it")
         return

@@ -306,7 +306,8 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
 def load_tuf_registry(repo: str, pinned_root: Path, *, state_dir: Path) -> Registry:
     """The registry a client trusts after TUF's full update from `repo`, anchored in `pinned_root`.
 
-    `Registry.signed_by` holds the TUF key ids of the targets signatures that counted;
+    `Registry.signed_by` holds the TUF key ids of the targets signatures that counted (as
+    ``tuf:<keyid>``); `Registry.path` is the folder's ``targets.json`` for a local repository;
     `expires` is the earliest expiry of the four roles (the registry is stale from then on).
     """
     root, ts, snap, tgt_md, tgt_bytes = update(repo, pinned_root, state_dir=state_dir)
@@ -319,8 +320,10 @@ def load_tuf_registry(repo: str, pinned_root: Path, *, state_dir: Path) -> Regis
         raise RegistryError(f"targets field {CUSTOM!r} must be an object", path=repo)
     keys, roles = _keys(info, repo)
     result = root.get_verification_result(Targets.type, CanonicalJSONSerializer().serialize(targets), tgt_md.signatures)
+    # Artifact signature bundles are looked up beside `path`: in a local repository's folder.
+    local = not repo.startswith(("http://", "https://"))
     return Registry(
-        path=repo,
+        path=str(Path(unquote(urlparse(repo).path) if repo.startswith("file://") else repo) / "targets.json") if local else repo,
         sha256=hashlib.sha256(tgt_bytes).hexdigest(),
         name=str(info.get("registry") or "tuf"),
         version=targets.version,

@@ -285,8 +285,12 @@ def _online(repo: Path, root: Root, signers: dict[str, CryptoSigner], targets_ve
             snap_old: Metadata[Snapshot] | None, ts_old: Metadata[Timestamp] | None,
             snapshot_expires: timedelta, timestamp_expires: timedelta) -> tuple[int, int]:
     snap_version = (snap_old.signed.version + 1) if snap_old is not None else 1
+    # Length and hash, not only the version: a targets file of the same version from another
+    # repository signed by the same keys cannot be swapped in (mix-and-match across registries).
+    targets_bytes = read_regular(repo / f"{targets_version}.targets.json", MAX_METADATA_BYTES)
     snap = Metadata(Snapshot(version=snap_version, expires=_now() + snapshot_expires,
-                             meta={"targets.json": MetaFile(version=targets_version)}))
+                             meta={"targets.json": MetaFile(version=targets_version, length=len(targets_bytes),
+                                                            hashes=_sha256(targets_bytes))}))
     _sign(snap, signers, Snapshot.type, root)
     snap_bytes = snap.to_bytes()
     ts_version = (ts_old.signed.version + 1) if ts_old is not None else 1
