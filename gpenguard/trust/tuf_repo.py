@@ -16,6 +16,7 @@ while a client reads never serves a mix of two publications.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -395,7 +396,7 @@ def rotate(
     old = old_md.signed
     if not isinstance(old, Root):
         raise RegistryError("root.json does not hold root metadata", path=repo / "root.json")
-    new = Root.from_dict(old.to_dict())
+    new = copy.deepcopy(old)  # Root.from_dict(old.to_dict()) would share the keyid lists
     new.version = old.version + 1
     new.expires = _now() + root_expires
     roles = (Snapshot.type, Timestamp.type) if role in ONLINE_ROLES else (role,)

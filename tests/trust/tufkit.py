@@ -85,12 +85,24 @@ class TufWorld:
         return md
 
 
+def sign_online(world: TufWorld, targets_version: int, *, key: str = "online", repo: Path | None = None) -> None:
+    """New snapshot and timestamp over `targets_version`, as whoever holds `key` would make them."""
+    from gpenguard.trust import tuf_repo
+
+    folder = repo or world.repo
+    root, ts, snap, _ = tuf_repo._current(folder)
+    sig = signer(world.keys[key])
+    day = timedelta(days=1)
+    tuf_repo._online(folder, root, {sig.public_key.keyid: sig}, targets_version, snap, ts, day, day)
+
+
 def later(**delta: float) -> datetime:
     return datetime.now(UTC).replace(microsecond=0) + timedelta(**delta)
 
 
 def build_tuf_world(tmp_path: Path, *, root_threshold: int = 2) -> TufWorld:
     """Root keys r1, r2 (threshold 2), an offline targets key, an online snapshot+timestamp key."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     gate = build_world(tmp_path, sign=False)
     keydir = tmp_path / "keys"
     keydir.mkdir()
@@ -116,4 +128,4 @@ def add_key(world: TufWorld, name: str, key_type: str = "ed25519") -> None:
     world.files[name] = k.write(world.key("r1").parent, name)
 
 
-__all__ = ["MODEL_FILE", "TufWorld", "add_key", "build_tuf_world", "later", "run", "signer"]
+__all__ = ["MODEL_FILE", "TufWorld", "add_key", "build_tuf_world", "later", "run", "sign_online", "signer"]
