@@ -412,3 +412,11 @@ def test_the_anchor_must_be_a_tuf_root(world: TufWorld, tmp_path: Path) -> None:
     assert code == 2, out
     code, out = run("verify", world.model, "--tuf-repo", tmp_path / "nowhere", "--trust-root", world.pinned)
     assert code == 2, out
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xff\xfe not json", b'{"signed": 1, "signatures": []}', b"[" * 100000])
+def test_malicious_mirror_garbage_timestamp(world: TufWorld, garbage: bytes) -> None:
+    (world.repo / "timestamp.json").write_bytes(garbage)
+    code, out = world.verify()
+    assert code == 1, out
+    assert "TUF update refused" in out

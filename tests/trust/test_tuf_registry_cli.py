@@ -224,3 +224,20 @@ def test_convert_takes_the_registry_from_tuf(world: TufWorld, tmp_path: Path) ->
     code, out = run("convert", world.model, "-o", blocked, "--tuf-repo", world.repo, "--trust-root", world.pinned)
     assert code == 1, out
     assert not blocked.exists()
+
+
+def test_restore_gates_its_weights_through_tuf_before_any_sandbox(world: TufWorld, tmp_path: Path) -> None:
+    from PIL import Image
+
+    face = tmp_path / "face.png"
+    Image.new("RGB", (64, 64), (120, 90, 80)).save(face)
+    evil = tmp_path / "gpen.pth"
+    shutil.copyfile(world.model, evil)
+    with evil.open("ab") as f:
+        f.write(b"\0")  # not the approved bytes: no target has this length and digest
+    store = tmp_path / "store"
+    code, out = run("restore", face, "-o", tmp_path / "out", "--weights", evil, "--size", "256", "--mode", "aligned",
+                    "--store", store, "--tuf-repo", world.repo, "--trust-root", world.pinned)
+    assert code == 1, out
+    assert "not a target of TUF repository" in out
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
