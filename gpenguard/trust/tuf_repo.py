@@ -338,18 +338,36 @@ def publish(
             )
     extra = {CUSTOM: {"registry": registry.name, "source_version": registry.version,
                       "source_sha256": registry.sha256, **_trust_fields(registry)}}
-    version = (tgt_old.signed.version + 1) if tgt_old is not None else 1
-    new = Targets(version=version, expires=_now() + targets_expires, targets=targets, unrecognized_fields=extra)
-    if tgt_old is not None and tgt_old.signed.targets == targets and tgt_old.signed.unrecognized_fields == extra:
-        new = tgt_old.signed  # nothing changed: keep the targets, refresh only the online roles
-    md = Metadata(new)
-    if new is not (tgt_old.signed if tgt_old is not None else None):
+    online = _signers(online_keys)
+    for role in ONLINE_ROLES:  # refuse before anything is written, not between two files
+        _require_signers(online, role, root)
+    if tgt_old is not None and _still_good(tgt_old, targets, extra, root, targets_expires):
+        new, unchanged = tgt_old.signed, True  # refresh only the online roles
+    else:
+        version = (tgt_old.signed.version + 1) if tgt_old is not None else 1
+        new, unchanged = Targets(version=version, expires=_now() + targets_expires, targets=targets,
+                                 unrecognized_fields=extra), False
+        md = Metadata(new)
         _sign(md, _signers(targets_keys), Targets.type, root)
         _write(repo, md, f"{new.version}.targets.json")
-    online = _signers(online_keys)
     snap_version, ts_version = _online(repo, root, online, new.version, snap_old, ts_old, snapshot_expires, timestamp_expires)
-    return PublishResult(new.version, snap_version, ts_version, len(targets), tuple(skipped),
-                         unchanged=tgt_old is not None and new is tgt_old.signed)
+    return PublishResult(new.version, snap_version, ts_version, len(targets), tuple(skipped), unchanged=unchanged)
+
+
+def _still_good(old: Metadata[Targets], targets: dict[str, TargetFile], extra: dict[str, Any], root: Root,
+                lifetime: timedelta) -> bool:
+    """Whether the published targets can stay: same content, signed by today's keys, not near expiry."""
+    return (old.signed.targets == targets and old.signed.unrecognized_fields == extra
+            and old.signed.expires > _now() + lifetime / 2
+            and root.get_verification_result(Targets.type, _signed_bytes(old), old.signatures).verified)
+
+
+def _require_signers(signers: dict[str, CryptoSigner], role: str, root: Root) -> None:
+    r = root.get_delegated_role(role)
+    have = sum(1 for kid in signers if kid in r.keyids)
+    if have < r.threshold:
+        raise UsageError(f"the {role} role needs {r.threshold} signature(s) from its keys, only {have} of the "
+                         "given private keys belong to it", hint=f"pass the private key(s) listed for {role} in root.json")
 
 
 def refresh(repo: Path, *, online_keys: Sequence[KeyFile],

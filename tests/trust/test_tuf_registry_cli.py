@@ -241,3 +241,27 @@ def test_restore_gates_its_weights_through_tuf_before_any_sandbox(world: TufWorl
     assert code == 1, out
     assert "not a target of TUF repository" in out
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_publish_with_a_wrong_online_key_writes_nothing(world: TufWorld) -> None:
+    world.gate.entry["license"] = "changed"
+    world.gate.write(sign=False)
+    before = sorted(p.name for p in world.repo.iterdir())
+    code, out = run("registry", "publish", world.registry, "--repo", world.repo, "--targets-key", world.key("targets"),
+                    "--online-key", world.key("targets"))
+    assert code == 2, out
+    assert "snapshot role needs 1 signature" in out
+    assert sorted(p.name for p in world.repo.iterdir()) == before
+
+
+def test_unchanged_targets_are_re_signed_after_a_targets_key_rotation(world: TufWorld) -> None:
+    from tests.trust.tufkit import add_key
+
+    add_key(world, "targets2")
+    assert run("registry", "rotate", "--repo", world.repo, "--role", "targets", "--add", world.pub("targets2"),
+               "--remove", world.pub("targets"), "--sign-key", world.key("r1"), "--sign-key", world.key("r2"))[0] == 0
+    code, out = run("registry", "publish", world.registry, "--repo", world.repo, "--targets-key", world.key("targets2"),
+                    "--online-key", world.key("online"))
+    assert code == 0, out
+    assert "targets v2," in out and "unchanged" not in out
+    assert world.verify()[0] == 0
