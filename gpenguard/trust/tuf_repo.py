@@ -125,20 +125,14 @@ def _write(repo: Path, md: Metadata[Any], *names: str) -> None:
 
 
 def _sign(md: Metadata[Any], signers: dict[str, CryptoSigner], role: str, delegator: Root) -> list[str]:
-    """Sign `md` with every given key that `delegator` lists for `role`; the threshold must be met."""
+    """Sign `md` with every given key that `delegator` lists for `role`, then verify the threshold."""
+    _require_signers(signers, role, delegator)
     md.signatures.clear()
-    allowed = delegator.get_delegated_role(role).keyids
-    used = [kid for kid in signers if kid in allowed]
+    used = [kid for kid in signers if kid in delegator.get_delegated_role(role).keyids]
     for kid in used:
         md.sign(signers[kid], append=True)
-    result = delegator.get_verification_result(role, _signed_bytes(md), md.signatures)
-    if not result.verified:
-        have = len(result.signed)
-        raise UsageError(
-            f"the {role} role needs {result.threshold} signature(s) from its keys, only {have} of the "
-            f"given private keys belong to it",
-            hint=f"pass the private key(s) listed for {role} in root.json",
-        )
+    if not delegator.get_verification_result(role, _signed_bytes(md), md.signatures).verified:
+        raise RegistryError(f"internal error: the {role} signatures just made do not verify")
     return used
 
 
@@ -451,15 +445,6 @@ def rotate(
             )
     _write(repo, md, f"{new.version}.root.json", "root.json")
     return RotateResult(new.version, tuple(k.keyid for k in add), tuple(removed), tuple(used))
-
-
-def load_root(path: Path) -> Root:
-    """Parse a root.json (for showing it); trust comes only from the client workflow."""
-    md = _read(path.parent, path.name)
-    if not isinstance(md.signed, Root):
-        raise RegistryError("does not hold TUF root metadata", path=path)
-    return md.signed
-
 
 
 # -- revoke -------------------------------------------------------------------------------------
