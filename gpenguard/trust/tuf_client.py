@@ -19,12 +19,14 @@ import fcntl
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
@@ -53,6 +55,9 @@ MAX_TARGETS_BYTES = 16 * 2**20
 MAX_ROOT_ROTATIONS = 64
 CHUNK = 64 * 1024
 HTTP_TIMEOUT_S = 15
+"""Longest wait for a connection or between two received bytes."""
+HTTP_DEADLINE_S = 60.0
+"""Longest time one metadata file may take in all: a mirror trickling bytes is cut off."""
 
 
 class LocalFetcher(FetcherInterface):
@@ -85,10 +90,31 @@ class LocalFetcher(FetcherInterface):
                 yield chunk
 
 
+class _DeadlineFetcher(Urllib3Fetcher):
+    """ngclient's default HTTP fetcher with a deadline per file (TUF's slow-retrieval attack).
+
+    The socket timeout bounds only the gap between bytes; a mirror sending one byte every few
+    seconds would otherwise hold a CI job for hours within the length bound. The body is read
+    as bytes arrive (``read1``) so the deadline is checked between any two of them.
+    """
+
+    def _chunks(self, response: urllib3.response.BaseHTTPResponse) -> Iterator[bytes]:
+        deadline = time.monotonic() + HTTP_DEADLINE_S
+        try:
+            while chunk := response.read1(self.chunk_size):
+                if time.monotonic() > deadline:
+                    raise tuf_errors.SlowRetrievalError(f"not received within {HTTP_DEADLINE_S:g} s")
+                yield chunk
+        except urllib3.exceptions.TimeoutError as exc:
+            raise tuf_errors.SlowRetrievalError(f"no data for {HTTP_TIMEOUT_S} s") from exc
+        finally:
+            response.release_conn()
+
+
 def repository_url(repo: str) -> tuple[str, FetcherInterface]:
     """The metadata base URL and the fetcher for a repository given as URL or folder."""
     if repo.startswith(("http://", "https://")):
-        return repo, Urllib3Fetcher(socket_timeout=HTTP_TIMEOUT_S, app_user_agent="gpenguard")
+        return repo, _DeadlineFetcher(socket_timeout=HTTP_TIMEOUT_S, app_user_agent="gpenguard")
     path = Path(unquote(urlparse(repo).path)) if repo.startswith("file://") else Path(repo)
     if not path.is_dir():
         raise InputError("the registry repository is not a folder or an http(s):// URL", path=repo)
@@ -184,8 +210,8 @@ def update(repo: str, pinned_root: Path, *, state_dir: Path) -> tuple[Root, Time
             updater.refresh()
         except (tuf_errors.RepositoryError, tuf_errors.DownloadLengthMismatchError) as exc:
             raise _refused(exc, repo) from exc
-        except tuf_errors.DownloadHTTPError as exc:
-            raise InputError(f"cannot fetch the registry's TUF metadata: {exc}", path=repo) from exc
+        except tuf_errors.SlowRetrievalError as exc:
+            raise InputError(f"the registry's TUF metadata came too slowly: {str(exc) or 'timed out'}", path=repo) from exc
         except tuf_errors.DownloadError as exc:
             raise InputError(f"cannot fetch the registry's TUF metadata: {exc}", path=repo) from exc
         except OSError as exc:

@@ -265,3 +265,33 @@ def test_unchanged_targets_are_re_signed_after_a_targets_key_rotation(world: Tuf
     assert code == 0, out
     assert "targets v2," in out and "unchanged" not in out
     assert world.verify()[0] == 0
+
+
+class _Trickle(_Quiet):
+    """Sends timestamp.json one byte at a time, each well inside the socket timeout."""
+
+    def do_GET(self) -> None:
+        if not self.path.endswith("timestamp.json"):
+            super().do_GET()
+            return
+        self.send_response(200)
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(200):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.05)
+
+
+@pytest.mark.network
+def test_an_http_mirror_trickling_bytes_is_cut_off_at_the_deadline(world: TufWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpenguard.trust import tuf_client
+
+    monkeypatch.setattr(tuf_client, "HTTP_DEADLINE_S", 1.0)
+    with serve(world.repo, _Trickle) as url:
+        started = time.monotonic()
+        code, out = world.verify(repo=url)
+        took = time.monotonic() - started
+    assert code == 2, out
+    assert "came too slowly" in out
+    assert took < 8  # the mirror would trickle for 10 s
