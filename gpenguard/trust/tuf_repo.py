@@ -184,7 +184,10 @@ def init_repository(
         root.roles[role].threshold = threshold
     md = Metadata(root)
     _sign(md, _signers(root_keys), Root.type, root)
-    repo.mkdir(parents=True, exist_ok=True)
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the repository folder: {exc.strerror or exc}", path=repo) from exc
     _write(repo, md, "1.root.json", "root.json")
     return InitResult(repo / "root.json", 1, {r: tuple(root.roles[r].keyids) for r in ROLES})
 

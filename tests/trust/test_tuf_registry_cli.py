@@ -295,3 +295,28 @@ def test_an_http_mirror_trickling_bytes_is_cut_off_at_the_deadline(world: TufWor
     assert code == 2, out
     assert "came too slowly" in out
     assert took < 8  # the mirror would trickle for 10 s
+
+
+def test_init_into_a_file_is_an_io_error(tmp_path: Path, world: TufWorld) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code, out = run("registry", "init", blocker, "--root-key", world.key("r1"), "--targets-key", world.pub("targets"),
+                    "--online-key", world.pub("online"))
+    assert code == 2, out
+    assert "cannot create the repository folder" in out
+    code, out = run("registry", "init", world.repo, "--root-key", world.key("r1"), "--targets-key", world.pub("targets"),
+                    "--online-key", world.pub("online"))
+    assert code == 2, out
+    assert "already holds root.json" in out
+
+
+def test_rotate_refuses_an_unknown_key_and_an_impossible_threshold(world: TufWorld) -> None:
+    code, out = run("registry", "rotate", "--repo", world.repo, "--role", "root", "--remove", "deadbeef",
+                    "--sign-key", world.key("r1"), "--sign-key", world.key("r2"))
+    assert code == 2, out
+    assert "is not a root key" in out
+    code, out = run("registry", "rotate", "--repo", world.repo, "--role", "root", "--threshold", "3",
+                    "--sign-key", world.key("r1"), "--sign-key", world.key("r2"))
+    assert code == 2, out
+    assert "could never be met" in out
+    assert not (world.repo / "2.root.json").exists()
