@@ -579,6 +579,7 @@ def convert(
     state_dir: str | os.PathLike[str] | None = None,
     limits: Limits | None = None,
     progress: Callable[[int, int], None] | None = None,
+    tuf_repo: str | None = None,
 ) -> ConversionRecord:
     """Gate `path`, then convert what the gate passed into `out` (and/or the store).
 
@@ -624,7 +625,7 @@ def convert(
         try:
             decision = verify_source(
                 source, registry=registry, name=name, policy=policy, trust_root=trust_root,
-                audit_log=audit_log, state_dir=state_dir, progress=progress,
+                audit_log=audit_log, state_dir=state_dir, progress=progress, tuf_repo=tuf_repo,
             )
             approval = _approval(decision, src_path)
             if decision.fingerprint is not None:

@@ -154,6 +154,8 @@ class _Run:
     checks: list[Check] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    tuf: bool = False
+    """The registry came through TUF's update workflow: a file must then be one of its targets."""
 
     def ok(self, name: str, detail: str) -> None:
         self.checks.append(Check(name, Outcome.PASS, detail))
@@ -209,10 +211,13 @@ def verify(
     state_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     source: Source | None = None,
+    tuf_repo: str | None = None,
 ) -> GateDecision:
     """Decide whether the checkpoint at `path` may be used, under `policy` (default: ``default``).
 
-    Arguments override the policy's registry, trust root and audit log. Never raises for a
+    Arguments override the policy's registry, trust root and audit log. With `tuf_repo` (a
+    folder or URL) the registry is the targets TUF's client workflow trusts, anchored in the
+    pinned root.json that `trust_root` names, instead of a YAML file. Never raises for a
     property of the file or the registry: those become reasons. Raises `PolicyError` only
     when the policy itself cannot be loaded (there is nothing to decide with).
     """
@@ -224,7 +229,7 @@ def verify(
         return run.decision()
     try:
         _decide(run, registry=registry, name=name, trust_root=trust_root, now=now,
-                state_dir=state_dir, progress=progress, source=source)
+                state_dir=state_dir, progress=progress, source=source, tuf_repo=tuf_repo)
     except GpenguardError as exc:  # anything unforeseen still ends in a decision, never a pass
         run.error("gate", str(exc))
     except (OSError, ValueError, KeyError, TypeError, RecursionError, MemoryError) as exc:
@@ -248,6 +253,7 @@ def verify_source(
     now: datetime | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    tuf_repo: str | None = None,
 ) -> GateDecision:
     """`verify` on an already-open `Source`, which the caller keeps and goes on using.
 
@@ -257,6 +263,7 @@ def verify_source(
     return verify(
         source.name, registry=registry, name=name, policy=policy, trust_root=trust_root,
         audit_log=audit_log, now=now, state_dir=state_dir, progress=progress, source=source,
+        tuf_repo=tuf_repo,
     )
 
 
@@ -291,10 +298,12 @@ def _log(decision: GateDecision, log_path: Path) -> GateDecision:
 
 def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
                    trust_root: str | os.PathLike[str] | None, now: datetime | None,
-                   state_dir: str | os.PathLike[str] | None) -> Registry | None:
+                   state_dir: str | os.PathLike[str] | None, tuf_repo: str | None = None) -> Registry | None:
     from gpenguard.trust.registry import load_registry, load_trust_root
 
     pol = run.policy
+    if tuf_repo is not None:
+        return _load_tuf_registry(run, tuf_repo, trust_root, state_dir)
     reg_path = Path(registry) if registry is not None else pol.registry or default_registry_path()
     if reg_path is None:
         run.error("registry", "no registry given and no shipped weights-registry.yaml found")
@@ -322,6 +331,32 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
     run.ok("registry", f"{reg.name} version {reg.version}{signed}")
     if root is None:
         run.skip("registry signature", "no trust root given")
+    return reg
+
+
+def _load_tuf_registry(run: _Run, repo: str, trust_root: str | os.PathLike[str] | None,
+                       state_dir: str | os.PathLike[str] | None) -> Registry | None:
+    from gpenguard.trust.state import default_state_dir
+    from gpenguard.trust.tuf_client import load_tuf_registry
+
+    root_path = Path(trust_root) if trust_root is not None else run.policy.trust_root
+    run.values["registry_path"] = repo
+    if root_path is None:
+        run.error("registry", "a TUF repository needs its pinned root.json (--trust-root or verify.trust_root)")
+        return None
+    try:
+        reg = load_tuf_registry(repo, root_path, state_dir=Path(state_dir) if state_dir is not None else default_state_dir())
+    except (InputError, UsageError, PolicyError) as exc:
+        run.error("registry", str(exc))
+        return None
+    except (TrustError, FormatError) as exc:
+        run.fail("registry", str(exc))
+        return None
+    run.tuf = True
+    run.values.update(registry_name=reg.name, registry_version=reg.version,
+                      registry_sha256=reg.sha256, registry_signed_by=tuple(reg.signed_by))
+    run.ok("registry", f"{reg.name} targets version {reg.version}, TUF update verified "
+           f"({len(reg.signed_by)} targets key signature(s))")
     return reg
 
 
@@ -368,9 +403,9 @@ def _pick_file(files: Iterable[FileSpec], base: str, size: int, digest: str | No
 def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | None,
             trust_root: str | os.PathLike[str] | None, now: datetime | None,
             state_dir: str | os.PathLike[str] | None, progress: Progress | None,
-            source: Source | None = None) -> None:
+            source: Source | None = None, tuf_repo: str | None = None) -> None:
     pol = run.policy
-    reg = _load_registry(run, registry, trust_root, now, state_dir)
+    reg = _load_registry(run, registry, trust_root, now, state_dir, tuf_repo)
     if run.errors:
         return
     before = _identity(run.path)
@@ -424,6 +459,8 @@ def _check_entry(run: _Run, reg: Registry, art: Artifact | None, spec: FileSpec 
             run.fail("registry entry", f"registry {reg.name} has no artifact named {name!r}")
         elif pol.require_registry_entry:
             run.fail("registry entry", f"the file is not in registry {reg.name} (policy {pol.name!r} requires an entry)")
+        elif run.tuf:
+            run.fail("registry entry", f"the file is not a target of TUF repository {run.values.get('registry_path')} (only its targets are trusted)")
         else:
             run.warn("registry entry", f"the file is not in registry {reg.name}: it was scanned, but nobody approved it")
         return

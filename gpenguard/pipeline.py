@@ -81,6 +81,8 @@ class RestoreRequest:
     policy: Policy | str | os.PathLike[str] | None = None
     registry: Path | None = None
     trust_root: Path | None = None
+    tuf_repo: str | None = None
+    """A TUF repository (folder or URL) whose targets are the registry; `trust_root` is its root.json."""
     audit_log: Path | None = None
     image: str | None = None
     """Docker image reference or id; default ``gpenguard-sandbox:latest``, resolved to its id."""
@@ -410,6 +412,7 @@ def _gate_and_store(role: str, path: Path, request: RestoreRequest, policy: Poli
         policy=policy,
         trust_root=request.trust_root,
         audit_log=request.audit_log,
+        tuf_repo=request.tuf_repo,
     )
     decision = record.decision
     warnings = tuple(getattr(decision, "warnings", ()) or ())

@@ -31,7 +31,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "restore": ("_restore",),
     "dev-restore": ("_dev",),
     "keys": ("_keys",),
-    "registry": ("_keys", "_verify"),
+    "registry": ("_keys", "_verify", "_tuf"),
     "audit": ("_audit",),
     "sandbox": ("_sandbox",),
     "version": (),

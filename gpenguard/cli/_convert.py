@@ -51,6 +51,7 @@ def convert_command(
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned keys allowed to sign the registry.")] = None,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append the gate's decision to this hash-chained log.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the conversion record as JSON.")] = False,
+    tuf_repo: Annotated[str | None, typer.Option("--tuf-repo", help="TUF repository (folder or http(s) URL) to take the registry from; --trust-root is then its pinned root.json.")] = None,
 ) -> None:
     """Gate FILE, then convert its tensors to safetensors without running its pickle.
 
@@ -69,7 +70,7 @@ def convert_command(
         return convert(
             file, output, registry=registry, name=name, policy=policy, select=select,
             strip_prefix=strip_prefix, store=the_store, sign_key=sign_key, trust_root=trust_root,
-            audit_log=audit_log, progress=progress,
+            audit_log=audit_log, progress=progress, tuf_repo=tuf_repo,
         )
 
     if err_console.is_terminal:  # a bar for the gate's sha256 pass, only when someone watches

@@ -178,16 +178,25 @@ def registry_show(
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned registry keys; verifies REGISTRY.sig.")] = None,
     require_signature: Annotated[bool, typer.Option("--require-signature", help="Fail unless signed by the trust root.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    tuf_repo: Annotated[str | None, typer.Option("--tuf-repo", help="Show what a client trusts from this TUF repository (folder or URL) after the full update; --trust-root is its pinned root.json.")] = None,
 ) -> None:
     """Load the registry with every check (signature, schema, expiry, rollback) and list it."""
-    root = load_trust_root(trust_root) if trust_root is not None else None
-    reg = load_registry(registry or default_registry_path(), trust_root=root, require_signature=require_signature)
+    if tuf_repo is not None:
+        from gpenguard.trust.state import default_state_dir
+        from gpenguard.trust.tuf_client import load_tuf_registry
+
+        if trust_root is None or registry is not None:
+            raise UsageError("--tuf-repo takes the pinned root.json as --trust-root, and no REGISTRY file")
+        reg = load_tuf_registry(tuf_repo, trust_root, state_dir=default_state_dir())
+    else:
+        root = load_trust_root(trust_root) if trust_root is not None else None
+        reg = load_registry(registry or default_registry_path(), trust_root=root, require_signature=require_signature)
     if as_json:
         typer.echo(json.dumps(_as_json(reg), indent=2))
         return
     # Digests are shortened here; `--json` prints them in full.
     if reg.signed_by:
-        signed = ", ".join(reg.signed_by)
+        signed = ", ".join(reg.signed_by) + (" (TUF targets role; root, snapshot and timestamp verified)" if tuf_repo else "")
     else:
         sig = signature_path(Path(reg.path))
         signed = f"not verified: no trust root given ({sig.name} is present)" if sig.exists() else "unsigned"

@@ -39,6 +39,7 @@ def verify_command(
     output_format: Annotated[str | None, typer.Option("--format", "-f", help="text, json or sarif (default: the policy's).")] = None,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append the decision to this hash-chained log.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically) instead of stdout.")] = None,
+    tuf_repo: Annotated[str | None, typer.Option("--tuf-repo", help="TUF repository (folder or http(s) URL) to take the registry from; --trust-root is then its pinned root.json.")] = None,
 ) -> None:
     """Scan FILE and verify it against the registry under a policy; print every reason.
 
@@ -59,13 +60,14 @@ def verify_command(
         raise UsageError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     bar = _progress_bar()
     if bar is None:
-        decision = verify(file, registry=registry, name=name, policy=pol, trust_root=trust_root, audit_log=audit_log)
+        decision = verify(file, registry=registry, name=name, policy=pol, trust_root=trust_root, audit_log=audit_log,
+                          tuf_repo=tuf_repo)
     else:
         with bar:
             task = bar.add_task("sha256", total=None)
             decision = verify(
                 file, registry=registry, name=name, policy=pol, trust_root=trust_root, audit_log=audit_log,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                tuf_repo=tuf_repo, progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     if fmt == "json":
         text = render_json(decision)
