@@ -15,7 +15,7 @@ from typing import Any
 from gpenguard.report.interface import exit_code_for
 from gpenguard.scan.findings import FileReport, Finding, ScanReport, Verdict
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: summary.skipped/ignored, not_scanned
 SCHEMA_RESOURCE = "scan-report.schema.json"
 
 
@@ -40,6 +40,13 @@ def report_to_dict(report: ScanReport) -> dict[str, Any]:
         "summary": {
             "files": len(report.files),
             **{v.value: sum(f.verdict is v for f in report.files) for v in Verdict},
+            "skipped": len(report.skipped),
+            "ignored": len(report.ignored),
+        },
+        "not_scanned": {
+            "skipped": list(report.skipped),
+            "ignored": list(report.ignored),
+            "unopened": list(report.unopened),
         },
         "files": [_file(f) for f in report.files],
         "rules": [

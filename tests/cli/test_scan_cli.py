@@ -153,8 +153,10 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def fake(paths: list[Path], *, recursive: bool = False, policy: Policy | None = None,
              limits: object = None, jobs: int | None = None,
-             on_file: Callable[[FileReport], None] | None = None) -> ScanReport:
-        seen.update(paths=paths, recursive=recursive, policy=policy, jobs=jobs, on_file=on_file)
+             on_file: Callable[[FileReport], None] | None = None,
+             digest: bool = True) -> ScanReport:
+        seen.update(paths=paths, recursive=recursive, policy=policy, jobs=jobs, on_file=on_file,
+                    digest=digest)
         files = tuple(FileReport(str(p), seen["verdict"]) for p in paths)
         assert policy is not None
         return ScanReport(files=files, tool_version="test", fail_on=policy.fail_on)
@@ -174,8 +176,8 @@ def test_exit_code_is_the_overall_verdict(
 def test_options_reach_the_scanner(runner: CliRunner, recorder: dict[str, Any]) -> None:
     result = invoke(runner, "-r", "--jobs", "3", "--fail-on", "MEDIUM", "--policy", "strict", "m")
     assert result.exit_code == 0, result.output
-    assert recorder["recursive"] is True and recorder["jobs"] == 3
-    assert recorder["paths"] == [Path("m")]
+    assert recorder["jobs"] == 3 and recorder["digest"] is False  # text shows no digest
+    assert recorder["paths"] == ("m",)  # a named file is always judged
     assert recorder["policy"].name == "strict" and recorder["policy"].fail_on is Severity.MEDIUM
     assert recorder["on_file"] is None  # stderr is not a terminal under the runner
 
