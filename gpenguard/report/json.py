@@ -9,7 +9,6 @@ unknown), so consumers never need ``.get`` chains.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
 from gpenguard.report.interface import exit_code_for
@@ -91,6 +90,8 @@ def _finding(finding: Finding) -> dict[str, Any]:
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema this reporter's output conforms to (shipped as package data)."""
+    from importlib import resources
+
     text = resources.files("gpenguard.report").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
