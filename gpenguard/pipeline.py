@@ -125,8 +125,14 @@ def restore(
         if bad:
             raise UsageError(f"--gpu takes GPU indexes or GPU-/MIG- UUIDs, comma-separated; not {', '.join(map(repr, bad))}")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
+    # The gate runs first: a poisoned checkpoint is refused with its reasons (exit 1) whether
+    # or not a sandbox engine or image exists on this host.
+    weights = tuple(
+        _gate_and_store(role, path, request, policy, stage)
+        for role, path in zip(ROLES, (request.gpen, request.detector, request.parser), strict=True)
+        if path is not None and (role == "gpen" or mode == "full")
+    )
     backend = backend_name.create()
-    # The engine and image are checked before the (possibly long) gate and conversion.
     if backend_name is BackendName.DOCKER:
         from gpenguard.runner.docker import DEFAULT_IMAGE, DockerBackend, resolve_image
 
@@ -134,12 +140,6 @@ def restore(
         image = resolve_image(backend.engine, request.image or DEFAULT_IMAGE)
     else:
         image = HOST_IMAGE
-
-    weights = tuple(
-        _gate_and_store(role, path, request, policy, stage)
-        for role, path in zip(ROLES, (request.gpen, request.detector, request.parser), strict=True)
-        if path is not None and (role == "gpen" or mode == "full")
-    )
     output_dir = request.output_dir
     result, outputs = run_worker(
         backend, image, policy, weights, inputs, output_dir,

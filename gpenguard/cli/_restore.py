@@ -24,7 +24,7 @@ def restore_command(
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU ids or UUIDs, comma-separated (docker backend only).")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="docker or bwrap (default: the policy's).")] = None,
     policy: Annotated[str | None, typer.Option("--policy", "-p", help="Policy: default, strict, ci, or a YAML file.")] = None,
-    registry: Annotated[Path | None, typer.Option("--registry", "-r", help="Registry file (default: the policy's).")] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry file (default: the policy's).")] = None,
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned keys allowed to sign the registry.")] = None,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append each gate decision to this log.")] = None,
     size: Annotated[int, typer.Option("--size", help="GPEN model size the weights are for: 256, 512, 1024, 2048.")] = 2048,
