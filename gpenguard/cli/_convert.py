@@ -59,9 +59,8 @@ def convert_command(
     or format error. No output file is left behind on any failure.
     """
     from gpenguard.convert import convert
-    from gpenguard.store import Store
-
     from gpenguard.errors import UsageError
+    from gpenguard.store import Store
 
     if output is None and store is None:
         raise UsageError("name the file to write: -o OUT.safetensors (or --store DIR for a "
