@@ -75,11 +75,20 @@ class HostRuntime:
             if Path(real).is_dir() and not any(real == p or real.startswith(p + "/") for p in ro):
                 ro.append(real)
         return cls(
-            python=os.path.realpath(sys.executable),
+            python=_interpreter(),
             ro_paths=tuple(sorted(set(ro))),
             symlinks=tuple(links),
             gpenguard_package=str(Path(gpenguard.__file__).resolve().parent),
         )
+
+
+def _interpreter() -> str:
+    """The real binary; in a virtualenv its own ``bin/`` entry, whose ``pyvenv.cfg`` (bound with
+    the venv's prefix) puts the venv's site-packages on the path: the real binary alone would
+    start without them."""
+    if sys.prefix != sys.base_prefix:
+        return os.path.join(os.path.realpath(sys.prefix), "bin", os.path.basename(sys.executable))
+    return os.path.realpath(sys.executable)
 
 
 def _site_dirs() -> list[str]:
