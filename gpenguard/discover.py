@@ -53,12 +53,11 @@ _MAGIC = (
 # zlib streams (joblib compress=zlib) start 0x78 0x01/0x5e/0x9c/0xda; lzma-alone 0x5d 0x00 0x00.
 _ZLIB = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x5d\x00\x00")
 
-# Opcodes after which a loader has imported or called something: reaching one means the file
-# is a pickle worth judging, whatever it is named.
-_ACTING = frozenset(
-    {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD",
-     "EXT1", "EXT2", "EXT4"}
-)  # fmt: skip
+# Opcodes that call something: reaching one (or a clean STOP) means the file is a pickle
+# worth judging, whatever it is named. An import alone (GLOBAL, STACK_GLOBAL, EXT*) only
+# imports a module by name; a word list whose first line starts with "c" ("cat\ndog\n")
+# decodes as one, and a stream that breaks off before any call cannot use what it imported.
+_ACTING = frozenset({"INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -122,7 +121,8 @@ def _has_zip_end(f: BinaryIO, size: int) -> bool:
             entries, cd_size, cd_offset = struct.unpack_from("<xxxxxxxxxxHII", record)
             if 0xFFFFFFFF in (cd_size, cd_offset) or entries == 0xFFFF:  # zip64: scan
                 return True
-            for offset in (cd_offset, start + at - cd_size):
+            end = start + at  # the directory ends here, or before a zip64 record + locator
+            for offset in (cd_offset, end - cd_size, end - 76 - cd_size):
                 if 0 <= offset < size:
                     f.seek(offset)
                     if f.read(4) == b"PK\x01\x02":
@@ -139,7 +139,7 @@ def _is_safetensors(head: bytes) -> bool:
 
 
 def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
-    """Does the head decode as a pickle program that imports or calls, or ends cleanly?
+    """Does the head decode as a pickle program that calls something, or ends cleanly?
 
     Opcodes are decoded by `pickletools` and their stack and memo effects followed (the
     operands CPython's unpickler would pop, its MARK and memo checks); the walk stops at the
@@ -258,13 +258,13 @@ def _walk(top: Path, *, recursive: bool) -> list[tuple[str, str, bool]]:
             except OSError:
                 is_dir = False
             if not is_dir and entry.is_symlink() and _is_dir(Path(entry.path)):
-                out.append((entry.path, f"{rel}/", True))  # a link to a directory: not followed
+                out.append((f"{entry.path}/", f"{rel}/", True))  # a link to a directory: not followed
             elif not is_dir:
                 out.append((entry.path, rel, False))
             elif recursive and entry.name not in SKIPPED_DIRS:
                 subdirs.append((Path(entry.path), f"{rel}/"))
             else:
-                out.append((entry.path, f"{rel}/", True))
+                out.append((f"{entry.path}/", f"{rel}/", True))
         stack.extend(reversed(subdirs))
     return out
 

@@ -87,7 +87,7 @@ def _interpreter() -> str:
     the venv's prefix) puts the venv's site-packages on the path: the real binary alone would
     start without them."""
     if sys.prefix != sys.base_prefix:
-        return os.path.join(os.path.realpath(sys.prefix), "bin", os.path.basename(sys.executable))
+        return str(Path(os.path.realpath(sys.prefix)) / "bin" / Path(sys.executable).name)
     return os.path.realpath(sys.executable)
 
 
