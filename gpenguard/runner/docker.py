@@ -71,7 +71,12 @@ def client(timeout: float = 60.0) -> Any:
     """A docker SDK client for the local engine, or a SandboxError saying why there is none."""
     try:
         import docker
-
+    except ImportError as exc:  # the core install (a CI gate) has no docker SDK
+        raise SandboxError(
+            "the docker SDK is not installed (the core package has none)",
+            hint="pip install 'gpenguard[restore]' for restore on this host",
+        ) from exc
+    try:
         engine = docker.from_env(timeout=int(timeout))
         engine.ping()
     except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
