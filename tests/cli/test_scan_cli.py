@@ -290,3 +290,30 @@ def test_progress_is_shown_only_to_a_terminal(monkeypatch: pytest.MonkeyPatch) -
     with _progress() as on_file:
         assert on_file is None
     assert piped.getvalue() == ""
+
+
+# --- start-up: a hook pays it per invocation ------------------------------------------------
+
+
+def test_the_default_policy_without_yaml_is_the_shipped_default() -> None:
+    import dataclasses
+
+    from gpenguard.cli._scan import default_policy
+    from gpenguard.policy import load_policy
+
+    assert default_policy() == dataclasses.replace(load_policy(None), description="")
+
+
+def test_scan_imports_no_typer_rich_yaml_or_torch(pair: tuple[Path, Path]) -> None:
+    code = (
+        "import sys, io, contextlib\n"
+        "from gpenguard.cli import main\n"
+        f"sys.argv = ['gpenguard', 'scan', {str(pair[0])!r}, {str(pair[1])!r}]\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        code = e.code\n"
+        "heavy = sorted(m for m in ('typer', 'click', 'rich', 'yaml', 'torch', 'numpy', 'PIL', 'docker') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+    assert proc.stdout.strip() == "1 []", proc.stdout + proc.stderr
