@@ -58,6 +58,11 @@ _ZLIB = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x5d\x00\x00")
 # imports a module by name; a word list whose first line starts with "c" ("cat\ndog\n")
 # decodes as one, and a stream that breaks off before any call cannot use what it imported.
 _ACTING = frozenset({"INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+_NUMBER = re.compile(
+    rb"[-+]?\s*(0[xX][0-9a-fA-F_]+|0[oObB]?[0-7_]+|[0-9_]+|[0-9_]*\.[0-9_]*([eE][-+]?[0-9]+)?"
+    rb"|inf|nan|infinity)L?",
+    re.IGNORECASE,
+)
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -90,10 +95,13 @@ def could_be_model(path: str | os.PathLike[str]) -> bool:
             head = f.read(_PROBE_BYTES)
             if not head:
                 return False  # an empty file loads as nothing at all
+            from gpenguard.formats.tar import is_tar
+
             if (
                 head.startswith(_MAGIC)
                 or _ZLIB.match(head) is not None
-                or head[257:262] == b"ustar"  # tar (pre-1.0 torch.save)
+                or head[257:262] == b"ustar"
+                or is_tar(memoryview(head))  # tar, V7 too (pre-1.0 torch.save): tarfile's test
                 or _is_safetensors(head)
                 or _pickle_acts(head, truncated=st.st_size > len(head))
             ):
@@ -149,10 +157,11 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
     """
     stack: list[bool] = []  # True: a MARK
     memo: set[object] = set()
-    pos = 0
+    stream = io.BytesIO(head)
+    nxt = 0  # where the next opcode starts
     try:
-        for op, arg, at in pickletools.genops(io.BytesIO(head)):
-            pos = at or 0
+        for op, arg, _pos in pickletools.genops(stream):
+            nxt = stream.tell()
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, qual = str(arg).partition(" ")
@@ -166,14 +175,25 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
                 memo.add(len(memo))
             if not _apply(stack, op):
                 return False  # the unpickler would find too few operands or no MARK
-            if name in _ACTING:
+            if name in _ACTING or name == "STOP":
                 return True
-            if name == "STOP":
-                return len(stack) == 0
     except (ValueError, UnicodeDecodeError, OverflowError):
-        # genops raises at the bad opcode; near the window's end that is the window, not the file
-        return truncated and pos >= len(head) - 4096
+        if truncated and nxt >= len(head) - 4096:
+            return True  # the window ends here, not necessarily the program
+        return _lenient_number(head, nxt)
     return truncated  # the window ended inside a valid program
+
+
+def _lenient_number(head: bytes, at: int) -> bool:
+    """An INT, LONG or FLOAT pickletools refuses but CPython's unpickler may read.
+
+    CPython parses these text arguments with ``strtol(..., 0)`` and friends (``0x1f``,
+    ``0o7``, spaces): the probe must not call a program broken that the loader runs on.
+    """
+    if head[at : at + 1] not in (b"I", b"L", b"F"):
+        return False  # unknown opcode, unquoted STRING...: CPython stops there too
+    line = head[at + 1 :].split(b"\n", 1)[0].strip()
+    return _NUMBER.fullmatch(line) is not None
 
 
 def _apply(stack: list[bool], op: pickletools.OpcodeInfo) -> bool:

@@ -294,3 +294,35 @@ def test_a_repository_without_models_passes_and_says_so(tmp_path: Path) -> None:
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert "0 files scanned" in proc.stdout and "1 skipped as not model artifacts" in proc.stdout
+
+
+def test_a_tar_without_the_ustar_magic_is_a_possible_model(tmp_path: Path) -> None:
+    """tarfile (torch's pre-1.0 reader) takes any header whose checksum is right (V7 tar)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        data = pickle.dumps(_Payload(), protocol=0)
+        info = tarfile.TarInfo("pickle")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    raw[257:265] = bytes(8)  # no magic, no version: a V7 header
+    header = bytearray(raw[:512])
+    header[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(header)
+    path = tmp_path / "README"
+    path.write_bytes(bytes(raw))
+    with tarfile.open(path) as tar:  # the oracle: tarfile reads it
+        assert tar.getnames() == ["pickle"]
+    assert could_be_model(path)
+
+
+@pytest.mark.parametrize("prefix", [b"I0x10\n", b"I 7\n", b"L0o17L\n", b"F1e5\n"])
+def test_numbers_cpython_reads_leniently_do_not_hide_a_payload(tmp_path: Path, prefix: bytes) -> None:
+    """pickletools refuses INT ``0x10``; CPython's unpickler (strtol base 0) reads it and runs on."""
+    pickle.loads(prefix + b".")  # the oracle: CPython reads the number (a plain number, nothing runs)
+    path = tmp_path / "notes.txt"
+    path.write_bytes(prefix + pickle.dumps(_Payload(), protocol=0))
+    assert could_be_model(path)
