@@ -37,7 +37,7 @@ gpenguard_venv() {
             exit 2
         fi
     fi
-    py="$venv/bin/python"
+    py="$(cd "$venv" && pwd)/bin/python"  # absolute: tests run subprocesses from other folders
     local quiet=(--quiet --disable-pip-version-check)
     local torch_spec=${TORCH_SPEC:-torch==2.13.0}
     if ! "$py" -c 'import torch' >/dev/null 2>&1; then

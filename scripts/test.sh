@@ -28,7 +28,7 @@ if [ -z "${SARIF_SCHEMA_PATH:-}" ] && command -v npm >/dev/null 2>&1; then
 fi
 
 # Subprocesses the tests start (`python -m gpenguard`, the bwrap worker) use this interpreter.
-export PATH="$(dirname "$py"):$PATH"
+case "$py" in */*) PATH="$(cd "$(dirname "$py")" && pwd):$PATH"; export PATH ;; esac
 "$py" -m ruff check gpenguard tests bench
 "$py" -m mypy
 "$py" -m pytest "$@"
