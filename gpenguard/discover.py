@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickletools
 import re
 import stat
 import struct
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
+    import pickletools
+
     from pathspec import GitIgnoreSpec
 
 IGNORE_FILE = ".gpenguardignore"
@@ -155,6 +156,8 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
     anything, so such a file cannot act when loaded. A program still valid where the probe
     window ends is judged by a full scan.
     """
+    import pickletools  # NOTE: only a probe needs it; `scan FILE` alone must start fast
+
     stack: list[bool] = []  # True: a MARK
     memo: set[object] = set()
     stream = io.BytesIO(head)
@@ -198,6 +201,7 @@ def _lenient_number(head: bytes, at: int) -> bool:
 
 def _apply(stack: list[bool], op: pickletools.OpcodeInfo) -> bool:
     """Follow one opcode's stack effect; False where CPython's unpickler would raise."""
+    import pickletools
     before = op.stack_before
     if op.name == "POP":  # pops an object, or a MARK when it is on top
         if not stack:

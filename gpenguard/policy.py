@@ -25,7 +25,6 @@ else:  # NOTE: YAML is loaded on first use: `gpenguard scan` without --policy ne
 
     strict_yaml = lazy_module("gpenguard.strict_yaml")
 from gpenguard.errors import PolicyError
-from gpenguard.fileio import read_regular
 from gpenguard.scan.findings import Severity
 
 
@@ -284,6 +283,8 @@ def load_policy(spec: str | os.PathLike[str] | None = None) -> Policy:
     path = Path(text_spec)
     if isinstance(spec, str) and spec in SHIPPED and not path.is_file():
         return parse_policy(shipped_policy_text(spec), source=f"<shipped policy {spec}>")
+    from gpenguard.fileio import read_regular
+
     try:
         data = read_regular(path, 16 * 2**20)
     except FileNotFoundError:
