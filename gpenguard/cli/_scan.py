@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gpenguard.errors import ExitCode, GpenguardError, UsageError
 from gpenguard.report.interface import printable
@@ -125,7 +125,6 @@ def run(argv: Sequence[str]) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     from gpenguard import scan as scan_pkg  # NOTE: deferred so `--help` stays fast
-    from gpenguard.discover import Discovery, discover
     from gpenguard.policy import load_policy, with_overrides
 
     if not args.paths:
@@ -134,13 +133,7 @@ def _scan(args: argparse.Namespace) -> int:
     base = default_policy() if args.policy is None else load_policy(args.policy)
     chosen = with_overrides(base, fail_on=threshold)
     report_format = _format(args.format, chosen)
-    if args.skip_non_models or any(_is_dir(p) for p in args.paths):
-        found = discover(args.paths, recursive=not args.no_recursive, include=args.include,
-                         exclude=args.exclude, ignore_files=not args.no_ignore_file)
-    else:  # files named one by one (a hook): nothing to walk or probe
-        found = Discovery(files=tuple(str(p) for p in args.paths))
-    if args.skip_non_models:
-        found = _probe_named(found, args.paths)
+    found = _find(args)
     digest = args.hash or report_format.value != "text"
     with _progress() as on_file:
         report = scan_pkg.scan_paths(found.files, recursive=False, policy=chosen, jobs=args.jobs,
@@ -179,6 +172,29 @@ def default_policy() -> Policy:
     from gpenguard.policy import Policy
 
     return Policy(source="<shipped policy default>")
+
+
+def _find(args: argparse.Namespace) -> _Found | Discovery:
+    """What to scan: directories walked, named files as they are (or probed, if asked)."""
+    if not args.skip_non_models and not any(_is_dir(p) for p in args.paths):
+        # files named one by one (a hook): nothing to walk or probe, no walk module to load
+        return _Found(files=tuple(str(p) for p in args.paths))
+    from gpenguard.discover import discover
+
+    found = discover(args.paths, recursive=not args.no_recursive, include=args.include,
+                     exclude=args.exclude, ignore_files=not args.no_ignore_file)
+    if args.skip_non_models:
+        found = _probe_named(found, args.paths)
+    return found
+
+
+class _Found(NamedTuple):
+    """The fields of `gpenguard.discover.Discovery` the command reads."""
+
+    files: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    unopened: tuple[str, ...] = ()
 
 
 def _probe_named(found: Discovery, named: Sequence[Path]) -> Discovery:
