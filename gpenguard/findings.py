@@ -97,6 +97,12 @@ class ScanReport:
     tool_version: str = ""
     fail_on: Severity = Severity.HIGH
     rules: tuple[Rule, ...] = field(default=())
+    skipped: tuple[str, ...] = ()
+    """Files found under a directory and judged by content not to be model artifacts."""
+    ignored: tuple[str, ...] = ()
+    """Files left out by --include/--exclude or an ignore file."""
+    unopened: tuple[str, ...] = ()
+    """Subdirectories not descended into (--no-recursive, .git)."""
 
     @property
     def verdict(self) -> Verdict:

@@ -539,11 +539,12 @@ def _scan(run: _Run, src: Source) -> None:
     try:
         report = scan_source(src, policy=pol)
     except GpenguardError as exc:
-        run.fail("scan", f"could not scan: {exc.message}")
+        run.error("scan", f"could not scan: {exc.message}")
         return
     run.values["scan"] = report
     if report.verdict is Verdict.ERROR:
-        run.fail("scan", f"could not scan: {report.error or 'unknown error'}")
+        # unknown, empty or unreadable content: exit 2 ("could not decide"), as `scan` says
+        run.error("scan", f"could not scan: {report.error or 'unknown error'}")
         return
     blocking = [f for f in report.findings if f.severity >= pol.fail_on]
     for f in blocking:

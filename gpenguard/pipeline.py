@@ -167,7 +167,17 @@ def restore(
             raise UsageError(f"--gpu takes GPU indexes or GPU-/MIG- UUIDs, comma-separated; not {', '.join(map(repr, bad))}")
         require_gpu_allowed(policy, request.gpus, toolkit_version())
     runtime = request.runtime or policy.sandbox.runtime
-    # The engine, runtime and image are checked before the (possibly long) gate and conversion.
+    if backend_name is not BackendName.DOCKER and (
+        request.runtime not in {None, "auto"} or policy.sandbox.runtime == "runsc"
+    ):
+        raise UsageError(f"the {backend_name} backend has no container runtime; runsc needs --backend docker")
+    # The gate runs first: a poisoned checkpoint is refused with its reasons (exit 1) whether
+    # or not a sandbox engine, runtime or image exists on this host.
+    weights = tuple(
+        _gate_and_store(role, path, request, policy, stage)
+        for role, path in zip(ROLES, (request.gpen, request.detector, request.parser), strict=True)
+        if path is not None and (role == "gpen" or mode == "full")
+    )
     backend: Backend
     if backend_name is BackendName.DOCKER:
         from gpenguard.runner.docker import (
@@ -184,16 +194,8 @@ def restore(
         image = resolve_image(engine, request.image or DEFAULT_IMAGE)
         stage("runtime", runtime)
     else:
-        if request.runtime not in {None, "auto"} or policy.sandbox.runtime == "runsc":
-            raise UsageError(f"the {backend_name} backend has no container runtime; runsc needs --backend docker")
         backend = backend_name.create()
         image = HOST_IMAGE
-
-    weights = tuple(
-        _gate_and_store(role, path, request, policy, stage)
-        for role, path in zip(ROLES, (request.gpen, request.detector, request.parser), strict=True)
-        if path is not None and (role == "gpen" or mode == "full")
-    )
     output_dir = request.output_dir
     done = run_worker(
         backend, image, policy, weights, inputs, output_dir,

@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from gpenguard import strict_yaml
+if TYPE_CHECKING:
+    from gpenguard import strict_yaml
+else:  # NOTE: YAML is loaded on first use: `gpenguard scan` without --policy never parses any
+    from gpenguard._lazy import lazy_module
+
+    strict_yaml = lazy_module("gpenguard.strict_yaml")
 from gpenguard.errors import PolicyError
-from gpenguard.fileio import read_regular
 from gpenguard.findings import Severity
 
 
@@ -267,6 +270,8 @@ def shipped_policy_text(name: str) -> str:
     """The YAML of a policy shipped inside the package (`SHIPPED`)."""
     if name not in SHIPPED:
         raise PolicyError(f"no shipped policy named {name!r} (shipped: {', '.join(SHIPPED)})")
+    from importlib import resources
+
     return resources.files("gpenguard").joinpath("data", "policies", f"{name}.yaml").read_text("utf-8")
 
 
@@ -282,6 +287,8 @@ def load_policy(spec: str | os.PathLike[str] | None = None) -> Policy:
     path = Path(text_spec)
     if isinstance(spec, str) and spec in SHIPPED and not path.is_file():
         return parse_policy(shipped_policy_text(spec), source=f"<shipped policy {spec}>")
+    from gpenguard.fileio import read_regular
+
     try:
         data = read_regular(path, 16 * 2**20)
     except FileNotFoundError:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole pipeline on a fresh machine: install gpenguard, make a GPEN-BFR-2048 checkpoint
+# The whole pipeline on a fresh machine (Python 3.11+): a virtualenv in .venv/ with torch's CPU
+# build and gpenguard[restore], then make a GPEN-BFR-2048 checkpoint
 # (the real architecture, RANDOM weights: official weights cannot be downloaded here, so the
 # "restored" image is noise) and a poisoned copy whose pickle runs os.system("true"), then:
 #   1. scan both: the poisoned one is blocked, the call it would make is shown;
@@ -11,12 +12,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# GPENGUARD_DEMO_SKIP_INSTALL=1 reuses an existing install; GPENGUARD_DEMO_DIR moves the files
+# Installs into ./.venv (see scripts/_venv.sh: torch's CPU build, gpenguard[restore]).
+# GPENGUARD_PYTHON=/path/to/python uses that interpreter as it is (nothing installed; the old
+# GPENGUARD_DEMO_SKIP_INSTALL=1 means the same with python3); GPENGUARD_DEMO_DIR moves the files
 # (default ./demo/, which git ignores); GPENGUARD_DEMO_BACKEND forces docker or bwrap.
-if [ "${GPENGUARD_DEMO_SKIP_INSTALL:-0}" != "1" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e .
+if [ "${GPENGUARD_DEMO_SKIP_INSTALL:-0}" = "1" ] && [ -z "${GPENGUARD_PYTHON:-}" ]; then
+    GPENGUARD_PYTHON=python3
 fi
-gg() { python3 -m gpenguard "$@"; }
+# shellcheck source=scripts/_venv.sh
+. scripts/_venv.sh
+gpenguard_venv restore
+gg() { "$py" -m gpenguard "$@"; }
 expect() {  # expect CODE DESCRIPTION -- command...
     local want=$1 what=$2; shift 3
     local got=0
@@ -31,7 +37,7 @@ expect() {  # expect CODE DESCRIPTION -- command...
 dir="${GPENGUARD_DEMO_DIR:-demo}"
 rm -rf -- "$dir"
 echo "== making a GPEN-BFR-2048-architecture checkpoint with RANDOM weights, a poisoned copy, a sample"
-python3 -c 'import sys; from gpenguard.demo import make_gpen_demo; make_gpen_demo(sys.argv[1])' "$dir"
+"$py" -c 'import sys; from gpenguard.demo import make_gpen_demo; make_gpen_demo(sys.argv[1])' "$dir"
 clean="$dir/RANDOM-WEIGHTS/GPEN-BFR-2048.pth"
 poisoned="$dir/RANDOM-WEIGHTS/GPEN-BFR-2048-POISONED.pth"
 sample="$dir/sample-face-crop.png"
@@ -46,19 +52,30 @@ if [ -e "$dir/out-poisoned" ] && [ -n "$(ls -A "$dir/out-poisoned")" ]; then
     exit 1
 fi
 
+# Only now, with the poisoned file refused, is a sandbox needed: pick one, build what it lacks.
 backend="${GPENGUARD_DEMO_BACKEND:-}"
 if [ -z "$backend" ]; then
-    if python3 -c 'import docker; docker.from_env().ping()' >/dev/null 2>&1; then
+    if "$py" -c 'import docker; docker.from_env().ping()' >/dev/null 2>&1; then
         backend=docker
-    elif command -v bwrap >/dev/null 2>&1; then
-        backend=bwrap
     else
-        echo "demo: no sandbox backend here: start a Docker engine or install bubblewrap" >&2
-        echo "      (e.g. apt-get install bubblewrap), then run this again." >&2
-        exit 2
+        if ! command -v bwrap >/dev/null 2>&1; then
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+                echo; echo "== no Docker engine answers and bubblewrap is missing: installing bubblewrap (apt-get)"
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null \
+                    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; }
+            else
+                echo "demo: no sandbox backend here: no Docker engine answers and bubblewrap is not installed." >&2
+                echo "      Install one, then run this again:" >&2
+                echo "        sudo apt-get install bubblewrap      # Debian/Ubuntu" >&2
+                echo "        sudo dnf install bubblewrap          # Fedora/RHEL" >&2
+                echo "      or start a Docker engine (the sandbox image is then built on first use)." >&2
+                exit 2
+            fi
+        fi
+        backend=bwrap
     fi
 fi
-if [ "$backend" = docker ] && ! python3 -c 'import docker; docker.from_env().images.get("gpenguard-sandbox:latest")' >/dev/null 2>&1; then
+if [ "$backend" = docker ] && ! "$py" -c 'import docker; docker.from_env().images.get("gpenguard-sandbox:latest")' >/dev/null 2>&1; then
     echo; echo "== building the sandbox image offline (first run only; takes a few minutes)"
     gg sandbox build
 fi

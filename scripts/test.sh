@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite on a fresh machine (the README's test command).
-# torch is pinned so pip takes the CPU build instead of several GB of CUDA packages.
+# Set up and run the whole test suite on a fresh machine (the README's test command): a
+# virtualenv in .venv/ with torch's CPU build and gpenguard[test] (scripts/_venv.sh says how to
+# change the interpreter, the venv or the torch index; GPENGUARD_PYTHON=... skips all setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+# shellcheck source=scripts/_venv.sh
+. scripts/_venv.sh
+gpenguard_venv test
 
 # The official SARIF 2.1.0 JSON schema, to validate our SARIF against: npm ships it inside
 # @microsoft/jest-sarif (lib/schemas/sarif-2.1.0-rtm.5.json). It is fetched, not committed, and
@@ -24,6 +27,8 @@ if [ -z "${SARIF_SCHEMA_PATH:-}" ] && command -v npm >/dev/null 2>&1; then
   [ -s "$schema" ] && export SARIF_SCHEMA_PATH="$schema"
 fi
 
-python3 -m ruff check gpenguard tests bench
-python3 -m mypy
-python3 -m pytest "$@"
+# Subprocesses the tests start (`python -m gpenguard`, the bwrap worker) use this interpreter.
+case "$py" in */*) PATH="$(cd "$(dirname "$py")" && pwd):$PATH"; export PATH ;; esac
+"$py" -m ruff check gpenguard tests bench
+"$py" -m mypy
+"$py" -m pytest "$@"

@@ -184,13 +184,25 @@ def test_full_mode_gates_all_three_networks_and_runs_them_in_docker(
     assert np.abs(produced.astype(int) - np.asarray(expected).astype(int)).max() <= 1
 
 
+def test_the_gate_runs_before_the_image_is_looked_up(tmp_path: Path, faces: list[Path]) -> None:
+    """A poisoned checkpoint is blocked with its reasons (1), whether or not the image exists."""
+    poisoned = tmp_path / "gpen-bfr-256.pth"
+    poisoned.write_bytes(pickle.dumps({"generator": _Payload()}, protocol=2))
+    for backend in ("docker", "bwrap"):
+        done = _gpenguard(*_restore_args(faces[:1], tmp_path / "out", poisoned, tmp_path / "store",
+                                         "--image", "gpenguard-no-such-image:never", "--backend", backend))
+        assert done.returncode == 1, done.stderr
+        assert "posix.system" in done.stderr and "is not on this host" not in done.stderr
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 @pytest.mark.docker
-def test_missing_image_fails_before_any_conversion(tmp_path: Path, checkpoint: Path, faces: list[Path]) -> None:
+def test_missing_image_is_exit_2_after_the_gate(tmp_path: Path, checkpoint: Path, faces: list[Path]) -> None:
     store = tmp_path / "store"
     done = _gpenguard(*_restore_args(faces[:1], tmp_path / "out", checkpoint, store, "--image", "gpenguard-no-such-image:never"))
     assert done.returncode == 2, done.stderr
     assert "is not on this host" in done.stderr and "sandbox/build.sh" in done.stderr
-    assert not store.exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ beyond parsing options and choosing a renderer.
 
 NOTE: a CI gate runs ``gpenguard scan`` once per file, so start-up time is per-file time.
 `main()` therefore builds only the command group that was asked for (typer builds a parameter
-adapter for every option of every registered command); ``--help`` and `app` get all of them.
+adapter for every option of every registered command); ``--help`` and `app` get all of them;
+and ``scan`` (the command a hook runs per commit) skips typer altogether (see `_scan`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 _HELP = (
     "Vet PyTorch checkpoints statically, verify them against a signed registry, convert them "
@@ -42,15 +44,15 @@ def version() -> None:
     """Print gpenguard's version."""
     from gpenguard import __version__
 
-    typer.echo(__version__)
-
-
-def _root() -> None:
-    """Vet PyTorch checkpoints; see the commands below."""
+    print(__version__)  # noqa: T201 - the CLI's output
 
 
 def build_app(groups: tuple[str, ...] | None = None) -> typer.Typer:
     """A typer app with the named command modules registered (all of them by default)."""
+    import typer
+
+    from gpenguard.cli._common import root
+
     new = typer.Typer(
         name="gpenguard",
         help=_HELP,
@@ -60,7 +62,7 @@ def build_app(groups: tuple[str, ...] | None = None) -> typer.Typer:
         pretty_exceptions_show_locals=False,
     )
     # A callback keeps typer in group mode even when only one command is registered.
-    new.callback()(_root)
+    new.callback()(root)
     new.command()(version)
     wanted = groups if groups is not None else tuple(m for ms in _GROUPS.values() for m in ms)
     for name in dict.fromkeys(wanted):
@@ -83,4 +85,11 @@ def __getattr__(name: str) -> Any:
 def main() -> None:
     """Console-script entry point: an unknown or missing command gets the full app (its help)."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command == "scan":  # the hot path of hooks and CI: no typer, no rich
+        from gpenguard.cli._scan import run
+
+        sys.exit(run(sys.argv[2:]))
+    if command in ("--version", "-V"):
+        version()
+        sys.exit(0)
     build_app(_GROUPS.get(command) if command else None)()

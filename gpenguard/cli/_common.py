@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,24 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from gpenguard.cli import version
+
+        version()
+        raise typer.Exit(0)
+
+
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the version and exit.",
+                     callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Vet PyTorch checkpoints; see the commands below."""
 
 
 def guarded(func: Callable[P, R]) -> Callable[P, R]:
@@ -40,11 +58,17 @@ def report_error(exc: GpenguardError) -> None:
     Messages carry file names, member names and YAML text: never read as rich markup
     (``[/x].yaml`` would raise, ``[bold]`` vanish), control characters shown escaped.
     """
-    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(str(exc))))
+    err_console.print(Text.assemble(("error:", "bold red"), " ", _lines(str(exc))))
     for reason in getattr(exc, "reasons", ()):
-        err_console.print(f"  - {printable(str(reason))}", markup=False)
+        err_console.print(f"  - {_lines(str(reason))}", markup=False)
     if exc.hint:
-        err_console.print(f"  hint: {printable(exc.hint)}", markup=False)
+        err_console.print(f"  hint: {_lines(exc.hint)}", markup=False)
+
+
+def _lines(text: str) -> str:
+    """Multi-line text as indented lines (a hint's newline is a line break, not ``\\x0a``);
+    control characters inside a line are still shown escaped."""
+    return "\n        ".join(printable(line) for line in text.splitlines() or [""])
 
 
 def note(label: str, style: str, text: str) -> None:

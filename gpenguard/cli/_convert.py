@@ -40,13 +40,13 @@ def _summary(record: ConversionRecord) -> dict[str, Any]:
 @guarded
 def convert_command(
     file: Annotated[Path, typer.Argument(help="The checkpoint to convert.", show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the .safetensors file (its provenance goes beside it).")] = None,
-    registry: Annotated[Path | None, typer.Option("--registry", "-r", help="Registry file (default: the policy's, else the shipped one).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="OUT.safetensors", help="Required unless --store: where to write the .safetensors file (its provenance goes beside it).", show_default=False)] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry file (default: the policy's, else the shipped one).")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Registry artifact the file claims to be.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", "-p", help="Policy: default, strict, ci, or a YAML file.")] = None,
     select: Annotated[str | None, typer.Option("--select", help="Nested state_dict to convert (params_ema, model/state_dict); default: the registry entry's.")] = None,
     strip_prefix: Annotated[str | None, typer.Option("--strip-prefix", help="Drop this prefix (e.g. 'module.') from tensor names.")] = None,
-    store: Annotated[Path | None, typer.Option("--store", help="Also keep the result in this content-addressed store (default when no -o: $GPENGUARD_CACHE_DIR).")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Keep the result in this content-addressed store (as well as -o, or instead of it).")] = None,
     sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Private key that signs the provenance (DSSE envelope).")] = None,
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned keys allowed to sign the registry.")] = None,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append the gate's decision to this hash-chained log.")] = None,
@@ -60,11 +60,13 @@ def convert_command(
     or format error. No output file is left behind on any failure.
     """
     from gpenguard.convert import convert
+    from gpenguard.errors import UsageError
     from gpenguard.store import Store
 
+    if output is None and store is None:
+        raise UsageError("name the file to write: -o OUT.safetensors (or --store DIR for a "
+                         "content-addressed store)")
     the_store: Store | None = Store(store) if store is not None else None
-    if output is None and the_store is None:
-        the_store = Store()
 
     def run(progress: Callable[[int, int], None] | None = None) -> ConversionRecord:
         return convert(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from gpenguard.cli._common import err_console, guarded, note
 from gpenguard.errors import ExitCode
+from gpenguard.report.interface import printable
 
 
 def _gpus(value: str | None) -> tuple[str, ...]:
@@ -26,7 +27,7 @@ def restore_command(
     backend: Annotated[str | None, typer.Option("--backend", help="docker or bwrap (default: the policy's).")] = None,
     runtime: Annotated[str | None, typer.Option("--runtime", help="Docker runtime: runc, runsc (gVisor) or auto (default: the policy's).")] = None,
     policy: Annotated[str | None, typer.Option("--policy", "-p", help="Policy: default, strict, ci, or a YAML file.")] = None,
-    registry: Annotated[Path | None, typer.Option("--registry", "-r", help="Registry file (default: the policy's).")] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry file (default: the policy's).")] = None,
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned keys allowed to sign the registry.")] = None,
     tuf_repo: Annotated[str | None, typer.Option("--tuf-repo", help="TUF repository (folder or http(s) URL) to take the registry from; --trust-root is then its pinned root.json.")] = None,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Append each gate decision to this log.")] = None,
@@ -68,12 +69,17 @@ def restore_command(
         overwrite=overwrite,
     )
 
+    bar = _ImageProgress() if err_console.is_terminal else None
+
     def on_stage(stage: str, detail: str) -> None:
         note(str(stage), "bold", str(detail))
 
     def on_event(event: Event) -> None:
         kind = event.get("event")
         if kind == "image":
+            if bar is not None:
+                bar.advance(int(event["total"]), str(event["input"]))
+                return
             err_console.print(
                 f"  [{int(event['index']) + 1}/{event['total']}] {event['input']} -> {event['output']} "
                 f"({float(event['seconds']):.2f} s)",
@@ -84,7 +90,11 @@ def restore_command(
         elif kind == "error":
             err_console.print(f"  sandbox: {event.get('message')}", markup=False)
 
-    outcome = restore(request, on_stage=on_stage, on_event=on_event)
+    try:
+        outcome = restore(request, on_stage=on_stage, on_event=on_event)
+    finally:
+        if bar is not None:
+            bar.stop()
     for stored in outcome.weights:
         for warning in stored.warnings:
             note("warning:", "yellow", f"{stored.source.name}: {warning}")
@@ -94,6 +104,38 @@ def restore_command(
         note("not restored:", "bold red", str(failure))
     if outcome.failures:
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+class _ImageProgress:
+    """Per-image progress with an ETA on a terminal (each image takes seconds to a minute)."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("restoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[last]}", markup=False),
+            console=err_console,
+        )
+        self._task: Any = None
+
+    def advance(self, total: int, name: str) -> None:
+        if self._task is None:
+            self._progress.start()
+            self._task = self._progress.add_task("restore", total=total, last="")
+        self._progress.update(self._task, advance=1, last=printable(name))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._progress.stop()
 
 
 def register(app: typer.Typer) -> None:

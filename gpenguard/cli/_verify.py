@@ -32,7 +32,7 @@ def _progress_bar() -> Progress | None:
 
 def verify_command(
     file: Annotated[Path, typer.Argument(help="The checkpoint to check.", show_default=False)],
-    registry: Annotated[Path | None, typer.Option("--registry", "-r", help="Registry file (default: the policy's, else the shipped one).")] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry file (default: the policy's, else the shipped one).")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Registry artifact the file claims to be; it must then match that entry.")] = None,
     policy: Annotated[str | None, typer.Option("--policy", "-p", help="Policy: default, strict, ci, or a YAML file.")] = None,
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Pinned keys allowed to sign the registry.")] = None,
@@ -87,7 +87,7 @@ def verify_command(
 def pin_command(
     name: Annotated[str, typer.Argument(help="The registry artifact to pin.", show_default=False)],
     file: Annotated[Path, typer.Argument(help="The downloaded file, as approved.", show_default=False)],
-    registry: Annotated[Path | None, typer.Option("--registry", "-r", help="Registry file (default: the shipped one).")] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry file (default: the shipped one).")] = None,
     key: Annotated[list[Path] | None, typer.Option("--key", "-k", help="Private key to re-sign the registry with (repeatable).")] = None,
     policy: Annotated[str | None, typer.Option("--policy", "-p", help="Policy whose scan rules the file must pass (default: default).")] = None,
 ) -> None:

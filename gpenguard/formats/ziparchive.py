@@ -9,10 +9,7 @@ local header by hand, like miniz does, and every disagreement becomes a finding.
 
 from __future__ import annotations
 
-import bz2
-import lzma
 import struct
-import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -92,7 +89,7 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
                 f"member name {info.name!r} holds a NUL byte: torch's C++ reader cuts it there",
                 member=info.name,
             )
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if info.compress_type not in (_STORED, _DEFLATED):
             ctx.add(
                 "GG216",
                 f"compression method {info.compress_type}: torch cannot read it, zipfile can",
@@ -159,7 +156,7 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
     raw = buf[m.data_offset : m.data_offset + info.compress_size]
     lim = ctx.limits
     method = info.compress_type
-    if method == zipfile.ZIP_STORED:
+    if method == _STORED:
         if info.file_size != info.compress_size:
             ctx.add(
                 "GG206",
@@ -207,14 +204,22 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
     return out
 
 
+# zipfile's method numbers; zipfile, bz2 and lzma themselves are imported only by an archive
+# that compresses (torch.save stores): a hook's start-up is per-file time.
+_STORED, _DEFLATED, _BZIP2, _LZMA = 0, 8, 12, 14
+
+
 def _inflate(method: int, raw: memoryview, cap: int) -> bytes:
+    import bz2
+    import lzma
+
     try:
-        if method == zipfile.ZIP_DEFLATED:
+        if method == _DEFLATED:
             d = zlib.decompressobj(-15)
             return d.decompress(raw, cap)
-        if method == zipfile.ZIP_BZIP2:
+        if method == _BZIP2:
             return bz2.BZ2Decompressor().decompress(raw, cap)
-        if method == zipfile.ZIP_LZMA:
+        if method == _LZMA:
             # zip's LZMA: 2-byte version, 2-byte property size, properties, raw LZMA1 data
             if len(raw) < 4:
                 raise ZipReadError("truncated LZMA header")

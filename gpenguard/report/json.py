@@ -9,13 +9,12 @@ unknown), so consumers never need ``.get`` chains.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from typing import Any
 
 from gpenguard.findings import FileReport, Finding, ScanReport, Verdict
 from gpenguard.report.interface import exit_code_for
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: summary.skipped/ignored, not_scanned
 SCHEMA_RESOURCE = "scan-report.schema.json"
 
 
@@ -40,6 +39,13 @@ def report_to_dict(report: ScanReport) -> dict[str, Any]:
         "summary": {
             "files": len(report.files),
             **{v.value: sum(f.verdict is v for f in report.files) for v in Verdict},
+            "skipped": len(report.skipped),
+            "ignored": len(report.ignored),
+        },
+        "not_scanned": {
+            "skipped": list(report.skipped),
+            "ignored": list(report.ignored),
+            "unopened": list(report.unopened),
         },
         "files": [_file(f) for f in report.files],
         "rules": [
@@ -84,6 +90,8 @@ def _finding(finding: Finding) -> dict[str, Any]:
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema this reporter's output conforms to (shipped as package data)."""
+    from importlib import resources
+
     text = resources.files("gpenguard.report").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -1,19 +1,35 @@
 """The report for people at a terminal: one block per file, worst news first within it.
 
 Every string that came out of a scanned file (paths, messages, reconstructed calls) goes
-through `printable` and into `rich.text.Text` as plain text, never as markup, so a hostile
+through `printable` and is styled only as a whole segment, never read as markup, so a hostile
 checkpoint cannot inject escape sequences or rich markup into a reviewer's terminal.
+
+Lines are built as (text, style) segments; rich renders them only when colour is wanted, so a
+CI run (no terminal) never imports it: start-up is per-file time in a hook.
 """
 
 from __future__ import annotations
 
 import io
 
-from rich.console import Console
-from rich.text import Text
-
 from gpenguard.findings import FileReport, Finding, ScanReport, Severity, Verdict
 from gpenguard.report.interface import location, printable
+
+
+class Text:
+    """A line of (text, style) segments; the subset of `rich.text.Text` this module needs."""
+
+    def __init__(self, text: str = "", style: str = "") -> None:
+        self.parts: list[tuple[str, str]] = [(text, style)] if text else []
+
+    def append(self, text: str, style: str = "") -> Text:
+        self.parts.append((text, style))
+        return self
+
+    @property
+    def plain(self) -> str:
+        return "".join(text for text, _ in self.parts)
+
 
 _VERDICT_STYLE = {
     Verdict.PASS: "bold green",
@@ -38,22 +54,30 @@ class TextReporter:
         self.width = width
 
     def render(self, report: ScanReport) -> str:
+        lines = [line for file in report.files for line in _file_lines(file)]
+        lines.extend(_not_scanned_lines(report))
+        lines.append(_summary(report))
+        if not self.color:
+            return "".join(f"{line.plain}\n" for line in lines)
+        from rich.console import Console
+        from rich.text import Text as RichText
+
         buffer = io.StringIO()
         console = Console(
             file=buffer,
-            force_terminal=self.color,
-            no_color=not self.color,
-            color_system="standard" if self.color else None,
+            force_terminal=True,
+            color_system="standard",
             width=self.width,
             highlight=False,
             emoji=False,
             markup=False,
             soft_wrap=True,
         )
-        for file in report.files:
-            for line in _file_lines(file):
-                console.print(line)
-        console.print(_summary(report))
+        for line in lines:
+            rich_line = RichText()
+            for text, style in line.parts:
+                rich_line.append(text, style=style or None)
+            console.print(rich_line)
         return buffer.getvalue()
 
 
@@ -96,14 +120,32 @@ def _finding_lines(finding: Finding) -> list[Text]:
     return lines
 
 
+_LISTED = 20
+"""Paths listed per kind of file not scanned; beyond it, a count."""
+
+
+def _not_scanned_lines(report: ScanReport) -> list[Text]:
+    """Files left out by patterns and subfolders not opened, by name: nothing is dropped unsaid."""
+    lines: list[Text] = []
+    for label, paths in (("ignored:", report.ignored), ("not opened:", report.unopened)):
+        lines.extend(Text(label, "yellow").append(f" {printable(p)}") for p in paths[:_LISTED])
+        if len(paths) > _LISTED:
+            lines.append(Text(label, "yellow").append(f" ... and {len(paths) - _LISTED} more"))
+    return lines
+
+
 def _summary(report: ScanReport) -> Text:
     counts = {v: sum(f.verdict is v for f in report.files) for v in Verdict}
     n = len(report.files)
     text = Text()
-    text.append(f"{n} file{'s' if n != 1 else ''}: ")
+    text.append(f"{n} file{'s' if n != 1 else ''}{' scanned' if report.skipped else ''}: ")
     text.append(f"{counts[Verdict.PASS]} passed, ")
     text.append(f"{counts[Verdict.BLOCK]} blocked, ")
     text.append(f"{counts[Verdict.ERROR]} could not be scanned")
+    if report.skipped:
+        text.append(f"; {len(report.skipped)} skipped as not model artifacts")
+    if report.ignored:
+        text.append(f"; {len(report.ignored)} ignored by pattern")
     text.append(" — verdict: ")
     text.append(report.verdict.value.upper(), style=_VERDICT_STYLE[report.verdict])
     text.append(f" (blocking at {report.fail_on.name.lower()} and above)", style="dim")

@@ -170,7 +170,12 @@ def client(timeout: float = 60.0) -> Any:
     """A docker SDK client for the local engine, or a SandboxError saying why there is none."""
     try:
         import docker
-
+    except ImportError as exc:  # the core install (a CI gate) has no docker SDK
+        raise SandboxError(
+            "the docker SDK is not installed (the core package has none)",
+            hint="pip install 'gpenguard[restore]' for restore on this host",
+        ) from exc
+    try:
         engine = docker.from_env(timeout=int(timeout))
         engine.ping()
     except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
@@ -322,7 +327,29 @@ def _kill(container: Any) -> None:
         container.kill()
 
 
-def _remove(container: Any) -> None:
-    # Best effort; a leftover container carries the org.gpenguard.sandbox label.
-    with contextlib.suppress(Exception):
-        container.remove(force=True)
+def _remove(container: Any, *, wait_s: float = 15.0) -> None:
+    """Remove the container and return once the engine no longer lists it.
+
+    A container the kernel is still OOM-killing can make a removal answer 409 ("removal in
+    progress") or leave it listed for a moment; retrying until it is gone keeps cleanup
+    deterministic. Best effort after `wait_s`: a leftover carries the org.gpenguard.sandbox label.
+    """
+    import docker.errors
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            return
+        except Exception:  # 409 while the engine is still tearing it down; retried below
+            pass
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return
+        except Exception:
+            return  # the engine went away: nothing more to do from here
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)

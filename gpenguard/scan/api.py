@@ -19,7 +19,6 @@ from gpenguard.pickling.walker import Global, WalkResult, render, walk
 from gpenguard.policy import Policy
 from gpenguard.rules import RULES, finding
 from gpenguard.scan.allowlist import judge, normalize
-from gpenguard.trust.hashing import hash_source
 
 _MAX_IMPORT_FINDINGS = 200
 """Distinct refused imports listed per pickle; beyond it, one summary finding."""
@@ -295,16 +294,26 @@ def scan_source(
     )
 
 
-def scan_file(path: str, policy: Policy | None = None, limits: Limits | None = None) -> FileReport:
-    """Map one file, scan it and hash the same mapping."""
+def scan_file(
+    path: str, policy: Policy | None = None, limits: Limits | None = None, *, digest: bool = True
+) -> FileReport:
+    """Map one file, scan it and (with `digest`) hash the same mapping.
+
+    The verdict never needs the digest; hashing a 300 MB checkpoint costs more than scanning
+    it, so callers whose report shows no digest (the text report) leave it off.
+    """
     try:
         src = Source.open(path)
     except InputError as exc:
         return FileReport(path=path, verdict=Verdict.ERROR, error=exc.message)
     with src:
         report = scan_source(src, policy=policy, limits=limits)
-        digest = hash_source(src)  # the same mapping, streamed with flat memory
-    return _with(report, sha256=digest.sha256, size=digest.size)
+        if not digest:
+            return report
+        from gpenguard.trust.hashing import hash_source
+
+        hashed = hash_source(src)  # the same mapping, streamed with flat memory
+    return _with(report, sha256=hashed.sha256, size=hashed.size)
 
 
 def _with(report: FileReport, **changes: object) -> FileReport:
@@ -380,8 +389,12 @@ def scan_paths(
     limits: Limits | None = None,
     jobs: int | None = None,
     on_file: Callable[[FileReport], None] | None = None,
+    digest: bool = True,
 ) -> ScanReport:
-    """Scan files in parallel processes (inline for one file); reports keep input order."""
+    """Scan files in parallel processes (inline for one file); reports keep input order.
+
+    `digest`: also hash each file (its sha256 in the report); the verdict does not need it.
+    """
     policy = policy or Policy()
     limits = limits or Limits()
     files = expand(paths, recursive=recursive)
@@ -389,7 +402,7 @@ def scan_paths(
     reports: list[FileReport | None] = [None] * len(files)
     if workers <= 1 or len(files) <= 1:
         for i, f in enumerate(files):
-            reports[i] = scan_file(f, policy, limits)
+            reports[i] = scan_file(f, policy, limits, digest=digest)
             if on_file is not None:
                 on_file(reports[i])  # type: ignore[arg-type]
     else:
@@ -401,7 +414,10 @@ def scan_paths(
         with ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
         ) as pool:
-            futures = {pool.submit(scan_file, f, policy, limits): i for i, f in enumerate(files)}
+            futures = {
+                pool.submit(scan_file, f, policy, limits, digest=digest): i
+                for i, f in enumerate(files)
+            }
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:

@@ -461,7 +461,7 @@ def revoke_in_yaml(registry_path: Path, name: str, version: str | None = None) -
     """
     import yaml
 
-    from gpenguard.trust.pin import _apply, _mapping_items, _scalar_edit
+    from gpenguard.pin import _apply, _mapping_items, _scalar_edit
     from gpenguard.trust.registry import MAX_REGISTRY_BYTES, parse_registry, read_bounded
 
     source = str(registry_path)

@@ -153,8 +153,10 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def fake(paths: list[Path], *, recursive: bool = False, policy: Policy | None = None,
              limits: object = None, jobs: int | None = None,
-             on_file: Callable[[FileReport], None] | None = None) -> ScanReport:
-        seen.update(paths=paths, recursive=recursive, policy=policy, jobs=jobs, on_file=on_file)
+             on_file: Callable[[FileReport], None] | None = None,
+             digest: bool = True) -> ScanReport:
+        seen.update(paths=paths, recursive=recursive, policy=policy, jobs=jobs, on_file=on_file,
+                    digest=digest)
         files = tuple(FileReport(str(p), seen["verdict"]) for p in paths)
         assert policy is not None
         return ScanReport(files=files, tool_version="test", fail_on=policy.fail_on)
@@ -174,8 +176,8 @@ def test_exit_code_is_the_overall_verdict(
 def test_options_reach_the_scanner(runner: CliRunner, recorder: dict[str, Any]) -> None:
     result = invoke(runner, "-r", "--jobs", "3", "--fail-on", "MEDIUM", "--policy", "strict", "m")
     assert result.exit_code == 0, result.output
-    assert recorder["recursive"] is True and recorder["jobs"] == 3
-    assert recorder["paths"] == [Path("m")]
+    assert recorder["jobs"] == 3 and recorder["digest"] is False  # text shows no digest
+    assert recorder["paths"] == ("m",)  # a named file is always judged
     assert recorder["policy"].name == "strict" and recorder["policy"].fail_on is Severity.MEDIUM
     assert recorder["on_file"] is None  # stderr is not a terminal under the runner
 
@@ -288,3 +290,30 @@ def test_progress_is_shown_only_to_a_terminal(monkeypatch: pytest.MonkeyPatch) -
     with _progress() as on_file:
         assert on_file is None
     assert piped.getvalue() == ""
+
+
+# --- start-up: a hook pays it per invocation ------------------------------------------------
+
+
+def test_the_default_policy_without_yaml_is_the_shipped_default() -> None:
+    import dataclasses
+
+    from gpenguard.cli._scan import default_policy
+    from gpenguard.policy import load_policy
+
+    assert default_policy() == dataclasses.replace(load_policy(None), description="")
+
+
+def test_scan_imports_no_typer_rich_yaml_or_torch(pair: tuple[Path, Path]) -> None:
+    code = (
+        "import sys, io, contextlib\n"
+        "from gpenguard.cli import main\n"
+        f"sys.argv = ['gpenguard', 'scan', {str(pair[0])!r}, {str(pair[1])!r}]\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        code = e.code\n"
+        "heavy = sorted(m for m in ('typer', 'click', 'rich', 'yaml', 'torch', 'numpy', 'PIL', 'docker') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+    assert proc.stdout.strip() == "1 []", proc.stdout + proc.stderr

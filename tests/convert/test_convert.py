@@ -498,8 +498,9 @@ def test_needs_an_output_or_a_store(tmp_path: Path) -> None:
 def test_non_checkpoints_are_blocked(tmp_path: Path) -> None:
     src = tmp_path / "notes.pth"
     src.write_bytes(b"just some text, not a checkpoint\n" * 10)
-    with pytest.raises(Blocked, match="the gate blocks this file") as err:
+    with pytest.raises(Blocked, match="the gate could not decide on this file") as err:
         convert(src, tmp_path / "n.safetensors")
+    assert err.value.exit_code == 2  # unknown input: 2, as `scan` and `verify` say
     assert any("not a checkpoint" in r for r in err.value.reasons)
     assert not (tmp_path / "n.safetensors").exists()
 

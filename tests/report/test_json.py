@@ -29,7 +29,7 @@ def test_document_carries_what_ci_scripts_read(report: ScanReport) -> None:
     assert doc["schema_version"] == SCHEMA_VERSION
     assert doc["tool"] == {"name": "gpenguard", "version": "0.1.0"}
     assert (doc["verdict"], doc["exit_code"], doc["fail_on"]) == ("error", 2, "high")
-    assert doc["summary"] == {"files": 3, "pass": 1, "block": 1, "error": 1}
+    assert doc["summary"] == {"files": 3, "pass": 1, "block": 1, "error": 1, "skipped": 0, "ignored": 0}
     clean, poisoned, broken = doc["files"]
     assert clean["verdict"] == "pass" and clean["findings"] == [] and clean["sha256"] == "a" * 64
     assert poisoned["max_severity"] == "critical"
