@@ -16,8 +16,11 @@ an explicit "not checked" entry), never silently skipped. The verdict is
 - ``error`` gpenguard could not decide (missing file, bad configuration, audit log unwritable).
 
 How an input is matched to a registry entry, first hit wins: ``name`` given by the caller
-(the entry must then exist); sha256 and size; the file's base name equal to an entry file's
-name (so a tampered ``GPEN-BFR-2048.pth`` is held to that entry instead of looking "unknown").
+(the entry must then exist); sha256 (and size, where pinned); the file's base name equal to an
+entry file's name (so a tampered ``GPEN-BFR-2048.pth`` is held to that entry instead of looking
+"unknown"); a base name that merely resembles one (`trust.names.resembles`: case, homoglyphs,
+a suffix), so renaming the tampered file does not make it unknown either. Whatever entry the
+file is held to, bytes that any revoked entry lists block.
 """
 
 from __future__ import annotations
@@ -336,18 +339,40 @@ def _match(reg: Registry, src: Source, name: str | None,
         if art is None:
             return None, None, "name"
         return art, _pick_file(art.files, base, src.size), "name"
-    candidates = [a for a in reg.artifacts for f in a.files if f.size == src.size and f.sha256]
+    # A pinned sha256 identifies the bytes whether or not the entry pins a size too: a
+    # revocation listing only the digest must still catch them.
+    candidates = [a for a in reg.artifacts for f in a.files if f.sha256 and f.size in (None, src.size)]
     if candidates:
         digest = sha256()
         if digest is not None:
-            art = find_artifact(reg, sha256=digest, size=src.size)
+            art = find_artifact(reg, sha256=digest)
             if art is not None:
                 return art, _pick_file(art.files, base, src.size, digest), "sha256"
     for art in reg.artifacts:
         for spec in art.files:
             if Path(spec.path).name == base:
                 return art, spec, "file name"
+    from gpenguard.trust.names import resembles
+
+    for art in reg.artifacts:
+        for spec in art.files:
+            if resembles(base, Path(spec.path).name):
+                return art, spec, f"a file name resembling {Path(spec.path).name!r} (renamed?)"
     return None, None, ""
+
+
+def _check_revocations(run: _Run, reg: Registry, held: Artifact | None, digest: str | None) -> None:
+    """Block bytes that any revoked entry lists, whatever name, size or entry they were held to.
+
+    A revocation is a statement about bytes: ``--name A`` must not pass what entry B revokes.
+    """
+    if digest is None:
+        return
+    for art in reg.artifacts:
+        if art.status is not Status.REVOKED or art is held:
+            continue
+        if any(f.sha256 and digests_equal(digest, f.sha256) for f in art.files):
+            run.fail("revocation", f"these bytes (sha256 {digest}) are revoked as {art.name}@{art.version}")
 
 
 def _pick_file(files: Iterable[FileSpec], base: str, size: int, digest: str | None = None) -> FileSpec | None:
@@ -400,6 +425,8 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             _check_entry(run, reg, art, spec, how, name, src, sha256, now)
         if "sha256" not in digest_cache and (spec is None or spec.size in (None, src.size)):
             sha256()  # the audit log records the digest of every decided file
+        if reg is not None:
+            _check_revocations(run, reg, art, digest_cache.get("sha256"))
         _scan(run, src)
         if art is not None and art.architecture is not None:
             _check_architecture(run, src, art)

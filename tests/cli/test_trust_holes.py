@@ -15,7 +15,15 @@ import pytest
 from typer.testing import CliRunner
 
 from gpenguard.cli import app
-from tests._gatekit import MODEL_FILE, MODEL_NAME, World, build_world, save_checkpoint, sha256_of, tiny_state_dict
+from tests._gatekit import (
+    MODEL_FILE,
+    MODEL_NAME,
+    World,
+    build_world,
+    save_checkpoint,
+    sha256_of,
+    tiny_state_dict,
+)
 
 
 def run(*args: object) -> Any:
@@ -63,3 +71,55 @@ def test_a_policy_file_is_named_by_a_path(tmp_path: Path, monkeypatch: pytest.Mo
         r = verify(w, "--format", "json", policy=spec)
         assert r.exit_code == 0, r.all
         assert json.loads(r.stdout)["policy"] == "shadow"
+
+
+# -- 2. a revocation is about bytes, whatever name, size or file name they come with -------------
+
+
+def _revoked_copy(w: World, *, size: bool = True) -> dict[str, Any]:
+    """An entry `evil` that revokes exactly the model's bytes, under another name and path."""
+    spec: dict[str, Any] = {"path": "evil.pth", "format": "torch-zip", "sha256": sha256_of(w.model)}
+    if size:
+        spec["size"] = w.model.stat().st_size
+    return {"name": "evil", "version": "1.0", "status": "revoked", "files": [spec]}
+
+
+def test_name_of_an_approved_entry_does_not_pass_bytes_another_entry_revokes(tmp_path: Path) -> None:
+    w = build_world(tmp_path, pinned=False)  # the named entry pins nothing, so nothing else fails
+    w.doc["artifacts"].append(_revoked_copy(w))
+    w.write()
+    r = verify(w, "--name", MODEL_NAME)
+    assert r.exit_code == 1, r.all
+    assert "revoked as evil@1.0" in r.stdout
+
+
+def test_a_revocation_that_pins_only_the_sha256_is_enforced(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    w.doc["artifacts"] = [_revoked_copy(w, size=False)]
+    w.write()
+    r = verify(w)
+    assert r.exit_code == 1, r.all
+    assert "evil@1.0 is revoked" in r.stdout
+
+
+@pytest.mark.parametrize("renamed", ["TinyNet.pth", "tinyn\u0435t.pth", "tinynet (1).pth", "tinynet.pth.bak",
+                                     "\uff54inynet.pth", "tiny\u200bnet.pth"])
+def test_a_tampered_file_renamed_to_a_look_alike_is_still_held_to_its_entry(tmp_path: Path, renamed: str) -> None:
+    """Case, a Cyrillic е, a suffix, full width, a zero-width space: still the approved file's name."""
+    w = build_world(tmp_path)
+    data = bytearray(w.model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered = w.dir / renamed
+    tampered.write_bytes(bytes(data))
+    r = verify(w, model=tampered)
+    assert r.exit_code == 1, r.all
+    assert f"{MODEL_NAME}@1.0 (matched by a file name resembling '{MODEL_FILE}'" in r.stdout
+    assert "does not match the pinned" in r.stdout
+
+
+def test_an_unrelated_file_name_is_still_unknown(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    other = save_checkpoint(tmp_path / "resnet.pth", tiny_state_dict(5))
+    r = verify(w, model=other)
+    assert r.exit_code == 0, r.all
+    assert "nobody approved it" in r.stdout
