@@ -295,7 +295,7 @@ def _log(decision: GateDecision, log_path: Path) -> GateDecision:
 def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
                    trust_root: str | os.PathLike[str] | None, now: datetime | None,
                    state_dir: str | os.PathLike[str] | None) -> Registry | None:
-    from gpenguard.trust.registry import load_registry, load_trust_root
+    from gpenguard.trust.anchor import open_registry
 
     pol = run.policy
     reg_path = Path(registry) if registry is not None else pol.registry or default_registry_path()
@@ -309,8 +309,7 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
                   "was given (--trust-root or verify.trust_root)")
         return None
     try:
-        root = load_trust_root(root_path) if root_path is not None else None
-        reg = load_registry(reg_path, trust_root=root, require_signature=root is not None,
+        reg = open_registry(reg_path, trust_root=root_path,
                             state_dir=Path(state_dir) if state_dir is not None else None, now=now)
     except (InputError, UsageError, PolicyError) as exc:
         run.error("registry", str(exc))
@@ -323,7 +322,7 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
     signed = (f", signature verified ({len(reg.signed_by)} trust-root key(s))" if reg.signed_by
               else ", signature not verified")
     run.ok("registry", f"{reg.name} version {reg.version}{signed}")
-    if root is None:
+    if root_path is None:
         run.skip("registry signature", "no trust root given")
     return reg
 

@@ -16,16 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gpenguard.cli._common import guarded
-from gpenguard.errors import InputError, UsageError
+from gpenguard.cli._common import guarded, report_error
+from gpenguard.errors import ExitCode, InputError, TrustError, UsageError
 from gpenguard.fileio import write_atomic
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.model import Registry
 from gpenguard.trust.registry import (
     default_registry_path,
-    load_registry,
-    load_trust_root,
     signature_path,
 )
 from gpenguard.trust.signatures import sign_registry
@@ -179,9 +177,18 @@ def registry_show(
     require_signature: Annotated[bool, typer.Option("--require-signature", help="Fail unless signed by the trust root.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Load the registry with every check (signature, schema, expiry, rollback) and list it."""
-    root = load_trust_root(trust_root) if trust_root is not None else None
-    reg = load_registry(registry or default_registry_path(), trust_root=root, require_signature=require_signature)
+    """Load the registry with every check (signature, schema, expiry, rollback) and list it.
+
+    The checks are `verify`'s own (`trust.anchor.open_registry`): with --trust-root the
+    signature is required, and a registry `verify` would block exits 1 here too.
+    """
+    from gpenguard.trust.anchor import open_registry
+
+    try:
+        reg = open_registry(registry or default_registry_path(), trust_root=trust_root, require_signed=require_signature)
+    except TrustError as exc:
+        report_error(exc)
+        raise typer.Exit(int(ExitCode.BLOCKED)) from None
     if as_json:
         typer.echo(json.dumps(_as_json(reg), indent=2))
         return

@@ -465,7 +465,7 @@ def load_registry(
     sig_path = signature_path(path)
     signed_by: tuple[str, ...] = ()
     if trust_root is not None:
-        if sig_path.is_file():
+        if sig_path.exists() or sig_path.is_symlink():  # a directory or FIFO there is an error, not "unsigned"
             sig_bytes = read_bounded(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature")
             try:
                 envelope = parse_envelope(sig_bytes, str(sig_path))

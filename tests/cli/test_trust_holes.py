@@ -123,3 +123,107 @@ def test_an_unrelated_file_name_is_still_unknown(tmp_path: Path) -> None:
     r = verify(w, model=other)
     assert r.exit_code == 0, r.all
     assert "nobody approved it" in r.stdout
+
+
+# -- 5. the exit-code contract: 0 pass, 1 blocked, 2 usage or I/O ---------------------------------
+
+
+def test_a_malformed_trust_root_is_exit_2_in_verify_and_registry_show(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    w.trust_root.write_text("schema_version: 1\nthreshold: 1\nkeys: []\n")
+    r = verify(w)
+    assert r.exit_code == 2, r.all
+    assert "invalid trust root" in r.stdout and "at least one key" in r.stdout
+    r = run("registry", "show", w.registry, "--trust-root", w.trust_root)
+    assert r.exit_code == 2, r.all
+    assert "invalid trust root" in r.stderr
+
+
+def test_a_corrupt_and_an_unwritable_state_file_are_both_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = build_world(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "registry-versions.json").write_text("{not json")
+    monkeypatch.setenv("GPENGUARD_STATE_DIR", str(state))
+    r = verify(w)
+    assert r.exit_code == 2, r.all
+    assert "rollback state is corrupt" in r.stdout
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPENGUARD_STATE_DIR", str(blocker / "state"))  # cannot be created
+    r = verify(w)
+    assert r.exit_code == 2, r.all
+    assert "cannot use state directory" in r.stdout
+
+
+def test_a_signature_that_is_a_directory_is_an_error_not_unsigned(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    sig = w.registry.with_name(w.registry.name + ".sig")
+    sig.unlink()
+    sig.mkdir()
+    for r in (verify(w), run("registry", "show", w.registry, "--trust-root", w.trust_root)):
+        assert r.exit_code == 2, r.all
+        assert "registry signature is a directory" in r.all and "unsigned" not in r.all
+
+
+def _stranger_signed(w: World) -> None:
+    from tests.trust.factory import new_key
+
+    w.write(keys=[new_key()])
+
+
+def _unsigned(w: World) -> None:
+    w.write(sign=False)
+
+
+def _expired(w: World) -> None:
+    from datetime import UTC, datetime
+
+    w.doc["registry"]["expires"] = "2020-01-01T00:00:00Z"
+    assert datetime.now(UTC).year > 2020
+    w.write()
+
+
+@pytest.mark.parametrize("damage", [_stranger_signed, _unsigned, _expired])
+def test_registry_show_and_verify_agree(tmp_path: Path, damage: Any) -> None:
+    w = build_world(tmp_path)
+    damage(w)
+    v = verify(w)
+    s = run("registry", "show", w.registry, "--trust-root", w.trust_root)
+    assert v.exit_code == s.exit_code == 1, (v.all, s.all)
+
+
+@pytest.mark.parametrize("form", ["010", "1:20", "0x10", "1_000", "0b10"])
+def test_yaml_1_1_integer_forms_are_refused_in_signed_fields(tmp_path: Path, form: str) -> None:
+    """`010` is 8 and `1:20` is 80 to PyYAML; a reviewer reads neither so, even when it is signed."""
+    from gpenguard.trust import keys as keylib
+    from gpenguard.trust.dsse import DsseSignature, Envelope, pae, serialize_envelope
+    from gpenguard.trust.signatures import REGISTRY_PAYLOAD_TYPE
+
+    w = build_world(tmp_path)
+    text = w.registry.read_text()
+    assert "\n  version: 1\n" in text
+    data = text.replace("\n  version: 1\n", f"\n  version: {form}\n", 1).encode()
+    w.registry.write_bytes(data)
+    # signed over the exact bytes, as an older gpenguard (or another tool) would have signed them
+    sig = keylib.sign(w.registry_key.private, pae(REGISTRY_PAYLOAD_TYPE, data))
+    envelope = Envelope(REGISTRY_PAYLOAD_TYPE, data, (DsseSignature(w.registry_key.key_id, sig),))
+    w.registry.with_name(w.registry.name + ".sig").write_bytes(serialize_envelope(envelope))
+    r = verify(w)
+    assert r.exit_code == 1, r.all
+    assert f"registry.version must be an integer, got {form!r}" in r.stdout
+    r = run("registry", "show", w.registry, "--trust-root", w.trust_root)
+    assert r.exit_code == 1 and f"registry.version must be an integer, got {form!r}" in r.stderr, r.all
+    r = run("registry", "sign", w.registry, "--key", w.registry_key.write(tmp_path, "rk")[0])
+    assert r.exit_code == 2 and "registry.version must be an integer" in r.stderr, r.all
+
+
+@pytest.mark.parametrize("form", ["010", "0x10", "1_000"])
+def test_yaml_1_1_integer_forms_are_refused_in_policies(tmp_path: Path, form: str) -> None:
+    w = build_world(tmp_path)
+    pol = tmp_path / "p.yaml"
+    pol.write_text(f"name: p\nsandbox:\n  pids_limit: {form}\n")
+    r = verify(w, policy=str(pol))
+    assert r.exit_code == 2 and "p.yaml:3" in r.stderr and "pids_limit" in r.stderr, r.all
