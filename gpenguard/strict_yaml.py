@@ -3,7 +3,8 @@
 PyYAML's safe loader silently keeps the *last* of two equal keys, so a reviewer reading the
 first ``require_signed_registry: true`` could approve a file whose second line says ``false``.
 This loader refuses that, and non-string keys; its `StrictLoader` (shared with the registry) refuses
-anchors, aliases, explicit tags, deep nesting and YAML 1.1's surprising number forms, and remembers the line of every key so that
+anchors, aliases, explicit tags, deep nesting, too many values and YAML 1.1's surprising
+number forms, and remembers the line of every key so that
 validation errors can name ``file:line``.
 """
 
@@ -17,6 +18,9 @@ from yaml.nodes import MappingNode, ScalarNode
 
 MAX_DEPTH = 32
 """Deepest nesting accepted; configuration files are shallow, hostile ones are not."""
+MAX_NODES = 100_000
+"""Most values in one document: some 25 per registry entry, so thousands of entries; a hostile
+file of tiny values (``- a``) is refused before building a tree for every one of them."""
 
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -39,6 +43,7 @@ class StrictLoader(yaml.SafeLoader):
     """
 
     depth = 0
+    nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -56,6 +61,11 @@ class StrictLoader(yaml.SafeLoader):
             # `!!int 010` would bring back the forms refused below; `!!python/...` is refused anyway.
             raise yaml.constructor.ConstructorError(
                 None, None, f"explicit YAML tags ({tag}) are not allowed", event.start_mark
+            )
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"more than {MAX_NODES} values in one document", event.start_mark
             )
         self.depth += 1
         try:

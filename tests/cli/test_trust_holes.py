@@ -227,3 +227,68 @@ def test_yaml_1_1_integer_forms_are_refused_in_policies(tmp_path: Path, form: st
     pol.write_text(f"name: p\nsandbox:\n  pids_limit: {form}\n")
     r = verify(w, policy=str(pol))
     assert r.exit_code == 2 and "p.yaml:3" in r.stderr and "pids_limit" in r.stderr, r.all
+
+
+# -- 4. bounds: nothing an input names can hang the gate or make it parse without limit ------------
+
+
+def test_a_fifo_at_the_bundle_path_does_not_hang_verify(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    w = build_world(tmp_path, artifact_signatures=1)
+    bundle = w.dir / w.entry["signatures"][0]["path"]
+    bundle.unlink()
+    os.mkfifo(bundle)
+    args = [sys.executable, "-m", "gpenguard", "verify", w.model, "--registry", w.registry,
+            "--trust-root", w.trust_root]
+    env = {**os.environ, "GPENGUARD_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "not a regular file" in done.stdout
+
+
+def test_more_signatures_than_any_threshold_needs_are_refused_unread(tmp_path: Path) -> None:
+    """33 signatures, one of them valid: refused before any is verified (each keyless one would
+    be tried against every trust-root key)."""
+    w = build_world(tmp_path)
+    sig = w.registry.with_name(w.registry.name + ".sig")
+    envelope = json.loads(sig.read_text())
+    valid = envelope["signatures"][0]
+    envelope["signatures"] = [{"keyid": "", "sig": valid["sig"]}] * 32 + [valid]
+    sig.write_text(json.dumps(envelope))
+    r = verify(w)
+    assert r.exit_code == 1, r.all
+    assert "holds 33 signatures; at most 32 are read" in r.stdout
+
+
+def test_an_artifact_listing_too_many_bundles_is_refused_unread(tmp_path: Path) -> None:
+    w = build_world(tmp_path, artifact_signatures=1)
+    good = w.entry["signatures"][0]
+    w.entry["signatures"] = [good] + [{**good, "path": f"missing-{i}.sig"} for i in range(32)]
+    w.write()
+    r = verify(w)
+    assert r.exit_code == 1, r.all
+    assert "lists 33 signatures; at most 32 are read" in r.stdout
+
+
+def test_an_oversized_registry_is_refused_under_the_default_policy(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    w.write(sign=False)
+    with w.registry.open("a") as fh:
+        fh.write(("# " + "x" * 1022 + "\n") * 1100)  # 1.1 MiB of comment: valid YAML, too big
+    r = run("verify", w.model, "--registry", w.registry, "--policy", "default")
+    assert r.exit_code == 2, r.all
+    assert "larger than 1048576 bytes" in r.stdout
+
+
+def test_a_registry_of_too_many_values_is_refused_before_its_tree_is_built(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    doc = w.registry.read_text().replace("artifacts:\n", "artifacts:\n" + "- a\n" * 100_001, 1)
+    w.registry.write_text(doc)
+    assert len(doc) < 2**20
+    r = run("verify", w.model, "--registry", w.registry, "--policy", "default")
+    assert r.exit_code == 1, r.all
+    assert "more than 100000 values" in r.stdout
