@@ -69,6 +69,13 @@ def _count_envelope(
     return valid, rejected
 
 
+def count_envelope(
+    envelope: Envelope, keys: dict[str, Key], now: datetime, source: str
+) -> tuple[list[str], list[SignatureRejection]]:
+    """`_count_envelope` for other signed documents (audit checkpoints): the same counting rule."""
+    return _count_envelope(envelope, keys, now, source)
+
+
 def verify_registry_envelope(
     envelope: Envelope, data: bytes, trust_root: TrustRoot, *, now: datetime, source: str
 ) -> tuple[str, ...]:

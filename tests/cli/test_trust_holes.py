@@ -292,3 +292,131 @@ def test_a_registry_of_too_many_values_is_refused_before_its_tree_is_built(tmp_p
     r = run("verify", w.model, "--registry", w.registry, "--policy", "default")
     assert r.exit_code == 1, r.all
     assert "more than 100000 values" in r.stdout
+
+
+# -- 3. the audit log: a full disk or a crash leaves it valid; a signed checkpoint anchors it -----
+
+
+def _log_with(w: World, log: Path, n: int) -> None:
+    for _ in range(n):
+        assert verify(w, "--audit-log", log).exit_code == 0
+
+
+def test_a_short_write_on_a_full_disk_is_cut_back_and_the_log_stays_valid(tmp_path: Path) -> None:
+    """A real short write: the child may not grow any file past RLIMIT_FSIZE (SIGXFSZ ignored,
+    so write() returns what fitted, then EFBIG, as on a full disk)."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    w = build_world(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    _log_with(w, log, 2)
+    before = log.read_bytes()
+    limit = len(before) + 300  # a record is ~1 KiB: 300 bytes of it fit, the rest does not
+
+    def cramped() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "GPENGUARD_STATE_DIR": str(tmp_path / "state"), "PYTHONDONTWRITEBYTECODE": "1"}
+    args = [sys.executable, "-m", "gpenguard", "verify", str(w.model), "--registry", str(w.registry),
+            "--trust-root", str(w.trust_root), "--audit-log", str(log)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, preexec_fn=cramped,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the partial record was cut away" in done.stdout
+    assert log.read_bytes() == before  # cut back to the byte
+    assert run("audit", "verify", log).exit_code == 0
+    _log_with(w, log, 1)  # later runs are not locked out
+    r = run("audit", "verify", log)
+    assert r.exit_code == 0 and "3 record(s), chain intact" in r.stdout
+
+
+def test_a_torn_last_line_from_a_crash_is_reported_apart_then_repaired(tmp_path: Path) -> None:
+    w = build_world(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    _log_with(w, log, 2)
+    with log.open("ab") as fh:  # what a writer killed mid-write leaves
+        fh.write(log.read_bytes().splitlines()[-1][:100])
+    r = run("audit", "verify", log)
+    assert r.exit_code == 1, r.all
+    assert "INCOMPLETE (torn last line, not tampering)" in r.stdout and "FAILED" not in r.stdout
+    assert "line 3: torn" in r.stdout
+    assert verify(w, "--audit-log", log).exit_code == 0  # the next decision is logged
+    r = run("audit", "verify", log)
+    assert r.exit_code == 0 and "3 record(s), chain intact" in r.stdout, r.all
+    assert "note, line 3: this record's writer cut away a torn last line of 100 byte(s)" in r.stdout
+
+
+def _rehash_from(log: Path, index: int, edit: Any) -> None:
+    """A consistent rewrite: edit record `index` and recompute every hash and prev after it."""
+    import hashlib
+
+    from gpenguard.audit import canonical, record_hash
+
+    lines = log.read_bytes().splitlines()
+    records = [json.loads(line) for line in lines]
+    edit(records[index])
+    prev = hashlib.sha256(lines[index - 1]).hexdigest() if index else "0" * 64
+    out = lines[:index]
+    for rec in records[index:]:
+        rec["prev"] = prev
+        rec["hash"] = record_hash(rec)
+        line = canonical(rec)
+        out.append(line)
+        prev = hashlib.sha256(line).hexdigest()
+    log.write_bytes(b"".join(line + b"\n" for line in out))
+
+
+def test_a_signed_checkpoint_catches_a_consistent_rewrite(tmp_path: Path) -> None:
+    from tests.trust.factory import new_key
+
+    w = build_world(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    _log_with(w, log, 3)
+    auditor = new_key("ed25519")
+    priv, pub = auditor.write(tmp_path, "auditor")
+    cp = tmp_path / "audit.checkpoint"
+    r = run("audit", "checkpoint", log, "--key", priv, "-o", cp)
+    assert r.exit_code == 0, r.all
+    _log_with(w, log, 1)  # the log goes on growing after the checkpoint
+    r = run("audit", "verify", log, "--checkpoint", cp, "--key", pub)
+    assert r.exit_code == 0 and "checkpoint of" in r.stdout and "(record 3) holds" in r.stdout, r.all
+
+    _rehash_from(log, 1, lambda rec: rec.update(verdict="block"))
+    assert run("audit", "verify", log).exit_code == 0  # the chain alone cannot tell
+    r = run("audit", "verify", log, "--checkpoint", cp, "--key", pub)
+    assert r.exit_code == 1 and "line 3 is not the one checkpointed" in r.stdout, r.all
+
+
+def test_a_checkpoint_catches_records_cut_from_the_end_and_needs_its_key(tmp_path: Path) -> None:
+    from tests.trust.factory import new_key, write_trust_root
+
+    w = build_world(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    _log_with(w, log, 3)
+    auditors = [new_key("ed25519"), new_key("ecdsa-p256")]
+    priv, pub = auditors[0].write(tmp_path, "a0")
+    cp = tmp_path / "cp"
+    assert run("audit", "checkpoint", log, "--key", priv, "-o", cp).exit_code == 0
+    root = write_trust_root(tmp_path / "root.yaml", auditors, threshold=1)
+    assert run("audit", "verify", log, "--checkpoint", cp, "--trust-root", root).exit_code == 0
+    strict_root = write_trust_root(tmp_path / "root2.yaml", auditors, threshold=2)
+    r = run("audit", "verify", log, "--checkpoint", cp, "--trust-root", strict_root)
+    assert r.exit_code == 2 and "threshold not met: 1 of 2" in r.stderr, r.all
+    _, other_pub = new_key().write(tmp_path, "stranger")
+    r = run("audit", "verify", log, "--checkpoint", cp, "--key", other_pub)
+    assert r.exit_code == 2 and "threshold not met: 0 of 1" in r.stderr, r.all
+    r = run("audit", "verify", log, "--checkpoint", cp)
+    assert r.exit_code == 2 and "exactly one of --key PUB or --trust-root" in r.stderr
+
+    log.write_bytes(b"".join(line + b"\n" for line in log.read_bytes().splitlines()[:2]))
+    assert run("audit", "verify", log).exit_code == 0
+    r = run("audit", "verify", log, "--checkpoint", cp, "--key", pub)
+    assert r.exit_code == 1 and "removed from its end" in r.stdout, r.all
+    log.write_bytes(b"")
+    r = run("audit", "checkpoint", log, "--key", priv, "-o", cp)
+    assert r.exit_code == 1 and "empty" in r.stderr
