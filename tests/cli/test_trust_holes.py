@@ -420,3 +420,67 @@ def test_a_checkpoint_catches_records_cut_from_the_end_and_needs_its_key(tmp_pat
     log.write_bytes(b"")
     r = run("audit", "checkpoint", log, "--key", priv, "-o", cp)
     assert r.exit_code == 1 and "empty" in r.stderr
+
+
+# -- 6. OMS bundles: gpenguard and model_signing agree on which files a bundle covers --------------
+
+
+def _ms_sign(priv: Path, target: Path, bundle: Path, ignore: list[str] | None = None) -> Path:
+    from model_signing import hashing as ms_hashing
+    from model_signing import signing as ms_signing
+
+    config = ms_signing.Config().use_elliptic_key_signer(private_key=priv)
+    if ignore:
+        config = config.set_hashing_config(ms_hashing.Config().set_ignored_paths(paths=ignore))
+    config.sign(target, bundle)
+    return bundle
+
+
+def _bundle_variant(w: World, priv: Path, case: str) -> Path:
+    out = w.dir / f"{case}.sig"
+    folder = w.dir.parent / f"folder-{case}"
+    if case == "the-file":
+        return _ms_sign(priv, w.model, out)
+    if case == "another-model-name":  # the same bytes signed under another name
+        twin = w.dir.parent / "renamed-twin.pth"
+        twin.write_bytes(w.model.read_bytes())
+        return _ms_sign(priv, twin, out)
+    if case == "ignore-paths-beside-the-file":
+        return _ms_sign(priv, w.model, out, ignore=["notes.txt", "extra/"])
+    folder.mkdir()
+    (folder / MODEL_FILE).write_bytes(w.model.read_bytes())
+    if case == "extra-files":
+        (folder / "extra.bin").write_bytes(b"more weights")
+    elif case == "fewer-files":  # a folder bundle that holds only the model: a different cover
+        pass
+    elif case == "folder-with-ignore-paths":
+        (folder / "notes.txt").write_bytes(b"left out")
+        return _ms_sign(priv, folder, out, ignore=["notes.txt"])
+    elif case == "other-files-only":
+        (folder / MODEL_FILE).unlink()
+        (folder / "other.bin").write_bytes(b"other")
+    return _ms_sign(priv, folder, out)
+
+
+@pytest.mark.parametrize("case", ["the-file", "another-model-name", "ignore-paths-beside-the-file",
+                                  "extra-files", "fewer-files", "folder-with-ignore-paths", "other-files-only"])
+def test_gpenguard_and_model_signing_agree_on_what_a_bundle_covers(tmp_path: Path, case: str) -> None:
+    pytest.importorskip("model_signing")
+    from model_signing import verifying as ms_verifying
+
+    w = build_world(tmp_path, artifact_threshold=1)
+    (key,) = w.artifact_keys
+    priv, pub = key.write(tmp_path, "release")
+    bundle = _bundle_variant(w, priv, case)
+    try:
+        ms_verifying.Config().use_elliptic_key_verifier(public_key=pub).verify(w.model, bundle)
+        library_accepts = True
+    except ValueError:
+        library_accepts = False
+    w.entry["signatures"] = [{"kind": "oms-bundle", "path": bundle.name, "key_id": key.key_id}]
+    w.write()
+    r = verify(w)
+    assert r.exit_code in (0, 1), r.all
+    assert (r.exit_code == 0) == library_accepts, (case, library_accepts, r.stdout)
+    expected = {"the-file": True, "another-model-name": True, "ignore-paths-beside-the-file": True}
+    assert library_accepts == expected.get(case, False)
