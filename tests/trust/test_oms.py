@@ -243,7 +243,7 @@ def test_model_signing_itself_decides_signature_and_digest(tmp_path: Path, model
     kp, other = new_key("ecdsa-p256"), new_key("ecdsa-p256")
     parsed = oms.parse_bundle(oms.sign_file(model, kp.private), "b.sig")
     oms._library_verify(parsed, _key(kp), sha256=_sha(model), file_name=model.name)
-    with pytest.raises(SignatureError, match="model_signing refuses the bundle.*mismatch"):
+    with pytest.raises(SignatureError, match=r"model_signing refuses the bundle.*mismatch"):
         oms._library_verify(parsed, _key(kp), sha256="0" * 64, file_name=model.name)
     with pytest.raises(SignatureError, match="model_signing refuses the bundle"):
         oms._library_verify(parsed, _key(other), sha256=_sha(model), file_name=model.name)
