@@ -157,7 +157,19 @@ def _is_record(line: bytes) -> bool:
         return False
 
 
-def _repair_tail(fd: int, end: int) -> tuple[bytes | None, int, dict[str, Any] | None]:
+def _next_seq(last: bytes, path: Path) -> int:
+    """The seq after the record `last`; a last line that is no record stops the writer."""
+    try:
+        return int(json.loads(last)["seq"]) + 1
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise AuditError(
+            "the last record of the log is not a valid audit record; refusing to extend it",
+            path=path,
+            hint=f"run `gpenguard audit verify {path}` and investigate before logging again",
+        ) from None
+
+
+def _repair_tail(fd: int, end: int, path: Path) -> tuple[bytes | None, int, dict[str, Any] | None]:
     """Make the log end in a newline; returns (last line, new end, what was cut away or None).
 
     A torn tail that is a whole record missing only its newline (the writer died between the
@@ -170,6 +182,8 @@ def _repair_tail(fd: int, end: int) -> tuple[bytes | None, int, dict[str, Any] |
     if _is_record(torn):
         os.write(fd, b"\n")
         return torn, end + 1, None
+    if last is not None:
+        _next_seq(last, path)  # a log that cannot be extended anyway is left exactly as it is
     os.ftruncate(fd, end - len(torn))
     cut = {"bytes": len(torn), "sha256": hashlib.sha256(torn).hexdigest(),
            "reason": "a torn last line (an interrupted write) was cut away"}
@@ -202,18 +216,11 @@ def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | N
     end = -1
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        last, end, cut = _repair_tail(fd, os.lseek(fd, 0, os.SEEK_END))
+        last, end, cut = _repair_tail(fd, os.lseek(fd, 0, os.SEEK_END), p)
         if last is None:
             prev, seq = GENESIS, 1
         else:
-            try:
-                last_record = json.loads(last)
-                seq = int(last_record["seq"]) + 1
-            except (ValueError, KeyError, TypeError, RecursionError):
-                raise AuditError(
-                    "the last record of the log is not a valid audit record; refusing to extend it",
-                    path=p,
-                ) from None
+            seq = _next_seq(last, p)
             prev = hashlib.sha256(last).hexdigest()
         record: dict[str, Any] = {
             "v": SCHEMA,
