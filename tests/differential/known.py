@@ -1,0 +1,47 @@
+"""Recognisers for the OPEN differentials of DIFFERENTIALS.md, so the fuzz budget in CI flags
+only new ones. Remove a recogniser when its entry is FIXED: the fuzz test then holds the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.differential.mutators import parse_zip
+from tests.differential.oracle import MAGIC_NUMBER, Differential, GuardView, LoaderView
+
+
+def _d001(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
+    """A legacy stream gpenguard reads as a bare pickle (magic not recognised)."""
+    firsts = [p for p in loader.pickles if p.reader.startswith("legacy") and p.run.start == 0]
+    return guard.format == "pickle" and any(p.run.value == MAGIC_NUMBER for p in firsts)
+
+
+def _d002(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
+    """Record streams of a tar that is not a complete torch tar."""
+    return guard.format == "tar" and diff.detail.startswith(("tar storages", "tar tensors"))
+
+
+def _d003(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
+    """torch.load(mmap=True) of a storage stored with compression."""
+    if diff.kind != "tensors" or "(mmap)" not in diff.detail:
+        return False
+    z = parse_zip(data)
+    return z is not None and any(b"/data/" in e.name and e.method != 0 for e in z.entries)
+
+
+KNOWN: dict[str, Callable[[bytes, GuardView, LoaderView, Differential], bool]] = {
+    "D001": _d001,
+    "D002": _d002,
+    "D003": _d003,
+}
+
+
+def classify(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> str | None:
+    """The OPEN entry `diff` is an instance of, or None for a new differential."""
+    for key, test in KNOWN.items():
+        try:
+            if test(data, guard, loader, diff):
+                return key
+        except Exception:
+            continue
+    return None
