@@ -29,10 +29,19 @@ def _d003(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential)
     return z is not None and any(b"/data/" in e.name and e.method != 0 for e in z.entries)
 
 
+def _d004(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
+    """A central entry with the DOS directory attribute (0x10): miniz returns it unread."""
+    z = parse_zip(data)
+    if z is None or diff.kind not in ("storage", "tensors"):
+        return False
+    return any(data[e.cd_offset + 38] & 0x10 for e in z.entries)
+
+
 KNOWN: dict[str, Callable[[bytes, GuardView, LoaderView, Differential], bool]] = {
     "D001": _d001,
     "D002": _d002,
     "D003": _d003,
+    "D004": _d004,
 }
 
 

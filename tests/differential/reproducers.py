@@ -10,7 +10,6 @@ import io
 import pickle
 import struct
 import tarfile
-import zlib
 
 import torch
 
@@ -62,5 +61,19 @@ def d003_zip_deflated_storage() -> bytes:
     return _rebuild(members)
 
 
-__all__ = ["PAYLOAD", "d001_legacy_magic_text_forms", "d002_tar_storages_views_pickle",
-           "d003_zip_deflated_storage", "zlib"]  # fmt: skip
+
+
+def d004_zip_directory_attribute() -> bytes:
+    """torch.save output whose ``data/0`` central entry carries the DOS directory attribute."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(1.0, 7.0)}, buf)
+    data = bytearray(buf.getvalue())
+    eocd = data.rfind(b"PK\x05\x06")
+    count, _size, pos = struct.unpack_from("<HII", data, eocd + 10)
+    for _ in range(count):
+        nlen, xlen, clen = struct.unpack_from("<HHH", data, pos + 28)
+        if bytes(data[pos + 46 : pos + 46 + nlen]).endswith(b"/data/0"):
+            attr = struct.unpack_from("<I", data, pos + 38)[0]
+            struct.pack_into("<I", data, pos + 38, attr | 0x10)
+        pos += 46 + nlen + xlen + clen
+    return bytes(data)

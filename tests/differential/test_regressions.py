@@ -17,12 +17,14 @@ OPEN: dict[str, str] = {
     "D001": "legacy magic/protocol in INT/LONG text forms CPython accepts",
     "D002": "tar storages member read by torch before it needs pickle/tensors",
     "D003": "deflated storage: torch mmap=True reads the compressed bytes",
+    "D004": "DOS directory attribute on a storage entry: torch reads nothing",
 }
 
 CASES: dict[str, Callable[[], bytes]] = {
     "D001": r.d001_legacy_magic_text_forms,
     "D002": r.d002_tar_storages_views_pickle,
     "D003": r.d003_zip_deflated_storage,
+    "D004": r.d004_zip_directory_attribute,
 }
 
 
