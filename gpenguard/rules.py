@@ -65,13 +65,13 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG112",
         "trailing-data",
-        _M,
-        "Bytes follow the STOP of a pickle where the format expects none.",
+        _H,
+        "Bytes follow the STOP of a pickle where the format expects none; no reader accounts for them.",
     ),
     (
         "GG113",
         "multiple-pickles",
-        _M,
+        _H,
         "More than one pickle program where the format expects one; loaders that read on would run them.",
     ),
     (
@@ -103,6 +103,24 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         "opcode-anomaly",
         _L,
         "PROTO out of place or values left on the stack: harmless to the VM, unusual in files written by pickle.",
+    ),
+    (
+        "GG119",
+        "noncanonical-encoding",
+        _H,
+        "An opcode argument in a form no pickle writer emits (INT/LONG/FLOAT text with leading zeros, octal, whitespace, underscores or bytes after a NUL; a memo index no writer reaches); CPython's C and Python unpicklers read such text differently.",
+    ),
+    (
+        "GG120",
+        "frame-straddle",
+        _H,
+        "An opcode crosses a FRAME boundary, a FRAME opens inside another, or STOP leaves part of its frame unread: CPython reads these differently when fed bytes, BytesIO or a file.",
+    ),
+    (
+        "GG121",
+        "parser-differential",
+        _H,
+        "CPython's C unpickler, run over the same bytes with inert globals, requested other globals or stopped elsewhere than gpenguard's reading, or could not be run to the end.",
     ),
     # archives
     (

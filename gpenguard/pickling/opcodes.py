@@ -4,13 +4,23 @@
 `ValueError`; this decoder works on a memoryview, keeps large string and bytes arguments as
 (offset, length) placeholders instead of copying them, and reports every problem with the
 byte offset where it happened, so the scanner can turn it into a finding.
+
+Arguments are read the way CPython's C unpickler (`_pickle.c`, what ``torch.load`` runs) reads
+them, not the way `pickle.py` does: text integers go through C ``strtol`` (base 0, leading ``0``
+means octal, a NUL ends the text) before Python's parser, three-byte ``0``/``1`` lines are
+bools, STRING text is decoded as UTF-8 (``torch.load`` passes ``encoding="utf-8"``), INST and
+PERSID lines must be ASCII. Where the two unpicklers, or one unpickler fed bytes vs a file,
+could read the same bytes differently (an argument straddling a FRAME, a text form no pickle
+writer emits), the decoder keeps the C reading and leaves a `Note` for the scanner to block on.
 """
 
 from __future__ import annotations
 
 import codecs
 import pickletools
+import re
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +38,21 @@ class DecodeError(Exception):
         self.offset = offset
         self.reason = reason
         self.truncated = truncated
+
+
+NONCANONICAL = "noncanonical"
+"""`Note.kind` of an argument in a text form no pickle writer emits (C and pickle.py may differ)."""
+FRAME_STRADDLE = "frame"
+"""`Note.kind` of an opcode that crosses a FRAME boundary (read differently per input type)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An opcode the C unpickler accepts but other readers may read differently."""
+
+    kind: str
+    offset: int
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,10 @@ class Decoder:
         self.buf = buf
         self.pos = start
         self.end = len(buf) if end is None else min(end, len(buf))
+        self.frame_end = -1
+        """End of the last FRAME's payload; -1 before the first FRAME."""
+        self.notes: list[Note] = []
+        """Loader-dependent readings found so far; callers drain it as they go."""
 
     def __iter__(self) -> Iterator[Op]:
         """Yield opcodes up to and including STOP; raise `DecodeError` on bad input."""
@@ -92,7 +121,48 @@ class Decoder:
         name, reader = entry
         self.pos = start + 1
         arg = reader(self, start, name) if reader is not None else None
+        if self.frame_end > start:
+            self._in_frame(name, start)
+        if name == "FRAME":
+            assert isinstance(arg, int)
+            self.frame_end = self.pos + arg
         return Op(name, arg, start, self.pos)
+
+    def _in_frame(self, name: str, start: int) -> None:
+        """Checks for an opcode that starts inside the current frame.
+
+        CPython 3.11 reads a frame into a buffer only when fed a file: an argument running past
+        the frame's end is then read from the file and the rest of the frame is dropped, while
+        `pickle.loads` reads straight on and `pickle.py` raises (python/cpython#154848). Writers
+        end every frame on an opcode boundary, with STOP as the last byte of the last frame.
+        """
+        fe = self.frame_end
+        if self.pos > fe:
+            self.notes.append(
+                Note(
+                    FRAME_STRADDLE,
+                    start,
+                    f"{name} at offset {start} runs {self.pos - fe} bytes past the end of its "
+                    f"frame (offset {fe}); unpicklers read it differently for bytes and files",
+                )
+            )
+        elif name == "FRAME":
+            self.notes.append(
+                Note(
+                    FRAME_STRADDLE,
+                    start,
+                    f"FRAME at offset {start} opens inside a frame that ends at offset {fe}",
+                )
+            )
+        elif name == "STOP" and self.pos < fe:
+            self.notes.append(
+                Note(
+                    FRAME_STRADDLE,
+                    start,
+                    f"STOP at offset {start} leaves {fe - self.pos} bytes of its frame unread; "
+                    "a file-fed unpickler resumes after the frame, `loads` after STOP",
+                )
+            )
 
     # -- argument readers, one per pickletools argument kind ----------------------------------
 
@@ -139,14 +209,14 @@ class Decoder:
     def _long4(self, at: int, name: str) -> int:
         return self._long(int(_I4.unpack_from(self.buf, self._need(4, at))[0]), at)
 
-    def _sized(self, n: int, at: int, *, text: bool) -> object:
+    def _sized(self, n: int, at: int, *, text: bool, errors: str = "surrogatepass") -> object:
         pos = self._need(n, at)
         if n > MAX_INLINE:
             return Blob(pos, n, text)
         raw = self.buf[pos : pos + n]
         if text:
             try:
-                return str(raw, "utf-8", "surrogatepass")
+                return str(raw, "utf-8", errors)
             except UnicodeDecodeError as exc:
                 raise DecodeError(at, f"invalid UTF-8 in string: {exc.reason}") from None
         return raw.tobytes()
@@ -157,11 +227,15 @@ class Decoder:
     def _text1(self, at: int, name: str) -> object:
         return self._sized(self._uint1(at, name), at, text=True)
 
+    def _str1(self, at: int, name: str) -> object:
+        # SHORT_BINSTRING: a Python 2 str, decoded with torch's encoding="utf-8", strict
+        return self._sized(self._uint1(at, name), at, text=True, errors="strict")
+
     def _bytes1(self, at: int, name: str) -> object:
         return self._sized(self._uint1(at, name), at, text=False)
 
     def _string4(self, at: int, name: str) -> object:
-        return self._sized(self._len(_I4, at), at, text=True)
+        return self._sized(self._len(_I4, at), at, text=True, errors="strict")
 
     def _text4(self, at: int, name: str) -> object:
         return self._sized(self._len(_U4, at), at, text=True)
@@ -190,25 +264,62 @@ class Decoder:
                 raise DecodeError(at, f"line argument longer than {_MAX_LINE} bytes")
             chunk *= 4
 
+    def _note(self, at: int, name: str, line: bytes) -> None:
+        self.notes.append(
+            Note(
+                NONCANONICAL,
+                at,
+                f"{name} argument {line[:40]!r} is in a form no pickle writer emits",
+            )
+        )
+
     def _decimal_short(self, at: int, name: str) -> object:
-        return _parse_int(self._line(at), at, allow_bool=name == "INT")
+        line = self._line(at)
+        if name == "INT":
+            value = c_int(line)
+            if value is None:
+                raise DecodeError(at, f"bad integer {line[:40]!r}")
+            if not _CANON_INT.fullmatch(line):
+                self._note(at, name, line)
+            return value
+        # PUT / GET: PyLong_FromString(line, NULL, 10), which stops at a NUL
+        value = c_long(line, base=10)
+        if value is None:
+            raise DecodeError(at, f"bad memo index {line[:40]!r}")
+        if not _CANON_INDEX.fullmatch(line):
+            self._note(at, name, line)
+        return value
 
     def _decimal_long(self, at: int, name: str) -> object:
         line = self._line(at)
-        return _parse_int(line[:-1] if line.endswith(b"L") else line, at, allow_bool=False)
+        if not line:
+            raise DecodeError(at, "empty LONG argument")
+        value = c_long(line[:-1] if line.endswith(b"L") else line, base=0)
+        if value is None:
+            raise DecodeError(at, f"bad integer {line[:40]!r}")
+        if not _CANON_LONG.fullmatch(line):
+            self._note(at, name, line)
+        return value
 
     def _floatnl(self, at: int, name: str) -> object:
         line = self._line(at)
-        try:
-            return float(line)
-        except ValueError:
-            raise DecodeError(at, f"bad float {line[:40]!r}") from None
+        value = c_float(line)
+        if value is None:
+            raise DecodeError(at, f"bad float {line[:40]!r}")
+        if not _CANON_FLOAT.fullmatch(line):
+            self._note(at, name, line)
+        return value
 
     def _stringnl(self, at: int, name: str) -> object:
         return _parse_quoted(self._line(at), at)
 
     def _stringnl_noescape(self, at: int, name: str) -> object:
-        return self._line(at).decode("latin-1")
+        # PERSID: ASCII, may be empty
+        line = self._line(at)
+        try:
+            return line.decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError(at, "persistent id is not ASCII") from None
 
     def _unicodenl(self, at: int, name: str) -> object:
         line = self._line(at)
@@ -218,12 +329,18 @@ class Decoder:
             raise DecodeError(at, f"bad UNICODE argument: {exc.reason}") from None
 
     def _pair(self, at: int, name: str) -> object:
+        # GLOBAL lines are UTF-8, INST lines ASCII; neither may be empty (C: bad_readline)
+        encoding = "utf-8" if name == "GLOBAL" else "ascii"
         first = self._line(at)
+        if not first:
+            raise DecodeError(at, f"{name} with an empty module name")
         second = self._line(at)
+        if not second:
+            raise DecodeError(at, f"{name} with an empty name")
         try:
-            return (first.decode("utf-8"), second.decode("utf-8"))
+            return (first.decode(encoding), second.decode(encoding))
         except UnicodeDecodeError:
-            raise DecodeError(at, "import name is not UTF-8") from None
+            raise DecodeError(at, f"import name is not {encoding.upper()}") from None
 
 
 _Reader = Callable[[Decoder, int, str], object]
@@ -232,7 +349,7 @@ _READERS: dict[str, _Reader] = {
     "uint1": Decoder._uint1, "uint2": Decoder._uint2, "int4": Decoder._int4,
     "uint4": Decoder._uint4, "uint8": Decoder._uint8, "float8": Decoder._float8,
     "long1": Decoder._long1, "long4": Decoder._long4,
-    "string1": Decoder._text1, "unicodestring1": Decoder._text1, "bytes1": Decoder._bytes1,
+    "string1": Decoder._str1, "unicodestring1": Decoder._text1, "bytes1": Decoder._bytes1,
     "string4": Decoder._string4, "unicodestring4": Decoder._text4, "bytes4": Decoder._bytes4,
     "unicodestring8": Decoder._text8, "bytes8": Decoder._bytes8, "bytearray8": Decoder._bytes8,
     "decimalnl_short": Decoder._decimal_short, "decimalnl_long": Decoder._decimal_long,
@@ -251,24 +368,103 @@ OPCODE_BYTES = frozenset(_TABLE)
 IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"})
 
 
-def _parse_int(line: bytes, at: int, *, allow_bool: bool) -> int | bool:
-    if allow_bool and line == b"00":
-        return False
-    if allow_bool and line == b"01":
-        return True
+# What pickle writers emit: Python 2 and 3, protocols 0 and 1 (``repr`` of the value).
+_CANON_INT = re.compile(rb"0|-?[1-9][0-9]*|0[01]")
+_CANON_LONG = re.compile(rb"(?:0|-?[1-9][0-9]*)L?")
+_CANON_INDEX = re.compile(rb"0|[1-9][0-9]*")
+_CANON_FLOAT = re.compile(
+    rb"-?(?:[0-9]+\.[0-9]*|[0-9]+|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|-?inf|nan", re.IGNORECASE
+)
+
+_C_SPACE = b" \t\n\v\f\r"
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_OCTAL = frozenset(b"01234567")
+_DECIMAL = frozenset(b"0123456789")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _strtol(text: bytes) -> tuple[int | None, int]:
+    """C ``strtol(text, &end, 0)`` on LP64: (value or None when out of range, end index)."""
+    i, n = 0, len(text)
+    while i < n and text[i] in _C_SPACE:
+        i += 1
+    sign = 1
+    if i < n and text[i] in b"+-":
+        sign = -1 if text[i] == 0x2D else 1
+        i += 1
+    if text[i : i + 2] in (b"0x", b"0X") and text[i + 2 : i + 3] and text[i + 2] in _HEX:
+        digits, base, i = _HEX, 16, i + 2
+    elif text[i : i + 1] == b"0":
+        digits, base = _OCTAL, 8
+    else:
+        digits, base = _DECIMAL, 10
+    j = i
+    while j < n and text[j] in digits:
+        j += 1
+    if j == i:
+        return 0, 0  # no digits: end pointer stays at the start of the text
+    value = sign * int(text[i:j], base)
+    return (value if _LONG_MIN <= value <= _LONG_MAX else None), j
+
+
+def c_int(line: bytes) -> int | bool | None:
+    """What `_pickle.c` ``load_int`` pushes for the INT line (without its newline), or None.
+
+    The line is a C string: ``strtol`` with base 0 is tried first and accepted when it ends at
+    the newline or a NUL; otherwise ``PyLong_FromString(s, NULL, 0)``. A line of two bytes
+    whose strtol value is 0 or 1 is a bool (``I01``, but also ``I 1`` and ``I+0``).
+    """
+    if not line:
+        return None  # C: bad_readline
+    text = line.split(b"\0", 1)[0]
+    value, end = _strtol(text)
+    if value is not None and end == len(text):
+        if len(line) == 2 and value in (0, 1):
+            return bool(value)
+        return value
+    return c_long(text, base=0)
+
+
+def c_long(line: bytes, *, base: int) -> int | None:
+    """``PyLong_FromString(s, NULL, base)`` over a C string (stops at the first NUL), or None."""
+    text = line.split(b"\0", 1)[0]
     try:
-        return int(line, 0) if line.strip().lstrip(b"+-").startswith(b"0x") else int(line)
+        return int(text, base)
     except ValueError:
-        raise DecodeError(at, f"bad integer {line[:40]!r}") from None
+        return None
+
+
+def c_float(line: bytes) -> float | None:
+    """`_pickle.c` ``load_float``: ``PyOS_string_to_double`` up to the newline or a NUL.
+
+    Unlike ``float()``, no surrounding whitespace, no underscores, and overflow is an error.
+    """
+    if not line:
+        return None  # C: bad_readline
+    text = line.split(b"\0", 1)[0]
+    if not text or text.strip(_C_SPACE) != text or b"_" in text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if value in (float("inf"), float("-inf")) and b"inf" not in text.lower():
+        return None  # C raises OverflowError
+    return value
 
 
 def _parse_quoted(line: bytes, at: int) -> str:
     if len(line) >= 2 and line[0] == line[-1] and line[:1] in (b"'", b'"'):
         try:
-            raw = codecs.escape_decode(line[1:-1])[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # "\q": kept, as C keeps it
+                raw = codecs.escape_decode(line[1:-1])[0]
         except ValueError:
             raise DecodeError(at, "bad escape in STRING") from None
-        return bytes(raw).decode("latin-1")
+        try:
+            return bytes(raw).decode("utf-8")  # torch.load's encoding, strict
+        except UnicodeDecodeError:
+            raise DecodeError(at, "STRING argument is not UTF-8") from None
     raise DecodeError(at, "STRING argument is not quoted")
 
 

@@ -12,7 +12,7 @@ import copyreg
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gpenguard.pickling.opcodes import Blob, DecodeError, Decoder, Op
+from gpenguard.pickling.opcodes import FRAME_STRADDLE, Blob, DecodeError, Decoder, Op
 
 # ---------------------------------------------------------------------------------------------
 # stand-in values
@@ -174,7 +174,9 @@ class Walker:
     def run(self) -> WalkResult:
         lim = self.limits
         res = self.result
-        next_op = Decoder(self.buf, self.start).next_op
+        decoder = Decoder(self.buf, self.start)
+        next_op = decoder.next_op
+        notes = decoder.notes
         dispatch = _DISPATCH
         max_ops, max_items = lim.max_opcodes, lim.max_stack_items
         count = 0
@@ -186,6 +188,11 @@ class Walker:
                     rule = "GG111" if exc.reason.startswith("unknown opcode") else "GG110"
                     self._problem(rule, exc.offset, exc.reason)
                     raise _Stop from None
+                if notes:
+                    for note in notes:
+                        rule = "GG120" if note.kind == FRAME_STRADDLE else "GG119"
+                        self._problem(rule, note.offset, note.message)
+                    notes.clear()
                 count += 1
                 if count > max_ops:
                     self._problem(
@@ -407,6 +414,12 @@ class Walker:
         assert isinstance(idx, int)
         if idx < 0:
             self._malformed(op, "negative memo index")
+        if idx > op.offset - self.start:
+            # Writers number memo slots 0, 1, 2... and each PUT takes at least two bytes;
+            # C's unpickler sizes its memo table by the index (0xFFFFFFF0: gigabytes).
+            self._problem(
+                "GG119", op.offset, f"{op.name} {idx}: a memo index no pickle writer reaches here"
+            )
         self._store(op, idx)
 
     op_put = op_binput = op_long_binput = _put
@@ -502,6 +515,8 @@ class Walker:
     def op_reduce(self, op: Op) -> None:
         args = self._pop(op)
         func = self._pop(op)
+        if not isinstance(args, tuple | Call | Unknown | Unresolved):
+            self._malformed(op, f"arguments are {render(args, 60)}, not a tuple")
         self._call(op, func, args, "REDUCE")
 
     def op_newobj(self, op: Op) -> None:
@@ -517,7 +532,7 @@ class Walker:
 
     def op_inst(self, op: Op) -> None:
         module, name = _pair(op.arg)
-        args = tuple(self._pop_mark(op))
+        args = tuple(self._pop_mark(op))  # C looks for the MARK before it imports
         self._call(op, self._import(module, name, op.offset, "INST"), args, "INST")
 
     def op_obj(self, op: Op) -> None:

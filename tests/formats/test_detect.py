@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -233,8 +234,15 @@ def test_npy_truncated_and_bad_header() -> None:
 def test_zip_that_is_also_a_pickle_reports_both_readings() -> None:
     # The first local header's file name carries a newline (ending PERSID's argument) and then
     # a pickle program: bytes a zip reader skips and a pickle reader runs.
+    # C reads PERSID's argument as ASCII, so the header's CRC bytes must be ASCII too: pick a
+    # member content whose CRC is (a hostile writer can always find one).
     payload = "x\ncposix\nsystem\n(S'true'\ntR."
-    data = build_zip([ZipEntry(payload, b"hello")])
+    content = next(
+        c
+        for c in (b"hello%d" % i for i in range(10_000))
+        if all(0 < b < 0x80 and b != 0x0A for b in zlib.crc32(c).to_bytes(4, "little"))
+    )
+    data = build_zip([ZipEntry(payload, content)])
     box = read_bytes(data)
     assert box.format is Format.ZIP
     assert "GG207" in rule_ids(box)
