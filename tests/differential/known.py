@@ -7,18 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.differential.mutators import parse_zip
-from tests.differential.oracle import MAGIC_NUMBER, Differential, GuardView, LoaderView
-
-
-def _d001(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
-    """A legacy stream gpenguard reads as a bare pickle (magic not recognised)."""
-    firsts = [p for p in loader.pickles if p.reader.startswith("legacy") and p.run.start == 0]
-    return guard.format == "pickle" and any(p.run.value == MAGIC_NUMBER for p in firsts)
-
-
-def _d002(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
-    """Record streams of a tar that is not a complete torch tar."""
-    return guard.format == "tar" and diff.detail.startswith(("tar storages", "tar tensors"))
+from tests.differential.oracle import Differential, GuardView, LoaderView
 
 
 def _d003(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
@@ -38,8 +27,6 @@ def _d004(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential)
 
 
 KNOWN: dict[str, Callable[[bytes, GuardView, LoaderView, Differential], bool]] = {
-    "D001": _d001,
-    "D002": _d002,
     "D003": _d003,
     "D004": _d004,
 }

@@ -14,8 +14,6 @@ from tests.differential import oracle
 from tests.differential import reproducers as r
 
 OPEN: dict[str, str] = {
-    "D001": "legacy magic/protocol in INT/LONG text forms CPython accepts",
-    "D002": "tar storages member read by torch before it needs pickle/tensors",
     "D003": "deflated storage: torch mmap=True reads the compressed bytes",
     "D004": "DOS directory attribute on a storage entry: torch reads nothing",
 }
