@@ -120,7 +120,7 @@ def main() -> None:
         sys.exit("atheris is not installed: pip install 'gpenguard[fuzz]'")
     args.out.mkdir(parents=True, exist_ok=True)
     with atheris.instrument_imports(include=["gpenguard"]):
-        import gpenguard.formats.weights  # noqa: F401
+        import gpenguard.formats.weights
         import gpenguard.scan.api  # noqa: F401
     campaign = Campaign(args.out, args.minutes)
     argv = [sys.argv[0], *rest, "-max_len=4096", "-rss_limit_mb=4096"]

@@ -171,10 +171,7 @@ def zip_rename(data: bytes, r: Choices) -> bytes | None:
         new = name[:i] + pick(r, [b"\0", b"/", b"\\", b".", b" "]) + name[i + 1 :]
     else:
         same = [o.name for o in z.entries if len(o.name) == len(name) and o.name != name]
-        if not same:
-            new = _case(r, name)
-        else:
-            new = pick(r, same)
+        new = pick(r, same) if same else _case(r, name)
     if at == "cd":
         start = e.cd_offset + 46
     else:
@@ -247,8 +244,14 @@ def zip_add_twin(data: bytes, r: Choices) -> bytes | None:
         return None
     name, raw, _ = pick(r, members)
     how = r.randint(0, 3)
-    twin = name if how == 0 else _case(r, name) if how == 1 else name.upper() if how == 2 else (
-        b"x" + name
+    twin = (
+        name
+        if how == 0
+        else _case(r, name)
+        if how == 1
+        else name.upper()
+        if how == 2
+        else (b"x" + name)
     )
     body = payload(r) if r.randint(0, 2) else raw
     at = r.randint(0, len(members))
@@ -272,7 +275,9 @@ def zip_recompress(data: bytes, r: Choices) -> bytes | None:
     return out
 
 
-def zip_replace_member(data: bytes, r: Choices, mutate: Callable[[bytes, Choices], bytes | None]) -> bytes | None:
+def zip_replace_member(
+    data: bytes, r: Choices, mutate: Callable[[bytes, Choices], bytes | None]
+) -> bytes | None:
     """Rewrite the archive with one member's content mutated (e.g. data.pkl's pickle)."""
     members = zip_members(data)
     if not members:

@@ -24,13 +24,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pickle
 import struct
 import tarfile
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +38,7 @@ import torch
 from gpenguard.errors import GpenguardError
 from gpenguard.findings import Verdict
 from gpenguard.formats import Limits, Source, read_container
-from gpenguard.formats.container import Container, PickleStream
+from gpenguard.formats.container import Container
 from gpenguard.formats.weights import read_tensors
 from gpenguard.pickling.walker import walk
 from gpenguard.scan import scan_source
@@ -72,8 +72,8 @@ _ST_NAMES = {
 
 def _decided_unequal(value: object, expected: int) -> bool:
     """True when the check torch makes on `value` surely fails; a recorder could be anything."""
-    if isinstance(value, Recorded) or type(value) is tuple and any(
-        isinstance(v, Recorded) for v in value
+    if isinstance(value, Recorded) or (
+        type(value) is tuple and any(isinstance(v, Recorded) for v in value)
     ):
         return False
     try:
@@ -232,7 +232,9 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _load_tensors(load: Callable[[], object]) -> dict[str, tuple[str, tuple[int, ...], bytes]] | None:
+def _load_tensors(
+    load: Callable[[], object],
+) -> dict[str, tuple[str, tuple[int, ...], bytes]] | None:
     try:
         with _quiet():
             return _torch_tensors(load())
@@ -374,7 +376,7 @@ def loader_view(data: bytes) -> LoaderView:
         else:
             _legacy_view(data, path, view)
     finally:
-        os.unlink(path)
+        Path(path).unlink()
     return view
 
 
@@ -426,8 +428,9 @@ def differentials(guard: GuardView, loader: LoaderView) -> list[Differential]:
         if extra:
             out.append(
                 Differential(
-                    "globals", f"{where}: the loader imports {sorted(extra)}; gpenguard saw "
-                    f"{sorted(judged.globals)}"
+                    "globals",
+                    f"{where}: the loader imports {sorted(extra)}; gpenguard saw "
+                    f"{sorted(judged.globals)}",
                 )
             )
     for key, raw in loader.storages.items():
@@ -440,7 +443,11 @@ def differentials(guard: GuardView, loader: LoaderView) -> list[Differential]:
             if theirs is None:
                 continue
             if theirs != guard.tensors:
-                out.append(Differential("tensors", f"torch.load ({mode}) {_diff_tensors(guard.tensors, theirs)}"))
+                out.append(
+                    Differential(
+                        "tensors", f"torch.load ({mode}) {_diff_tensors(guard.tensors, theirs)}"
+                    )
+                )
     return out
 
 

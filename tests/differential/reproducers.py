@@ -19,7 +19,11 @@ PAYLOAD = b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R."
 """``os.system('true')`` as a protocol-2 program."""
 
 SYS_INFO = pickle.dumps(
-    {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}},
+    {
+        "protocol_version": 1001,
+        "little_endian": True,
+        "type_sizes": {"short": 2, "int": 4, "long": 4},
+    },
     protocol=2,
 )
 
@@ -59,8 +63,6 @@ def d003_zip_deflated_storage() -> bytes:
     assert members is not None
     members = [(n, b, 8 if n.endswith(b"/data/0") else m) for n, b, m in members]
     return _rebuild(members)
-
-
 
 
 def d004_zip_directory_attribute() -> bytes:

@@ -10,10 +10,13 @@ coverage-guided campaign.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,9 +51,10 @@ def new_differentials(data: bytes) -> list[str]:
 
 
 def _fail_with_reproducer(data: bytes, found: list[str]) -> None:
-    path = os.path.join(os.environ.get("GG_DIFF_OUT", "/tmp"), f"gg-diff-{hash(data) & 0xFFFFFFFF:08x}.bin")
-    with open(path, "wb") as f:  # noqa: PTH123
-        f.write(data)
+    path = Path(os.environ.get("GG_DIFF_OUT", tempfile.gettempdir())) / (
+        f"gg-diff-{hashlib.sha256(data).hexdigest()[:12]}.bin"
+    )
+    path.write_bytes(data)
     pytest.fail(f"new parser differential (input saved to {path}):\n" + "\n".join(found))
 
 
@@ -107,7 +111,8 @@ def test_oracle_reports_other_tensors() -> None:
     dtype, shape, raw = guard.tensors["w"]
     guard.tensors = {"w": (dtype, shape, bytes(len(raw)))}
     assert [d.kind for d in oracle.differentials(guard, oracle.loader_view(data))] == [
-        "tensors", "tensors"
+        "tensors",
+        "tensors",
     ]
 
 

@@ -27,7 +27,9 @@ CASES: dict[str, Callable[[], bytes]] = {
 
 
 def _case(key: str) -> object:
-    marks = [pytest.mark.xfail(strict=True, reason=f"{key} OPEN: {OPEN[key]}")] if key in OPEN else []
+    marks = (
+        [pytest.mark.xfail(strict=True, reason=f"{key} OPEN: {OPEN[key]}")] if key in OPEN else []
+    )
     return pytest.param(key, id=key, marks=marks)
 
 
