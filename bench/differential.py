@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import sys
 import time
 from collections import Counter
@@ -123,7 +124,17 @@ def main() -> None:
         import gpenguard.formats.weights
         import gpenguard.scan.api  # noqa: F401
     campaign = Campaign(args.out, args.minutes)
-    argv = [sys.argv[0], *rest, "-max_len=4096", "-rss_limit_mb=4096"]
+    # A backstop for the loaders' own memory bombs (a huge memo index, a huge storage): an
+    # allocation past this fails with MemoryError, which the oracle records as the loader failing.
+    resource.setrlimit(resource.RLIMIT_DATA, (6 * 2**30, resource.RLIM_INFINITY))
+    argv = [
+        sys.argv[0],
+        *rest,
+        "-max_len=4096",
+        "-rss_limit_mb=4096",
+        "-timeout=60",
+        f"-artifact_prefix={args.out}/",
+    ]
     if args.corpus is not None:
         args.corpus.mkdir(parents=True, exist_ok=True)
         argv.append(str(args.corpus))

@@ -8,6 +8,7 @@ is the only way the differential tests run CPython's unpickler over an input.
 from __future__ import annotations
 
 import pickle
+import pickletools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +74,31 @@ class InertUnpickler(pickle.Unpickler):
         return Recorded()
 
 
+MAX_MEMO_INDEX = 1 << 22
+"""`_pickle` sizes its memo array to the largest PUT index: ``r\xff\xff\xff\x7f`` alone asks for
+16 GiB. The oracle does not run programs past this bound (gpenguard's walker blocks them)."""
+
+
+def _memo_bomb(f: Any) -> bool:
+    """Whether the program at `f`'s position PUTs at an index past `MAX_MEMO_INDEX` (stdlib decoder)."""
+    start = f.tell()
+    try:
+        for op, arg, _pos in pickletools.genops(f):
+            if "PUT" in op.name and isinstance(arg, int) and arg > MAX_MEMO_INDEX:
+                return True
+    except Exception:
+        return False  # a decoding error: whatever the C unpickler makes of it stays small
+    finally:
+        f.seek(start)
+    return False
+
+
 def run_pickle(f: Any) -> Run:
     """Run one program from file object `f` at its current position, inertly."""
     run = Run(start=f.tell(), end=None)
+    if _memo_bomb(f):
+        run.error = f"oracle: memo index beyond {MAX_MEMO_INDEX}; not run"
+        return run
     try:
         run.value = InertUnpickler(f, run).load()
         run.end = f.tell()
