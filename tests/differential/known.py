@@ -26,9 +26,15 @@ def _d004(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential)
     return any(data[e.cd_offset + 38] & 0x10 for e in z.entries)
 
 
+def _d005(data: bytes, guard: GuardView, loader: LoaderView, diff: Differential) -> bool:
+    """A ``byteorder`` record other than ``little``: torch byteswaps, convert does not."""
+    return diff.kind == "tensors" and loader.byteorder not in (None, b"little")
+
+
 KNOWN: dict[str, Callable[[bytes, GuardView, LoaderView, Differential], bool]] = {
     "D003": _d003,
     "D004": _d004,
+    "D005": _d005,
 }
 
 

@@ -361,9 +361,34 @@ def zip_extra_field(data: bytes, r: Choices) -> bytes | None:
     return bytes(fixed)
 
 
+_RECORD_VALUES = {
+    b"byteorder": [b"big", b"little", b"LITTLE", b"little\n", b""],
+    b"version": [b"3", b" 3junk", b"11", b"0", b"3\n", b"1"],
+    b".format_version": [b"1", b"A", b"0", b""],
+    b".storage_alignment": [b"64", b"0", b"x"],
+}
+
+
+def zip_record_value(data: bytes, r: Choices) -> bytes | None:
+    """Give a small record torch interprets (byteorder, version...) another value, or drop it."""
+    members = zip_members(data)
+    if not members:
+        return None
+    spots = [i for i, m in enumerate(members) if m[0].rsplit(b"/", 1)[-1] in _RECORD_VALUES]
+    if not spots:
+        return None
+    i = pick(r, spots)
+    name, _, method = members[i]
+    if r.randint(0, 5) == 0:
+        del members[i]
+    else:
+        members[i] = (name, pick(r, _RECORD_VALUES[name.rsplit(b"/", 1)[-1]]), method)
+    return _rebuild(members)
+
+
 ZIP_MUTATORS: list[Callable[[bytes, Choices], bytes | None]] = [
     zip_eocd_field, zip_cd_field, zip_local_field, zip_rename, zip_add_twin, zip_recompress,
-    zip_prepend_append, zip_zip64, zip_extra_field,
+    zip_prepend_append, zip_zip64, zip_extra_field, zip_record_value,
 ]  # fmt: skip
 
 

@@ -79,3 +79,12 @@ def d004_zip_directory_attribute() -> bytes:
             struct.pack_into("<I", data, pos + 38, attr | 0x10)
         pos += 46 + nlen + xlen + clen
     return bytes(data)
+
+
+def d005_zip_big_endian_byteorder() -> bytes:
+    """torch.save output whose ``byteorder`` record says ``big``: torch byteswaps every storage."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(1.0, 7.0)}, buf)
+    members = zip_members(buf.getvalue())
+    assert members is not None
+    return _rebuild([(n, b"big" if n.endswith(b"/byteorder") else c, m) for n, c, m in members])

@@ -16,6 +16,7 @@ from tests.differential import reproducers as r
 OPEN: dict[str, str] = {
     "D003": "deflated storage: torch mmap=True reads the compressed bytes",
     "D004": "DOS directory attribute on a storage entry: torch reads nothing",
+    "D005": "byteorder 'big': torch byteswaps, convert does not",
 }
 
 CASES: dict[str, Callable[[], bytes]] = {
@@ -23,6 +24,7 @@ CASES: dict[str, Callable[[], bytes]] = {
     "D002": r.d002_tar_storages_views_pickle,
     "D003": r.d003_zip_deflated_storage,
     "D004": r.d004_zip_directory_attribute,
+    "D005": r.d005_zip_big_endian_byteorder,
 }
 
 
