@@ -62,6 +62,9 @@ class PickleStream:
     data: memoryview
     index: int = 0
     """Position in a multi-pickle stream (legacy torch format: magic, protocol, sys_info, ...)."""
+    record: memoryview | None = None
+    """The bytes a loader reading this pickle sees: from its first opcode to the end of its
+    member (or file). None: just `data`. The CPython cross-check feeds these."""
 
 
 @dataclass(frozen=True)

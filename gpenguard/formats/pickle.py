@@ -90,7 +90,11 @@ def split_stream(
                 member=member,
                 offset=pos,
             )
-        streams.append(PickleStream(member=where, offset=pos, data=buf[pos:stop], index=index))
+        streams.append(
+            PickleStream(
+                member=where, offset=pos, data=buf[pos:stop], index=index, record=buf[pos:]
+            )
+        )
         if p.end is None or len(streams) >= ctx.limits.max_members:
             break
         pos = p.end

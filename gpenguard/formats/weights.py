@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -28,6 +27,8 @@ import numpy as np
 
 from gpenguard.errors import ConversionError, LimitExceeded
 from gpenguard.formats.container import Container, Format, Limits, PickleStream
+from gpenguard.pickling import crosscheck
+from gpenguard.pickling.opcodes import Blob, DecodeError, Decoder, Op
 
 __all__ = [
     "DTYPES",
@@ -362,7 +363,11 @@ _MARK = _Mark()
 
 
 class _Machine:
-    """A pickle VM over a closed opcode set that can only build inert values."""
+    """A pickle VM over a closed opcode set that can only build inert values.
+
+    Opcodes come from the pickling package's decoder (`gpenguard.pickling.opcodes`), the one
+    the scanner's walker reads, so the gate and the converter never disagree on the bytes.
+    """
 
     def __init__(
         self,
@@ -377,12 +382,17 @@ class _Machine:
         self.path = path
         self.limits = limits
         self.persistent_load = persistent_load
-        self.pos = 0
         self.op_pos = 0
         self.op_name = ""
+        self.end = 0
+        """Offset just after STOP, once the program has run."""
         self.stack: list[Any] = []
         self.marks: list[int] = []
         self.memo: dict[int, Any] = {}
+        self.imported: list[tuple[str, str]] = []
+        """Every global the program names, in order (compared with CPython's reading)."""
+        self.pids: list[Any] = []
+        self.frames = 0
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -394,42 +404,6 @@ class _Machine:
 
     def fail(self, message: str) -> NoReturn:
         raise ConversionError(f"{message} ({self.where()})", path=self.path)
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
-            self.fail(f"pickle is truncated inside {self.op_name}")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def uint(self, n: int) -> int:
-        return int.from_bytes(self.take(n), "little", signed=False)
-
-    def line(self) -> str:
-        end = self.pos
-        limit = min(len(self.data), self.pos + 4096)
-        while end < limit and self.data[end] != 0x0A:
-            end += 1
-        if end >= limit:
-            self.fail(f"unterminated text argument of {self.op_name}")
-        text = bytes(self.data[self.pos : end])
-        self.pos = end + 1
-        try:
-            return text.decode("ascii")
-        except UnicodeDecodeError:
-            self.fail(f"non-ASCII text argument of {self.op_name}")
-
-    def text(self, n: int) -> str:
-        if n > self.limits.max_pickle_bytes:
-            self.fail(f"{self.op_name} claims {n} bytes")
-        raw = self.take(n)
-        try:
-            return str(raw, "utf-8")
-        except UnicodeDecodeError:
-            self.fail(f"{self.op_name} argument is not UTF-8")
 
     # -- stack -------------------------------------------------------------------------------
 
@@ -459,8 +433,8 @@ class _Machine:
         del self.stack[start:]
         return items
 
-    def remember(self, index: int) -> None:
-        if index < 0:
+    def remember(self, index: Any) -> None:
+        if not isinstance(index, int) or index < 0:
             self.fail("negative memo index")
         if index not in self.memo and len(self.memo) >= self.limits.max_memo:
             raise LimitExceeded(
@@ -468,14 +442,15 @@ class _Machine:
             )
         self.memo[index] = self.top()
 
-    def recall(self, index: int) -> None:
+    def recall(self, index: Any) -> None:
         if index not in self.memo:
-            self.fail(f"memo entry {index} read before it was written")
+            self.fail(f"memo entry {_show(index)} read before it was written")
         self.push(self.memo[index])
 
     # -- globals and calls -------------------------------------------------------------------
 
     def resolve(self, module: str, name: str) -> None:
+        self.imported.append((module, name))
         found = _GLOBALS.get((module, name))
         if found is None:
             self.fail(f"global {_name(module)}.{_name(name)} is not on the weights-only allowlist")
@@ -503,39 +478,55 @@ class _Machine:
     # -- main loop ---------------------------------------------------------------------------
 
     def run(self) -> Any:
-        data = self.data
-        size = len(data)
+        size = len(self.data)
         if size > self.limits.max_pickle_bytes:
             raise LimitExceeded(
                 f"pickle of {size} bytes exceeds the limit of {self.limits.max_pickle_bytes}",
                 path=self.path,
             )
+        decoder = Decoder(self.data)
         budget = self.limits.max_opcodes
         while True:
-            if self.pos >= size:
-                self.op_pos = self.pos
-                self.fail("pickle ends without STOP")
             budget -= 1
             if budget < 0:
                 raise LimitExceeded(
                     f"pickle runs more than {self.limits.max_opcodes} opcodes ({self.where()})",
                     path=self.path,
                 )
-            self.op_pos = self.pos
-            code = data[self.pos]
-            self.pos += 1
-            entry = _OPCODES.get(code)
-            if entry is None:
-                self.op_name = f"0x{code:02x}"
-                self.fail(f"opcode {_opcode_label(code)} is not allowed in a weights file")
-            self.op_name, handler = entry
-            if handler is None:  # STOP
+            self.op_pos = decoder.pos
+            try:
+                op = decoder.next_op()
+            except DecodeError as exc:
+                self.op_pos = exc.offset
+                code = self.data[exc.offset] if exc.offset < size else None
+                if code is not None and exc.reason.startswith("unknown opcode"):
+                    self.fail(f"opcode {_opcode_label(code)} is not allowed in a weights file")
+                if exc.truncated and exc.offset >= size:
+                    self.fail("pickle ends without STOP")
+                if exc.truncated and code is not None:
+                    label = _opcode_label(code).split(" ", 1)[0]
+                    self.fail(f"pickle is truncated inside {label}: {exc.reason}")
+                self.fail(f"pickle cannot be read: {exc.reason}")
+            if decoder.notes:
+                # read differently by different unpicklers: refuse rather than pick one
+                self.op_pos = decoder.notes[0].offset
+                self.fail(decoder.notes[0].message)
+            self.op_name = op.name
+            if isinstance(op.arg, Blob):
+                self.fail(f"{op.name} argument of {op.arg.length} bytes")
+            handler = _OPCODES.get(op.name)
+            if handler is None:
+                self.fail(
+                    f"opcode {_opcode_label(self.data[op.offset])} is not allowed in a weights file"
+                )
+            if op.name == "STOP":
                 if self.marks:
                     self.fail("STOP with an open MARK")
                 if len(self.stack) != 1:
                     self.fail(f"STOP with {len(self.stack)} values on the stack")
+                self.end = op.end
                 return self.stack[0]
-            handler(self)
+            handler(self, op)
 
 
 def _describe(value: Any) -> str:
@@ -584,154 +575,78 @@ def _opcode_label(code: int) -> str:
 
 
 # opcode handlers ----------------------------------------------------------------------------
+# Arguments arrive decoded (`Op.arg`), read the way CPython's C unpickler reads them.
 
 
-def _op_proto(m: _Machine) -> None:
-    version = m.uint(1)
-    if version > 5:
-        m.fail(f"pickle protocol {version} is unknown")
+def _op_stop(m: _Machine, op: Op) -> None:  # handled by the loop
+    raise AssertionError("STOP is handled by _Machine.run")
 
 
-def _op_frame(m: _Machine) -> None:
-    length = m.uint(8)
-    if length > len(m.data) - m.pos:
+def _op_proto(m: _Machine, op: Op) -> None:
+    if not isinstance(op.arg, int) or op.arg > 5:
+        m.fail(f"pickle protocol {_show(op.arg)} is unknown")
+
+
+def _op_frame(m: _Machine, op: Op) -> None:
+    m.frames += 1
+    if not isinstance(op.arg, int) or op.arg > len(m.data) - op.end:
         m.fail("FRAME is longer than the pickle")
 
 
-def _op_mark(m: _Machine) -> None:
+def _op_mark(m: _Machine, op: Op) -> None:
     if len(m.marks) >= m.limits.max_stack_depth:
         raise LimitExceeded(f"too many nested MARKs ({m.where()})", path=m.path)
     m.marks.append(len(m.stack))
 
 
-def _op_pop(m: _Machine) -> None:
+def _op_pop(m: _Machine, op: Op) -> None:
     m.pop()
 
 
-def _op_pop_mark(m: _Machine) -> None:
+def _op_pop_mark(m: _Machine, op: Op) -> None:
     m.pop_mark()
 
 
-def _op_dup(m: _Machine) -> None:
+def _op_dup(m: _Machine, op: Op) -> None:
     m.push(m.top())
 
 
-def _op_int_text(m: _Machine) -> None:
-    text = m.line()
-    if text == "00":
-        m.push(False)
-    elif text == "01":
-        m.push(True)
-    else:
-        m.push(_parse_int(m, text))
+def _op_const(m: _Machine, op: Op) -> None:
+    """INT/LONG/BININT*/LONG1/FLOAT/BINFLOAT/strings/bytes: the decoded argument itself."""
+    m.push(op.arg)
 
 
-def _op_long_text(m: _Machine) -> None:
-    text = m.line()
-    m.push(_parse_int(m, text.removesuffix("L")))
+def _op_long4(m: _Machine, op: Op) -> None:
+    if not isinstance(op.arg, int) or op.arg.bit_length() > 4096 * 8:
+        m.fail("LONG4 of more than 4096 bytes")
+    m.push(op.arg)
 
 
-def _parse_int(m: _Machine, text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        m.fail(f"{m.op_name} argument {_show(text)} is not an integer")
-
-
-def _op_binint(m: _Machine) -> None:
-    m.push(int.from_bytes(m.take(4), "little", signed=True))
-
-
-def _op_binint1(m: _Machine) -> None:
-    m.push(m.uint(1))
-
-
-def _op_binint2(m: _Machine) -> None:
-    m.push(m.uint(2))
-
-
-def _op_long1(m: _Machine) -> None:
-    m.push(int.from_bytes(m.take(m.uint(1)), "little", signed=True))
-
-
-def _op_long4(m: _Machine) -> None:
-    n = int.from_bytes(m.take(4), "little", signed=True)
-    if n < 0 or n > 4096:
-        m.fail(f"LONG4 of {n} bytes")
-    m.push(int.from_bytes(m.take(n), "little", signed=True))
-
-
-def _op_float_text(m: _Machine) -> None:
-    text = m.line()
-    try:
-        m.push(float(text))
-    except ValueError:
-        m.fail(f"FLOAT argument {_show(text)} is not a number")
-
-
-def _op_binfloat(m: _Machine) -> None:
-    m.push(struct.unpack(">d", m.take(8))[0])
-
-
-def _op_none(m: _Machine) -> None:
+def _op_none(m: _Machine, op: Op) -> None:
     m.push(None)
 
 
-def _op_true(m: _Machine) -> None:
+def _op_true(m: _Machine, op: Op) -> None:
     m.push(True)
 
 
-def _op_false(m: _Machine) -> None:
+def _op_false(m: _Machine, op: Op) -> None:
     m.push(False)
 
 
-def _op_binunicode(m: _Machine) -> None:
-    m.push(m.text(m.uint(4)))
-
-
-def _op_short_binunicode(m: _Machine) -> None:
-    m.push(m.text(m.uint(1)))
-
-
-def _op_binunicode8(m: _Machine) -> None:
-    m.push(m.text(m.uint(8)))
-
-
-def _op_binstring(m: _Machine) -> None:
-    # Python 2 ``str``; torch loads these as UTF-8 text.
-    n = int.from_bytes(m.take(4), "little", signed=True)
-    if n < 0:
-        m.fail("BINSTRING with a negative length")
-    m.push(m.text(n))
-
-
-def _op_short_binstring(m: _Machine) -> None:
-    m.push(m.text(m.uint(1)))
-
-
-def _op_bytes(n_width: int) -> Callable[[_Machine], None]:
-    def handler(m: _Machine) -> None:
-        n = m.uint(n_width)
-        if n > m.limits.max_pickle_bytes:
-            m.fail(f"{m.op_name} claims {n} bytes")
-        m.push(bytes(m.take(n)))
-
-    return handler
-
-
-def _op_empty_dict(m: _Machine) -> None:
+def _op_empty_dict(m: _Machine, op: Op) -> None:
     m.push({})
 
 
-def _op_empty_list(m: _Machine) -> None:
+def _op_empty_list(m: _Machine, op: Op) -> None:
     m.push([])
 
 
-def _op_empty_tuple(m: _Machine) -> None:
+def _op_empty_tuple(m: _Machine, op: Op) -> None:
     m.push(())
 
 
-def _op_dict(m: _Machine) -> None:
+def _op_dict(m: _Machine, op: Op) -> None:
     items = m.pop_mark()
     if len(items) % 2:
         m.fail("DICT with an odd number of items")
@@ -740,16 +655,16 @@ def _op_dict(m: _Machine) -> None:
     m.push(out)
 
 
-def _op_list(m: _Machine) -> None:
+def _op_list(m: _Machine, op: Op) -> None:
     m.push(m.pop_mark())
 
 
-def _op_tuple(m: _Machine) -> None:
+def _op_tuple(m: _Machine, op: Op) -> None:
     m.push(tuple(m.pop_mark()))
 
 
-def _tuple_n(n: int) -> Callable[[_Machine], None]:
-    def handler(m: _Machine) -> None:
+def _tuple_n(n: int) -> Callable[[_Machine, Op], None]:
+    def handler(m: _Machine, op: Op) -> None:
         items = [m.pop() for _ in range(n)]
         m.push(tuple(reversed(items)))
 
@@ -772,20 +687,20 @@ def _hashable(key: Any, depth: int = 0) -> bool:
     return isinstance(key, tuple) and depth < 8 and all(_hashable(k, depth + 1) for k in key)
 
 
-def _op_setitem(m: _Machine) -> None:
+def _op_setitem(m: _Machine, op: Op) -> None:
     value = m.pop()
     key = m.pop()
     _set_items(m, m.top(), [key, value])
 
 
-def _op_setitems(m: _Machine) -> None:
+def _op_setitems(m: _Machine, op: Op) -> None:
     items = m.pop_mark()
     if len(items) % 2:
         m.fail("SETITEMS with an odd number of items")
     _set_items(m, m.top(), items)
 
 
-def _op_append(m: _Machine) -> None:
+def _op_append(m: _Machine, op: Op) -> None:
     value = m.pop()
     target = m.top()
     if not isinstance(target, list):
@@ -793,7 +708,7 @@ def _op_append(m: _Machine) -> None:
     target.append(value)
 
 
-def _op_appends(m: _Machine) -> None:
+def _op_appends(m: _Machine, op: Op) -> None:
     items = m.pop_mark()
     target = m.top()
     if not isinstance(target, list):
@@ -801,41 +716,24 @@ def _op_appends(m: _Machine) -> None:
     target.extend(items)
 
 
-def _op_put_text(m: _Machine) -> None:
-    m.remember(_parse_int(m, m.line()))
+def _op_put(m: _Machine, op: Op) -> None:
+    m.remember(op.arg)
 
 
-def _op_binput(m: _Machine) -> None:
-    m.remember(m.uint(1))
-
-
-def _op_long_binput(m: _Machine) -> None:
-    m.remember(m.uint(4))
-
-
-def _op_memoize(m: _Machine) -> None:
+def _op_memoize(m: _Machine, op: Op) -> None:
     m.remember(len(m.memo))
 
 
-def _op_get_text(m: _Machine) -> None:
-    m.recall(_parse_int(m, m.line()))
+def _op_get(m: _Machine, op: Op) -> None:
+    m.recall(op.arg)
 
 
-def _op_binget(m: _Machine) -> None:
-    m.recall(m.uint(1))
+def _op_global(m: _Machine, op: Op) -> None:
+    assert isinstance(op.arg, tuple)
+    m.resolve(str(op.arg[0]), str(op.arg[1]))
 
 
-def _op_long_binget(m: _Machine) -> None:
-    m.recall(m.uint(4))
-
-
-def _op_global(m: _Machine) -> None:
-    module = m.line()
-    name = m.line()
-    m.resolve(module, name)
-
-
-def _op_stack_global(m: _Machine) -> None:
+def _op_stack_global(m: _Machine, op: Op) -> None:
     name = m.pop()
     module = m.pop()
     if not isinstance(module, str) or not isinstance(name, str):
@@ -843,77 +741,43 @@ def _op_stack_global(m: _Machine) -> None:
     m.resolve(module, name)
 
 
-def _op_reduce(m: _Machine) -> None:
+def _op_reduce(m: _Machine, op: Op) -> None:
     m.reduce()
 
 
-def _op_build(m: _Machine) -> None:
+def _op_build(m: _Machine, op: Op) -> None:
     m.build()
 
 
-def _op_binpersid(m: _Machine) -> None:
+def _op_binpersid(m: _Machine, op: Op) -> None:
     pid = m.pop()
     if m.persistent_load is None:
         m.fail("persistent id in a pickle that may not reference storages")
     m.push(m.persistent_load(m, pid))
 
 
-_Handler = Callable[[_Machine], None]
+_Handler = Callable[[_Machine, Op], None]
 
-_OPCODES: dict[int, tuple[str, _Handler | None]] = {
-    0x80: ("PROTO", _op_proto),
-    0x95: ("FRAME", _op_frame),
-    ord("."): ("STOP", None),
-    ord("("): ("MARK", _op_mark),
-    ord("0"): ("POP", _op_pop),
-    ord("1"): ("POP_MARK", _op_pop_mark),
-    ord("2"): ("DUP", _op_dup),
-    ord("I"): ("INT", _op_int_text),
-    ord("L"): ("LONG", _op_long_text),
-    ord("J"): ("BININT", _op_binint),
-    ord("K"): ("BININT1", _op_binint1),
-    ord("M"): ("BININT2", _op_binint2),
-    0x8A: ("LONG1", _op_long1),
-    0x8B: ("LONG4", _op_long4),
-    ord("F"): ("FLOAT", _op_float_text),
-    ord("G"): ("BINFLOAT", _op_binfloat),
-    ord("N"): ("NONE", _op_none),
-    0x88: ("NEWTRUE", _op_true),
-    0x89: ("NEWFALSE", _op_false),
-    ord("X"): ("BINUNICODE", _op_binunicode),
-    0x8C: ("SHORT_BINUNICODE", _op_short_binunicode),
-    0x8D: ("BINUNICODE8", _op_binunicode8),
-    ord("T"): ("BINSTRING", _op_binstring),
-    ord("U"): ("SHORT_BINSTRING", _op_short_binstring),
-    ord("B"): ("BINBYTES", _op_bytes(4)),
-    ord("C"): ("SHORT_BINBYTES", _op_bytes(1)),
-    0x8E: ("BINBYTES8", _op_bytes(8)),
-    ord("}"): ("EMPTY_DICT", _op_empty_dict),
-    ord("]"): ("EMPTY_LIST", _op_empty_list),
-    ord(")"): ("EMPTY_TUPLE", _op_empty_tuple),
-    ord("d"): ("DICT", _op_dict),
-    ord("l"): ("LIST", _op_list),
-    ord("t"): ("TUPLE", _op_tuple),
-    0x85: ("TUPLE1", _tuple_n(1)),
-    0x86: ("TUPLE2", _tuple_n(2)),
-    0x87: ("TUPLE3", _tuple_n(3)),
-    ord("s"): ("SETITEM", _op_setitem),
-    ord("u"): ("SETITEMS", _op_setitems),
-    ord("a"): ("APPEND", _op_append),
-    ord("e"): ("APPENDS", _op_appends),
-    ord("p"): ("PUT", _op_put_text),
-    ord("q"): ("BINPUT", _op_binput),
-    ord("r"): ("LONG_BINPUT", _op_long_binput),
-    0x94: ("MEMOIZE", _op_memoize),
-    ord("g"): ("GET", _op_get_text),
-    ord("h"): ("BINGET", _op_binget),
-    ord("j"): ("LONG_BINGET", _op_long_binget),
-    ord("c"): ("GLOBAL", _op_global),
-    0x93: ("STACK_GLOBAL", _op_stack_global),
-    ord("R"): ("REDUCE", _op_reduce),
-    ord("b"): ("BUILD", _op_build),
-    ord("Q"): ("BINPERSID", _op_binpersid),
-}
+_OPCODES: dict[str, _Handler] = {
+    "PROTO": _op_proto, "FRAME": _op_frame, "STOP": _op_stop, "MARK": _op_mark,
+    "POP": _op_pop, "POP_MARK": _op_pop_mark, "DUP": _op_dup,
+    "INT": _op_const, "LONG": _op_const, "BININT": _op_const, "BININT1": _op_const,
+    "BININT2": _op_const, "LONG1": _op_const, "LONG4": _op_long4,
+    "FLOAT": _op_const, "BINFLOAT": _op_const,
+    "NONE": _op_none, "NEWTRUE": _op_true, "NEWFALSE": _op_false,
+    "BINUNICODE": _op_const, "SHORT_BINUNICODE": _op_const, "BINUNICODE8": _op_const,
+    "BINSTRING": _op_const, "SHORT_BINSTRING": _op_const,  # Python 2 str, read as UTF-8
+    "BINBYTES": _op_const, "SHORT_BINBYTES": _op_const, "BINBYTES8": _op_const,
+    "EMPTY_DICT": _op_empty_dict, "EMPTY_LIST": _op_empty_list, "EMPTY_TUPLE": _op_empty_tuple,
+    "DICT": _op_dict, "LIST": _op_list, "TUPLE": _op_tuple,
+    "TUPLE1": _tuple_n(1), "TUPLE2": _tuple_n(2), "TUPLE3": _tuple_n(3),
+    "SETITEM": _op_setitem, "SETITEMS": _op_setitems,
+    "APPEND": _op_append, "APPENDS": _op_appends,
+    "PUT": _op_put, "BINPUT": _op_put, "LONG_BINPUT": _op_put, "MEMOIZE": _op_memoize,
+    "GET": _op_get, "BINGET": _op_get, "LONG_BINGET": _op_get,
+    "GLOBAL": _op_global, "STACK_GLOBAL": _op_stack_global,
+    "REDUCE": _op_reduce, "BUILD": _op_build, "BINPERSID": _op_binpersid,
+}  # fmt: skip
 """Every opcode the reader executes; anything else (INST, OBJ, NEWOBJ, EXT*, PERSID, sets,
 out-of-band buffers...) ends the read with an error naming it."""
 
@@ -1005,9 +869,31 @@ def _rebuild_parameter(m: _Machine, args: tuple[Any, ...]) -> _Tensor:
 
 
 def _ordered_dict(m: _Machine, args: tuple[Any, ...]) -> _OrderedDict:
-    if args:
-        m.fail("OrderedDict built with arguments; torch.save writes it empty, then SETITEMS")
-    return _OrderedDict()
+    """``OrderedDict()`` then SETITEMS (torch.save), or ``OrderedDict(pairs)`` (Python 2).
+
+    Python 2's ``OrderedDict.__reduce__`` passes ``[[key, value], ...]``; torch's weights-only
+    unpickler calls the real constructor, which takes any iterable of pairs or a mapping.
+    """
+    out = _OrderedDict()
+    if not args:
+        return out
+    if len(args) != 1:
+        m.fail(f"OrderedDict takes one argument, got {len(args)}")
+    (items,) = args
+    if isinstance(items, dict):
+        pairs: list[Any] = [[k, v] for k, v in items.items()]
+    elif isinstance(items, list | tuple):
+        pairs = list(items)
+    else:
+        m.fail(f"OrderedDict built from {_describe(items)}, not pairs")
+    for pair in pairs:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            m.fail(f"OrderedDict item {_describe(pair)} is not a (key, value) pair")
+        key, value = pair
+        if not _hashable(key):
+            m.fail(f"OrderedDict key {_describe(key)} is not a plain value")
+        out[key] = value
+    return out
 
 
 def _torch_size(m: _Machine, args: tuple[Any, ...]) -> tuple[int, ...]:
@@ -1055,6 +941,7 @@ def interpret_pickle(
     limits: Limits | None = None,
     storages: dict[str, StorageRecord] | None = None,
     legacy: bool = False,
+    ran: list[_Machine] | None = None,
 ) -> Any:
     """Run one pickle on the weights-only machine; returns plain values and inert records.
 
@@ -1065,6 +952,7 @@ def interpret_pickle(
 
     def persistent_load(m: _Machine, pid: Any) -> _StorageRef:
         assert storages is not None
+        m.pids.append(pid)
         want = 6 if legacy else 5
         if not isinstance(pid, tuple) or len(pid) != want or pid[0] != "storage":
             m.fail(f"persistent id {_show(pid)} is not a {want}-field ('storage', ...) record")
@@ -1093,7 +981,68 @@ def interpret_pickle(
         limits=lim,
         persistent_load=persistent_load if storages is not None else None,
     )
-    return machine.run()
+    value = machine.run()
+    if ran is not None:
+        ran.append(machine)
+    return value
+
+
+def _cross_check(container: Container, machines: list[_Machine]) -> None:
+    """CPython's C unpickler, with inert globals, must read every pickle the way we did.
+
+    The gate already ran this check; convert repeats it on the bytes it is about to trust, so
+    a reading of its own can never drift from the loader's unnoticed.
+    """
+    primary = crosscheck.BYTESIO if container.format is Format.TORCH_ZIP else crosscheck.FILE
+    jobs: list[crosscheck.Job] = []
+    owners: list[_Machine] = []
+    for m in machines:
+        record = m.stream.record if m.stream.record is not None else m.stream.data
+        feeds = crosscheck.FEEDS if m.frames else (primary,)
+        for feed in feeds:
+            jobs.append(crosscheck.Job(record, feed, weight=len(m.stream.data)))
+            owners.append(m)
+    try:
+        readings = crosscheck.run(jobs)
+    except crosscheck.CrossCheckError as exc:
+        raise ConversionError(
+            f"cross-check with CPython's unpickler failed: {exc}", path=container.path
+        ) from None
+    for m, reading in zip(owners, readings, strict=True):
+        why = None
+        if reading.error is not None:
+            why = f"it fails ({reading.error})"
+        elif (
+            reading.globals_total != len(m.imported)
+            or list(reading.globals) != m.imported[: crosscheck.MAX_RECORDED]
+        ):
+            why = f"it imports {_show(tuple('.'.join(g) for g in reading.globals[:4]))}"
+        elif reading.end is not None and reading.end != m.end:
+            why = f"it stops at offset {reading.end}, not {m.end}"
+        elif list(reading.pids) != [_shape(p) for p in m.pids[: crosscheck.MAX_RECORDED]]:
+            why = "it passes other persistent ids"
+        if why is not None:
+            m.op_pos = 0
+            m.fail(f"CPython's unpickler ({reading.feed}) reads this pickle differently: {why}")
+
+
+def _shape(value: Any, depth: int = 0) -> object:
+    """`crosscheck.shape` for the weights machine's values (its globals are `_Builtin`s)."""
+    if depth > 16:
+        return ["deep"]
+    if value is None or isinstance(value, bool | int | str):
+        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", str(value)]
+    if isinstance(value, float):
+        return ["float", repr(value)]
+    if isinstance(value, bytes | bytearray):
+        return ["bytes", bytes(value[:64]).hex(), len(value)]
+    if isinstance(value, _Builtin):
+        return ["global", *value.qualname.rsplit(".", 1)]
+    if isinstance(value, tuple):
+        return ["tuple", *(_shape(v, depth + 1) for v in value[:64])]
+    if isinstance(value, list):
+        return ["list", *(_shape(v, depth + 1) for v in value[:64])]
+    return ["object"]
 
 
 def read_tensors(
@@ -1112,11 +1061,12 @@ def read_tensors(
     lim = limits or Limits()
     path = container.path
     storages: dict[str, StorageRecord] = {}
+    ran: list[_Machine] = []
     if container.format is Format.TORCH_ZIP:
-        root = _read_zip(container, lim, storages)
+        root = _read_zip(container, lim, storages, ran)
         buffers = _zip_buffers(container, storages)
     elif container.format is Format.TORCH_LEGACY:
-        root, buffers = _read_legacy(container, lim, storages)
+        root, buffers = _read_legacy(container, lim, storages, ran)
     elif container.format is Format.SAFETENSORS:
         raise ConversionError(
             "the file is already safetensors; there is nothing to convert", path=path
@@ -1133,6 +1083,7 @@ def read_tensors(
             path=path,
         )
 
+    _cross_check(container, ran)
     chosen = _select(root, select, path)
     records: list[TensorRecord] = []
     seen: set[str] = set()
@@ -1172,7 +1123,9 @@ def read_tensors(
 # zip and legacy layouts ----------------------------------------------------------------------
 
 
-def _read_zip(container: Container, lim: Limits, storages: dict[str, StorageRecord]) -> Any:
+def _read_zip(
+    container: Container, lim: Limits, storages: dict[str, StorageRecord], ran: list[_Machine]
+) -> Any:
     streams = [p for p in container.pickles if p.member and p.member.endswith("data.pkl")]
     if container.root is not None:
         streams = [p for p in streams if p.member == f"{container.root}/data.pkl"]
@@ -1181,7 +1134,7 @@ def _read_zip(container: Container, lim: Limits, storages: dict[str, StorageReco
             f"expected one data.pkl in the torch zip, found {len(streams)}", path=container.path
         )
     _check_byteorder(container)
-    return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages)
+    return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages, ran=ran)
 
 
 def _check_byteorder(container: Container) -> None:
@@ -1214,7 +1167,7 @@ def _zip_buffers(container: Container, storages: dict[str, StorageRecord]) -> di
 
 
 def _read_legacy(
-    container: Container, lim: Limits, storages: dict[str, StorageRecord]
+    container: Container, lim: Limits, storages: dict[str, StorageRecord], ran: list[_Machine]
 ) -> tuple[Any, dict[str, memoryview]]:
     path = container.path
     by_index = {p.index: p for p in container.pickles}
@@ -1225,7 +1178,9 @@ def _read_legacy(
             "sys_info, the object and the storage keys",
             path=path,
         )
-    magic, protocol, sys_info = (interpret_pickle(s, path=path, limits=lim) for s in streams[:3])
+    magic, protocol, sys_info = (
+        interpret_pickle(s, path=path, limits=lim, ran=ran) for s in streams[:3]
+    )
     if magic != LEGACY_MAGIC:
         raise ConversionError("legacy torch stream has the wrong magic number", path=path)
     if protocol != LEGACY_PROTOCOL:
@@ -1235,8 +1190,10 @@ def _read_legacy(
             "legacy torch stream is not marked little-endian; only little-endian storages are read",
             path=path,
         )
-    root = interpret_pickle(streams[3], path=path, limits=lim, storages=storages, legacy=True)
-    keys = interpret_pickle(streams[4], path=path, limits=lim)
+    root = interpret_pickle(
+        streams[3], path=path, limits=lim, storages=storages, legacy=True, ran=ran
+    )
+    keys = interpret_pickle(streams[4], path=path, limits=lim, ran=ran)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ConversionError("legacy storage-key list is not a list of strings", path=path)
     if container.legacy_tail is None:

@@ -125,6 +125,8 @@ class WalkResult:
     opcodes: int = 0
     protocol: int | None = None
     persistent_ids: int = 0
+    frames: int = 0
+    """FRAME opcodes read (every unpickler reads the same opcodes until the first one)."""
     pids: list[object] = field(default_factory=list)
     """The persistent ids themselves (stand-ins), for readers that follow storage records."""
 
@@ -575,6 +577,7 @@ class Walker:
     def op_frame(self, op: Op) -> None:
         length = op.arg
         assert isinstance(length, int)
+        self.result.frames += 1
         if op.end + length > len(self.buf):
             self._malformed(op, f"frame of {length} bytes runs past the end")
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from gpenguard import __version__
 from gpenguard.errors import GpenguardError, InputError
 from gpenguard.findings import FileReport, Finding, ScanReport, Severity, Verdict
-from gpenguard.formats.container import Container, Limits, PickleStream, read_container
+from gpenguard.formats.container import Container, Format, Limits, PickleStream, read_container
 from gpenguard.formats.source import Source
 from gpenguard.formats.tar import ELEMENT_SIZE
 from gpenguard.formats.ziparchive import LazyStorages
+from gpenguard.pickling import crosscheck
 from gpenguard.pickling.walker import Global, WalkResult, render, walk
 from gpenguard.policy import Policy
 from gpenguard.rules import RULES, finding
@@ -23,8 +24,12 @@ from gpenguard.trust.hashing import hash_source
 _MAX_IMPORT_FINDINGS = 200
 """Distinct refused imports listed per pickle; beyond it, one summary finding."""
 
-# Findings of these rules mean part of the file was not looked at.
-_NOT_CHECKED_RULES = frozenset({"GG115", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"})
+# Findings of these rules mean part of the file was not looked at (or not as the loader reads
+# it: a frame straddle, a disagreement with CPython's own unpickler); they block under any policy.
+_NOT_CHECKED_RULES = frozenset(
+    {"GG115", "GG120", "GG121", "GG202", "GG203", "GG204", "GG212", "GG213", "GG306"}
+)
+_ZIP_FORMATS = frozenset({Format.TORCH_ZIP, Format.ZIP, Format.NUMPY_ZIP})
 
 
 def _containers(box: Container) -> Iterator[Container]:
@@ -155,16 +160,31 @@ def _check_storages(box: Container, stream: PickleStream, res: WalkResult) -> li
     return out
 
 
-def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Finding], list[str]]:
-    """Findings for a container and everything nested in it, and all imports seen."""
+def analyse(
+    box: Container,
+    *,
+    policy: Policy,
+    limits: Limits,
+    whole: memoryview | None = None,
+    cross_check: bool = True,
+) -> tuple[list[Finding], list[str]]:
+    """Findings for a container and everything nested in it, and all imports seen.
+
+    With `cross_check`, every pickle walked is also run through CPython's C unpickler with
+    inert globals (`gpenguard.pickling.crosscheck`); `whole` is the file the top-level
+    container was read from, for streams that know no record of their own (legacy).
+    """
     findings: list[Finding] = []
     seen: dict[str, None] = {}
+    walked: list[tuple[Container, PickleStream, WalkResult]] = []
     for sub in _containers(box):
         findings.extend(sub.findings)
         for stream in sub.pickles:
             found, names, res = _analyse_stream(stream, path=box.path, policy=policy, limits=limits)
             findings.extend(found)
             seen.update(dict.fromkeys(names))
+            if res is not None:
+                walked.append((sub, stream, res))
             main = f"{sub.root}/data.pkl" if sub.root is not None else None
             if (
                 res is not None
@@ -173,7 +193,50 @@ def analyse(box: Container, *, policy: Policy, limits: Limits) -> tuple[list[Fin
                 and (stream.member or "").endswith(main)
             ):
                 findings.extend(_check_storages(sub, stream, res))
+    if cross_check:
+        findings.extend(_cross_check(box.path, walked, whole))
     return findings, list(seen)
+
+
+def _cross_check(
+    path: str, walked: list[tuple[Container, PickleStream, WalkResult]], whole: memoryview | None
+) -> list[Finding]:
+    """CPython's C unpickler over the same bytes, fed as the loader feeds them (GG121)."""
+    jobs: list[crosscheck.Job] = []
+    owners: list[PickleStream] = []
+    results: list[WalkResult] = []
+    for sub, stream, res in walked:
+        record = stream.record
+        if record is None:
+            top = whole is not None and sub.member is None and stream.member is None
+            record = whole[stream.offset :] if top and whole is not None else stream.data
+        primary = crosscheck.BYTESIO if sub.format in _ZIP_FORMATS else crosscheck.FILE
+        for feed in crosscheck.feeds_for(primary, res):
+            jobs.append(crosscheck.Job(record, feed, weight=len(stream.data)))
+            owners.append(stream)
+            results.append(res)
+    if not jobs:
+        return []
+    try:
+        readings = crosscheck.run(jobs)
+    except crosscheck.CrossCheckError as exc:
+        first = owners[0]
+        msg = f"cross-check with CPython's unpickler not done: {exc}"
+        return [finding("GG121", msg, path=path, member=first.member, offset=first.offset)]
+    out: list[Finding] = []
+    for stream, res, reading in zip(owners, results, readings, strict=True):
+        out.extend(
+            finding(
+                p.rule_id,
+                p.message,
+                path=path,
+                member=stream.member,
+                offset=stream.offset + p.offset,
+                global_name=p.global_name,
+            )
+            for p in crosscheck.compare(res, reading)
+        )
+    return out
 
 
 def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
@@ -191,7 +254,7 @@ def scan_source(
     limits = limits or Limits()
     try:
         box = read_container(source, limits=limits)
-        findings, seen = analyse(box, policy=policy, limits=limits)
+        findings, seen = analyse(box, policy=policy, limits=limits, whole=source.buf)
     except GpenguardError as exc:
         return FileReport(
             path=source.name, verdict=Verdict.ERROR, size=source.size, error=exc.message
