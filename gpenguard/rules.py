@@ -151,14 +151,14 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG205",
         "zip-crc-mismatch",
-        _M,
+        _H,
         "A member's CRC-32 does not match; torch ignores CRCs, Python's zipfile refuses them (scanner evasion trick).",
     ),
     (
         "GG206",
         "zip-header-mismatch",
-        _M,
-        "A member's local header disagrees with the central directory (name, flags or method).",
+        _H,
+        "A member's declared sizes or local header disagree with its data or the central directory; readers differ on its bytes.",
     ),
     (
         "GG207",
@@ -166,7 +166,7 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         _H,
         "The file is valid as more than one format; each reading was inspected.",
     ),
-    ("GG208", "data-before-archive", _M, "Bytes precede the first zip record."),
+    ("GG208", "data-before-archive", _H, "Bytes precede the first zip record."),
     (
         "GG209",
         "nested-archive",
@@ -202,6 +202,18 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
         "extra-pickle-member",
         _L,
         "A pickle member other than data.pkl; torch does not read it, other tools may.",
+    ),
+    (
+        "GG215",
+        "archive-layout-ambiguous",
+        _H,
+        "The archive structures do not account for every byte exactly once (zip: gaps, overlaps, prepended or trailing bytes, entries beyond the declared count, a second end record, a directory torch refuses; tar: bytes after the header where tarfile stops): readers can list different members.",
+    ),
+    (
+        "GG216",
+        "loader-differential",
+        _H,
+        "torch.load would read these bytes differently from another reader or from its own other path (uninitialised memory for directory entries, compression torch cannot read or that its mmap path ignores, NUL in names, byte order, unparsable version records).",
     ),
     # formats
     (
@@ -244,8 +256,8 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG307",
         "storage-mismatch",
-        _M,
-        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages).",
+        _H,
+        "A torch zip's pickle and its storage records disagree (missing, mis-sized or unreferenced storages): torch.load refuses a mis-sized record, torch.load(mmap=True) reads whatever bytes lie there.",
     ),
 )
 

@@ -84,6 +84,10 @@ class Container:
     """For a nested container: its member path inside the parent."""
     root: str | None = None
     """torch zip: the archive's root folder name (``archive``, ``GPEN-BFR-2048``, ...)."""
+    main_pickle: str | None = None
+    """torch zip: the member torch reads as ``data.pkl`` (found ignoring case, as torch does)."""
+    byteorder: str | None = None
+    """torch zip: the ``byteorder`` record (``little``/``big``); None when absent (little)."""
 
 
 def read_container(source: Source, *, limits: Limits | None = None) -> Container:

@@ -51,6 +51,12 @@ def interpretations(buf: memoryview, limits: Limits) -> list[str]:
 def _pickle_reading(buf: memoryview, limits: Limits, *, secondary: bool) -> bool:
     if not secondary:
         return looks_like_pickle(buf, max_ops=limits.max_opcodes)
+    if bytes(buf[:1]) == b"P":
+        # PERSID first: CPython's unpickler stops there (no persistent_load), torch.load's
+        # legacy reader stops there (the id is no storage tuple, no int), its weights-only
+        # one refuses the opcode. No loader runs what follows, so it is not a reading; a zip
+        # (``PK``) decoded this way made ordinary checkpoints look like polyglots at random.
+        return False
     # Next to another valid reading, only a complete program that imports something counts:
     # random header bytes decode as a few opcodes often enough to cry wolf otherwise.
     p = probe(buf, 0, max_ops=min(limits.max_opcodes, 1_000_000))

@@ -18,7 +18,7 @@ from gpenguard.pickling.walker import Global, WalkLimits, constant, walk
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 _MAGIC_BINARY = MAGIC_NUMBER.to_bytes(10, "little", signed=True)  # LONG1 operand, protocol >= 2
-_MAGIC_TEXT = str(MAGIC_NUMBER).encode()  # LONG / INT operand, protocols 0 and 1
+_TEXT_INTS = (b"I", b"L")  # INT / LONG opcodes: text CPython parses with base 0 (0x.., 0o.., _)
 RECORDS = ("magic number", "protocol version", "sys_info", "object", "storage keys")
 
 
@@ -27,10 +27,13 @@ def is_legacy(buf: memoryview) -> bool:
     first = probe(buf, 0, max_ops=64)
     if not first.complete or first.end is None:
         return False
-    # NOTE: a byte filter first: a pickle that does not even contain the number's encoding
-    # cannot evaluate to it, and skipping the walk halves the fixed cost of a bare pickle.
+    # NOTE: a byte filter first: without the number's binary encoding (LONG1/LONG4, padded or
+    # not) and without a text-int opcode, a pickle that imports nothing cannot evaluate to it,
+    # and skipping the walk halves the fixed cost of a bare pickle. The text forms are many
+    # (``I0x1950A86A...``, ``L0X..._..L``, NUL-terminated), so the walk, which parses them as
+    # CPython's C unpickler does, decides those.
     head = bytes(buf[: first.end])
-    if _MAGIC_BINARY not in head and _MAGIC_TEXT not in head:
+    if _MAGIC_BINARY not in head and not any(op in head for op in _TEXT_INTS):
         return False
     res = walk(buf[: first.end], 0, WalkLimits(max_opcodes=64))
     if res.imports or not res.complete:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from gpenguard.formats._context import Ctx
 from gpenguard.formats.container import Container, PickleStream
 from gpenguard.formats.numpy import inspect_npy, is_npy
-from gpenguard.formats.pickle import looks_like_pickle, probe, split_stream
+from gpenguard.formats.pickle import looks_like_pickle, split_stream
 
 
 def inspect(
@@ -27,16 +27,8 @@ def inspect(
     if not data:
         return [], []
     if storage:
-        # Raw tensor bytes torch never unpickles; only a complete program that imports
-        # something is worth a look (a payload parked for a second-stage loader).
-        p = probe(data, 0, max_ops=min(ctx.limits.max_opcodes, 100_000))
-        if p.complete and p.imports and p.ops >= 3:
-            ctx.add(
-                "GG214",
-                "a storage record holds a complete pickle that imports something",
-                member=name,
-            )
-            return split_stream(ctx, data, member=name), []
+        # Raw tensor bytes: no loader unpickles a storage record, and random bytes decode as
+        # a short "pickle" often enough to block ordinary checkpoints at random.
         return [], []
     if detect.sniff_archive(data, ctx.limits) is not None:
         child = detect.read_nested(ctx, name, data)

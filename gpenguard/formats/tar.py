@@ -30,22 +30,50 @@ ELEMENT_SIZE = {
 
 
 def is_tar(buf: memoryview) -> bool:
-    """A valid tar header checksum at offset 0 (what tarfile itself requires)."""
+    """Whether `tarfile.open(mode="r:")` opens the bytes, as torch.load tries from a path.
+
+    The first header's checksum is tested first exactly as tarfile tests it (so non-tars cost
+    no import); tarfile itself then decides, since it also refuses first headers whose pax or
+    GNU long-name records are broken.
+    """
     if len(buf) < _BLOCK:
         return False
     head = bytes(buf[:_BLOCK])
     if head == b"\0" * _BLOCK:
         return False
-    field = head[148:156].replace(b"\0", b" ").strip()
     try:
-        stored = int(field, 8)
+        stored = tar_number(head[148:156])
     except ValueError:
         return False
+    if stored not in _checksums(head):
+        return False
+    import tarfile  # NOTE: deferred: only tar candidates need it (start-up is per-file time)
+
+    try:
+        tarfile.open(fileobj=MemFile(buf), mode="r:")  # noqa: SIM115 - nothing to close over a view
+    except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeError):
+        return False
+    return True
+
+
+def tar_number(field: bytes) -> int:
+    """A tar number field as CPython's tarfile (`nti`) reads it: base-256 when the first byte
+    is 0x80 or 0xff, else the text up to the first NUL, stripped, through ``int(text, 8)``
+    (which also takes ``0o17``, ``1_7``, a sign, and an empty field as 0)."""
+    if field[:1] in (b"\x80", b"\xff"):
+        n = int.from_bytes(field[1:], "big")
+        return n - 256 ** (len(field) - 1) if field[0] == 0xFF else n
+    text = field.split(b"\0", 1)[0].decode("ascii")  # UnicodeDecodeError is a ValueError
+    return int(text.strip() or "0", 8)
+
+
+def _checksums(head: bytes) -> tuple[int, int]:
+    """tarfile's `calc_chksums`: the header summed as unsigned and as signed bytes."""
     unsigned = sum(head[:148]) + 8 * 32 + sum(head[156:])
     signed = (
         sum(struct.unpack("148b", head[:148])) + 8 * 32 + sum(struct.unpack("356b", head[156:]))
     )
-    return stored in (unsigned, signed)
+    return unsigned, signed
 
 
 def read_tar(ctx: Ctx, buf: memoryview) -> Container:
@@ -65,6 +93,7 @@ def read_tar(ctx: Ctx, buf: memoryview) -> Container:
                     "GG204", f"more than {ctx.limits.max_members} members; the rest not inspected"
                 )
                 break
+        end = tf.offset
     except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeError) as exc:
         raise FormatError(
             f"tar archive is corrupt: {exc}",
@@ -85,6 +114,13 @@ def read_tar(ctx: Ctx, buf: memoryview) -> Container:
                 f"member {info.name!r} is absolute, climbs out, or is a link",
                 member=info.name,
             )
+        if info.issparse() or not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+            ctx.add(
+                "GG216",
+                f"member {info.name!r} is a sparse file or a device: extracting it (as torch.load "
+                "does) gives other bytes than the archive holds",
+                member=info.name,
+            )
         if not info.isreg():
             continue
         start = info.offset_data
@@ -96,10 +132,21 @@ def read_tar(ctx: Ctx, buf: memoryview) -> Container:
                 offset=info.offset,
             )
             continue
-        files.setdefault(info.name, buf[start : start + info.size])
+        files[info.name] = buf[start : start + info.size]  # getmember: the last one wins
+    rest = bytes(buf[end:])
+    if rest.strip(b"\0"):
+        # tarfile stops silently at the first invalid header after the first: what follows
+        # is read by no tar reader that stops there, and maybe by one that does not
+        ctx.add(
+            "GG215",
+            f"{len(rest)} bytes after the last member tarfile reads are not end-of-archive zeros",
+            offset=end,
+        )
     legacy = "pickle" in files and "storages" in files and "tensors" in files
     for name, data in files.items():
-        if legacy and name in ("storages", "tensors"):
+        # torch's tar reader extracts ``storages`` first, then ``tensors``, then ``pickle``,
+        # whatever else the archive holds: a record stream is followed wherever it exists.
+        if name in ("storages", "tensors"):
             pickles += _records(ctx, name, data)
         elif legacy and name in ("pickle", "sys_info"):
             pickles += split_stream(ctx, data, member=name)

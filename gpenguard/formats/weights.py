@@ -1126,24 +1126,21 @@ def read_tensors(
 def _read_zip(
     container: Container, lim: Limits, storages: dict[str, StorageRecord], ran: list[_Machine]
 ) -> Any:
-    streams = [p for p in container.pickles if p.member and p.member.endswith("data.pkl")]
-    if container.root is not None:
-        streams = [p for p in streams if p.member == f"{container.root}/data.pkl"]
+    # torch reads the one record its case-insensitive lookup finds as <root>/data.pkl
+    main = container.main_pickle
+    streams = [p for p in container.pickles if main is not None and p.member == main]
+    if container.member is not None and main is not None:
+        streams = [p for p in container.pickles if p.member == f"{container.member}!{main}"]
     if len(streams) != 1:
         raise ConversionError(
             f"expected one data.pkl in the torch zip, found {len(streams)}", path=container.path
         )
-    _check_byteorder(container)
-    return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages, ran=ran)
-
-
-def _check_byteorder(container: Container) -> None:
-    order = getattr(container, "byteorder", None)
-    if order not in (None, "little"):
+    if container.byteorder not in (None, "little", "big"):
         raise ConversionError(
-            f"checkpoint was written {order}-endian; only little-endian storages are read",
+            f"byteorder record {container.byteorder!r} is neither little nor big",
             path=container.path,
         )
+    return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages, ran=ran)
 
 
 def _zip_buffers(container: Container, storages: dict[str, StorageRecord]) -> dict[str, memoryview]:
@@ -1162,8 +1159,20 @@ def _zip_buffers(container: Container, storages: dict[str, StorageRecord]) -> di
                 f"{_show(rec.numel)} x {rec.dtype} = {_show(rec.nbytes)}",
                 path=container.path,
             )
+        if container.byteorder == "big":
+            view = _byteswapped(view, rec.dtype)
         buffers[key] = view
     return buffers
+
+
+def _byteswapped(view: memoryview, dtype: str) -> memoryview:
+    """A big-endian storage as torch.load hands it over: every element of the storage's own
+    dtype (an untyped storage counts as bytes, so it stays as is) reversed into little-endian."""
+    size = DTYPES[dtype].itemsize
+    if size == 1:
+        return view
+    swapped = np.frombuffer(view, dtype=f">u{size}").astype(f"<u{size}")
+    return memoryview(swapped.tobytes())
 
 
 def _read_legacy(

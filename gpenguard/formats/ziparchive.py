@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gpenguard.errors import FormatError
 from gpenguard.formats._context import Ctx
-from gpenguard.formats.zipdir import DirectoryError, Entry, read_directory
+from gpenguard.formats.zipdir import DirectoryError, Entry, layout_anomalies, read_directory
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_SIG = b"PK\x03\x04"
@@ -35,6 +35,8 @@ class Member:
     info: Entry
     data_offset: int | None
     """Where the (possibly compressed) bytes start in the file; None when unreadable."""
+    hidden: bool = False
+    """Listed by zipfile beyond the declared entry count; torch never sees it."""
 
 
 class ZipReadError(Exception):
@@ -53,29 +55,49 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
         directory = read_directory(buf, max_entries=lim.max_members)
     except DirectoryError as exc:
         raise FormatError(f"zip archive is corrupt: {exc}", path=_label(ctx)) from exc
-    infos = list(directory.entries)
+    infos = list(directory.entries) + list(directory.hidden)
+    hidden = {id(e) for e in directory.hidden}
     if directory.truncated:
         ctx.add(
             "GG204",
             f"more than {lim.max_members} members; only the first {lim.max_members} inspected",
         )
-    if directory.declared != len(infos) and not directory.truncated:
-        ctx.add(
-            "GG206",
-            f"the end record declares {directory.declared} entries, the directory holds {len(infos)}",
-        )
+    for problem in layout_anomalies(buf, directory):
+        ctx.add("GG215", problem, offset=0)
     ctx.budget.members += len(infos)
     if ctx.budget.members > lim.max_members * 4:
         ctx.add("GG204", f"nested archives hold more than {lim.max_members * 4} members in total")
         infos = []
-    first = min((i.header_offset for i in infos), default=directory.start)
-    if first > 0:
-        ctx.add("GG208", f"{first} bytes precede the first zip record", offset=0)
-    # torch compares raw name bytes; every name is decoded the same way to keep that equality
-    # whatever the UTF-8 flag of each entry says (CVE-2025-1945 played on that flag).
-    for name, count in Counter(i.name for i in infos).items():
+    # miniz looks names up case-insensitively (ASCII only) by binary search: of two names
+    # equal but for case, which one torch gets depends on the sort, and zipfile takes another.
+    for key, count in Counter(i.key for i in infos).items():
         if count > 1:
-            ctx.add("GG200", f"member name {name!r} appears {count} times", member=name)
+            name = key.decode("utf-8", "surrogateescape")
+            ctx.add(
+                "GG200",
+                f"member name {name!r} appears {count} times (names compared as torch does, ignoring case)",
+                member=name,
+            )
+    for info in infos:
+        if info.is_dir and info.file_size:
+            ctx.add(
+                "GG216",
+                f"member {info.name!r} counts as a directory for torch's reader, which returns "
+                f"{info.file_size} bytes of uninitialised memory instead of its data",
+                member=info.name,
+            )
+        if b"\0" in info.raw_name:
+            ctx.add(
+                "GG216",
+                f"member name {info.name!r} holds a NUL byte: torch's C++ reader cuts it there",
+                member=info.name,
+            )
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            ctx.add(
+                "GG216",
+                f"compression method {info.compress_type}: torch cannot read it, zipfile can",
+                member=info.name,
+            )
     members = []
     for info in infos:
         name = info.name
@@ -87,7 +109,7 @@ def open_directory(ctx: Ctx, buf: memoryview) -> list[Member]:
             )
         if info.flag_bits & 0x1:
             ctx.add("GG202", "encrypted member; its content cannot be inspected", member=name)
-        members.append(Member(name, info, _locate(ctx, buf, info, name)))
+        members.append(Member(name, info, _locate(ctx, buf, info, name), id(info) in hidden))
     return members
 
 
@@ -110,7 +132,7 @@ def _locate(ctx: Ctx, buf: memoryview, info: Entry, name: str) -> int | None:
         return None
     fields: tuple[int, ...] = _LOCAL.unpack_from(buf, off)
     sig = bytes(buf[off : off + 4])
-    flags, method, nlen, elen = fields[2], fields[3], fields[9], fields[10]
+    nlen, elen = fields[9], fields[10]
     if sig != _LOCAL_SIG:
         ctx.add(
             "GG212",
@@ -118,25 +140,6 @@ def _locate(ctx: Ctx, buf: memoryview, info: Entry, name: str) -> int | None:
             member=name,
         )
         return None
-    local_name = bytes(buf[off + _LOCAL.size : off + _LOCAL.size + nlen])
-    if local_name != info.raw_name:
-        ctx.add(
-            "GG206",
-            f"local header at byte {off} names the member {local_name[:80]!r}; the directory says {name!r}",
-            member=name,
-        )
-    if (flags ^ info.flag_bits) & 0x0801:
-        ctx.add(
-            "GG206",
-            f"local header flags 0x{flags:04x} differ from the directory's 0x{info.flag_bits:04x}",
-            member=name,
-        )
-    if method != info.compress_type:
-        ctx.add(
-            "GG206",
-            f"local header method {method} differs from the directory's {info.compress_type}",
-            member=name,
-        )
     data = off + _LOCAL.size + nlen + elen
     if data + info.compress_size > len(buf):
         ctx.add(
@@ -176,14 +179,23 @@ def member_bytes(ctx: Ctx, buf: memoryview, m: Member, *, check_crc: bool = True
             )
             raise ZipReadError("compression bound", reported=True)
         data = _inflate(method, raw, declared + 1)
-        if len(data) != declared:
+        if len(data) > declared:
+            # miniz inflates into a buffer of the declared size and torch keeps that prefix;
+            # zipfile would return more (or refuse): judge torch's bytes, and block.
             ctx.add(
                 "GG206",
-                f"member inflates to {len(data) if len(data) <= declared else 'more than ' + str(declared)} bytes, the directory says {declared}",
+                f"member inflates to more than the {declared} bytes the directory declares; "
+                "torch reads only that prefix, other readers read more",
                 member=m.name,
             )
-            if len(data) > declared:
-                raise ZipReadError("size mismatch", reported=True)
+            data = data[:declared]
+        elif len(data) < declared:
+            ctx.add(
+                "GG206",
+                f"member inflates to {len(data)} bytes, the directory says {declared} "
+                "(torch refuses it, other readers may not)",
+                member=m.name,
+            )
         ctx.budget.uncompressed += len(data)
         out = memoryview(data)
     if check_crc and len(out) <= _CRC_CHECK_MAX and zlib.crc32(out) != info.CRC:
@@ -229,9 +241,18 @@ class LazyStorages(Mapping[str, memoryview]):
         self._ctx = ctx
         self._buf = buf
         self._members = members
+        # torch looks ``data/<key>`` up ignoring ASCII case; so does this mapping
+        self._folded = {k.encode("utf-8", "surrogateescape").lower(): k for k in members}
         self._cache: dict[str, memoryview] = dict(ready or {})
 
+    def _stored_key(self, key: str) -> str:
+        stored = self._folded.get(key.encode("utf-8", "surrogateescape").lower())
+        if stored is None:
+            raise KeyError(key)
+        return stored
+
     def __getitem__(self, key: str) -> memoryview:
+        key = self._stored_key(key)
         if key in self._cache:
             return self._cache[key]
         m = self._members[key]
@@ -244,9 +265,18 @@ class LazyStorages(Mapping[str, memoryview]):
         self._cache[key] = view
         return view
 
+    def __contains__(self, key: object) -> bool:
+        return (
+            isinstance(key, str) and key.encode("utf-8", "surrogateescape").lower() in self._folded
+        )
+
     def nbytes(self, key: str) -> int:
         """The storage's size as the directory declares it, without reading it."""
-        return self._members[key].info.file_size
+        return self._members[self._stored_key(key)].info.file_size
+
+    def compressed(self, key: str) -> bool:
+        """Whether the record is compressed (torch's mmap path would map it raw)."""
+        return self._members[self._stored_key(key)].info.compress_type != 0
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._members)

@@ -185,7 +185,7 @@ def analyse(
             seen.update(dict.fromkeys(names))
             if res is not None:
                 walked.append((sub, stream, res))
-            main = f"{sub.root}/data.pkl" if sub.root is not None else None
+            main = sub.main_pickle  # what torch finds as data.pkl (its lookup ignores case)
             if (
                 res is not None
                 and main

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from gpenguard.policy import Policy
 from gpenguard.scan import Severity, Verdict, scan_paths
 from gpenguard.scan.api import scan_file
-from tests.corpus import CorpusItem, torch_like_zip
+from tests.corpus import CorpusItem
 
 BYPASS_CLASSES_REQUIRED = {
     "reduce-os-system", "posix-alias", "nt-alias", "memo-stack-global", "memo-confusion",
@@ -102,11 +101,11 @@ def test_strict_profile_refuses_non_plain_content(benign: list[CorpusItem]) -> N
 
 
 def test_fail_on_threshold_decides_verdict(tmp_path: Path) -> None:
-    path = tmp_path / "crc.pt"
-    path.write_bytes(torch_like_zip("archive", pickle.dumps({"a": 1}, protocol=2), crc=0x1234))
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(b"\x80\x02}q\x00Nq\x000.")  # a memo slot overwritten: MEDIUM (GG116)
     relaxed = scan_file(str(path))
-    assert relaxed.verdict is Verdict.PASS  # a wrong CRC alone is MEDIUM (GG205)
-    assert [f.rule_id for f in relaxed.findings] == ["GG205"]
+    assert relaxed.verdict is Verdict.PASS
+    assert sorted(f.rule_id for f in relaxed.findings) == ["GG116", "GG305"]
     assert scan_file(str(path), Policy(fail_on=Severity.MEDIUM)).verdict is Verdict.BLOCK
 
 
