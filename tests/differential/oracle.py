@@ -120,6 +120,8 @@ class GuardView:
     storages: dict[str, bytes]
     tensors: dict[str, tuple[str, tuple[int, ...], bytes]] | None
     tensor_error: str | None = None
+    legacy_tail: int | None = None
+    """Legacy stream: where gpenguard says the raw storage records start."""
 
 
 @dataclass
@@ -146,6 +148,8 @@ class LoaderView:
     )
     """Per torch.load mode (``bytesio``, ``mmap``): name -> (dtype, shape, bytes), or None."""
     notes: list[str] = field(default_factory=list)
+    legacy_tail: dict[str, int] = field(default_factory=dict)
+    """Legacy stream: where each reading (file, BytesIO) starts reading raw storages."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ def guard_view(data: bytes, name: str = "input.pt") -> GuardView:
     storages: dict[str, bytes] = {}
     tensors = None
     tensor_error = None
+    legacy_tail = None
     try:
         box = read_container(src, limits=LIMITS)
     except GpenguardError:
@@ -194,6 +199,8 @@ def guard_view(data: bytes, name: str = "input.pt") -> GuardView:
                 streams.append(Judged(s.member, s.offset, raw, _walk_globals(raw)))
         with contextlib.suppress(Exception):
             storages = {k: bytes(v) for k, v in box.storages.items()}
+        if box.legacy_tail is not None:
+            legacy_tail = len(data) - len(box.legacy_tail)
         try:
             tensors = _tensor_table(read_tensors(box, limits=LIMITS))
         except GpenguardError as exc:
@@ -208,6 +215,7 @@ def guard_view(data: bytes, name: str = "input.pt") -> GuardView:
         storages=storages,
         tensors=tensors,
         tensor_error=tensor_error,
+        legacy_tail=legacy_tail,
     )
 
 
@@ -351,11 +359,15 @@ def _legacy_view(data: bytes, path: str, view: LoaderView) -> None:
             pass
         if not tar_ok:
             f.seek(0)
-            for run in legacy_sequence(f):
-                view.pickles.append(Loaded("legacy-file", None, run, data))
+            runs = legacy_sequence(f)
+            view.pickles.extend(Loaded("legacy-file", None, run, data) for run in runs)
+            if len(runs) == 5 and runs[-1].end is not None:
+                view.legacy_tail["file"] = runs[-1].end
     # torch.load(BytesIO(...)): no fileno, so straight to the pickle sequence.
-    for run in legacy_sequence(io.BytesIO(data)):
-        view.pickles.append(Loaded("legacy-bytesio", None, run, data))
+    runs = legacy_sequence(io.BytesIO(data))
+    view.pickles.extend(Loaded("legacy-bytesio", None, run, data) for run in runs)
+    if len(runs) == 5 and runs[-1].end is not None:
+        view.legacy_tail["bytesio"] = runs[-1].end
     view.tensors["bytesio"] = _load_tensors(
         lambda: torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     )
@@ -433,6 +445,16 @@ def differentials(guard: GuardView, loader: LoaderView) -> list[Differential]:
                     f"{sorted(judged.globals)}",
                 )
             )
+    if guard.legacy_tail is not None:
+        for how, start in loader.legacy_tail.items():
+            if start != guard.legacy_tail:
+                out.append(
+                    Differential(
+                        "bytes",
+                        f"legacy ({how}): torch reads storages from byte {start}, "
+                        f"gpenguard from {guard.legacy_tail}",
+                    )
+                )
     for key, raw in loader.storages.items():
         mine = guard.storages.get(key)
         if mine is not None and mine != raw:

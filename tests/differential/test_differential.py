@@ -146,3 +146,15 @@ def test_reproducer_payloads_are_seen_by_the_loader_view() -> None:
     for build in (r.d001_legacy_magic_text_forms, r.d002_tar_storages_views_pickle):
         loader = oracle.loader_view(build())
         assert any("os.system" in p.run.globals for p in loader.pickles), build.__name__
+
+
+def test_oracle_reports_another_storage_start_in_a_legacy_stream() -> None:
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue()
+    guard = oracle.guard_view(data)
+    loader = oracle.loader_view(data)
+    assert guard.legacy_tail is not None
+    assert set(loader.legacy_tail.values()) == {guard.legacy_tail}
+    guard.legacy_tail += 1
+    assert {d.kind for d in oracle.differentials(guard, loader)} == {"bytes"}
