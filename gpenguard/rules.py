@@ -182,8 +182,8 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG211",
         "zip-multiple-roots",
-        _L,
-        "Members lie under more than one top-level folder; torch reads only the first.",
+        _H,
+        "Members lie under more than one top-level folder: torch.load refuses the archive (getAllRecords), zipfile-based tools read every folder.",
     ),
     (
         "GG212",

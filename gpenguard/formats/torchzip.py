@@ -51,12 +51,14 @@ def read_zip(ctx: Ctx, buf: memoryview) -> Container:
     main = record("data.pkl") if root_raw is not None else None
     is_torch = main is not None
     root = root_raw.decode("utf-8", "surrogateescape") if root_raw is not None else None
-    files = [m for m in members if not m.info.is_dir]
+    # what miniz calls a directory but holds data is still inspected: zipfile reads those bytes
+    files = [m for m in members if not m.info.is_dir or m.info.file_size]
     storages: dict[str, Member] = {}
     byteorder: str | None = None
     if is_torch:
         assert root_raw is not None
         _check_torchscript(ctx, entries, root_raw)
+        # getAllRecords (called by every torch.load) throws on a name without the root prefix
         roots = {m.info.raw_name.split(b"/", 1)[0] for m in entries}
         if len(roots) > 1:
             shown = sorted(r.decode("utf-8", "replace") for r in roots)

@@ -1060,6 +1060,13 @@ def read_tensors(
     """
     lim = limits or Limits()
     path = container.path
+    for problem in container.findings:
+        if problem.rule_id in _LOADER_DIFFERS:
+            raise ConversionError(
+                f"torch.load refuses this file or reads it differently ({problem.rule_id}: "
+                f"{problem.message}); nothing is converted",
+                path=path,
+            )
     storages: dict[str, StorageRecord] = {}
     ran: list[_Machine] = []
     if container.format is Format.TORCH_ZIP:
@@ -1118,6 +1125,10 @@ def read_tensors(
         strip_prefix=strip_prefix,
         _buffers=buffers,
     )
+
+
+_LOADER_DIFFERS = frozenset({"GG206", "GG211", "GG215", "GG216"})
+"""Container findings that mean torch.load refuses the file or another reading differs."""
 
 
 # zip and legacy layouts ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 from gpenguard.cli import app
+from gpenguard.errors import ConversionError
 from gpenguard.formats import Format, Source, read_container
 from gpenguard.formats.tar import tar_number
 from gpenguard.formats.weights import read_tensors
@@ -178,6 +179,17 @@ def test_record_names_are_found_ignoring_case(tmp_path: Path) -> None:
     blocked_everywhere(evil)
 
 
+def test_second_root_folder_torch_refuses(tmp_path: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(saved())) as zf:
+        entries = [ZipEntry(i.filename, zf.read(i)) for i in zf.infolist()]
+    path = write(tmp_path, build_zip([*entries, ZipEntry("other/notes.txt", b"hi")]))
+    assert isinstance(torch_tensors(path), str)  # getAllRecords: not in a subdirectory archive/
+    assert "GG211" in rule_ids(read_bytes(path.read_bytes()))
+    blocked_everywhere(path)
+    with pytest.raises(ConversionError, match="GG211"):
+        converted(path)
+
+
 def test_names_equal_but_for_case_block(tmp_path: Path) -> None:
     base = saved()
     with zipfile.ZipFile(io.BytesIO(base)) as zf:
@@ -294,7 +306,8 @@ def test_deflated_storage_reads_differently_under_mmap(tmp_path: Path) -> None:
     assert not torch.equal(plain["w"], mapped["w"])  # torch's two paths disagree
     assert "GG216" in rule_ids(read_bytes(path.read_bytes()))
     blocked_everywhere(path)
-    same_tensors(path)  # convert, if ever reached, matches the default path
+    with pytest.raises(ConversionError, match="GG216"):
+        converted(path)  # and convert, called directly, takes neither side
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
@@ -346,6 +359,8 @@ def test_small_records_parsed_as_torch_parses_them(
         same_tensors(path)
     else:
         blocked_everywhere(path)
+        with pytest.raises(ConversionError, match=r"torch\.load refuses"):
+            converted(path)
 
 
 @pytest.mark.parametrize("name", ["byteorder", "BYTEORDER"])
@@ -545,4 +560,34 @@ def test_storage_record_smaller_than_declared_blocks(tmp_path: Path) -> None:
     path = write(tmp_path, data)
     assert isinstance(torch_tensors(path), str)
     assert isinstance(torch_tensors(path, mmap=True), dict)
+    blocked_everywhere(path)
+
+
+def test_member_miniz_calls_a_directory_is_still_inspected() -> None:
+    with zipfile.ZipFile(io.BytesIO(saved())) as zf:
+        entries = [ZipEntry(i.filename, zf.read(i)) for i in zf.infolist()]
+    data = patch_central(
+        build_zip([*entries, ZipEntry("archive/x.pkl", EVIL)]), "x.pkl", 38, "<I", 0x10
+    )
+    assert zipfile_view(data)["archive/x.pkl"] == EVIL  # type: ignore[index]
+    box = read_bytes(data)
+    assert "GG216" in rule_ids(box) and any(bytes(p.data) == EVIL for p in box.pickles)
+
+
+@pytest.mark.parametrize("where", ["second record", "into the end record"])
+def test_zip64_locator_offset_is_used_literally(tmp_path: Path, where: str) -> None:
+    data = bytearray(saved())
+    loc = data.rfind(b"PK\x06\x07")
+    z64 = data.rfind(b"PK\x06\x06")
+    if where == "second record":
+        # a copy of the zip64 end record before the real one; the locator names the copy
+        # (miniz), zipfile takes the one right before the locator
+        data[z64:z64] = bytes(data[z64 : z64 + 56])
+        loc += 56
+        struct.pack_into("<Q", data, loc + 8, z64)
+    else:
+        struct.pack_into("<Q", data, loc + 8, data.rfind(b"PK\x05\x06") - 34)
+    path = write(tmp_path, bytes(data))
+    assert isinstance(torch_view(path), dict)
+    assert "GG215" in rule_ids(read_bytes(bytes(data)))
     blocked_everywhere(path)
