@@ -941,7 +941,6 @@ def interpret_pickle(
     limits: Limits | None = None,
     storages: dict[str, StorageRecord] | None = None,
     legacy: bool = False,
-    ran: list[_Machine] | None = None,
 ) -> Any:
     """Run one pickle on the weights-only machine; returns plain values and inert records.
 
@@ -982,33 +981,26 @@ def interpret_pickle(
         persistent_load=persistent_load if storages is not None else None,
     )
     value = machine.run()
-    if ran is not None:
-        ran.append(machine)
+    _cross_check(machine)
     return value
 
 
-def _cross_check(container: Container, machines: list[_Machine]) -> None:
-    """CPython's C unpickler, with inert globals, must read every pickle the way we did.
+def _cross_check(m: _Machine) -> None:
+    """CPython's C unpickler, with inert globals, must read the pickle the way we did.
 
     The gate already ran this check; convert repeats it on the bytes it is about to trust, so
-    a reading of its own can never drift from the loader's unnoticed.
+    a reading of its own can never drift from the loader's unnoticed. Archive members are fed
+    as torch feeds ``data.pkl`` (a BytesIO), a legacy stream as a file.
     """
-    primary = crosscheck.BYTESIO if container.format is Format.TORCH_ZIP else crosscheck.FILE
-    jobs: list[crosscheck.Job] = []
-    owners: list[_Machine] = []
-    for m in machines:
-        record = m.stream.record if m.stream.record is not None else m.stream.data
-        feeds = crosscheck.FEEDS if m.frames else (primary,)
-        for feed in feeds:
-            jobs.append(crosscheck.Job(record, feed, weight=len(m.stream.data)))
-            owners.append(m)
+    primary = crosscheck.BYTESIO if m.stream.member else crosscheck.FILE
+    record = m.stream.record if m.stream.record is not None else m.stream.data
+    feeds = crosscheck.FEEDS if m.frames else (primary,)
+    jobs = [crosscheck.Job(record, feed, weight=len(m.stream.data)) for feed in feeds]
     try:
         readings = crosscheck.run(jobs)
     except crosscheck.CrossCheckError as exc:
-        raise ConversionError(
-            f"cross-check with CPython's unpickler failed: {exc}", path=container.path
-        ) from None
-    for m, reading in zip(owners, readings, strict=True):
+        m.fail(f"cross-check with CPython's unpickler failed: {exc}")
+    for reading in readings:
         why = None
         if reading.error is not None:
             why = f"it fails ({reading.error})"
@@ -1031,7 +1023,7 @@ def _shape(value: Any, depth: int = 0) -> object:
     if depth > 16:
         return ["deep"]
     if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", str(value)]
+        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
     if isinstance(value, float):
         return ["float", repr(value)]
     if isinstance(value, bytes | bytearray):
@@ -1068,12 +1060,11 @@ def read_tensors(
                 path=path,
             )
     storages: dict[str, StorageRecord] = {}
-    ran: list[_Machine] = []
     if container.format is Format.TORCH_ZIP:
-        root = _read_zip(container, lim, storages, ran)
+        root = _read_zip(container, lim, storages)
         buffers = _zip_buffers(container, storages)
     elif container.format is Format.TORCH_LEGACY:
-        root, buffers = _read_legacy(container, lim, storages, ran)
+        root, buffers = _read_legacy(container, lim, storages)
     elif container.format is Format.SAFETENSORS:
         raise ConversionError(
             "the file is already safetensors; there is nothing to convert", path=path
@@ -1090,7 +1081,6 @@ def read_tensors(
             path=path,
         )
 
-    _cross_check(container, ran)
     chosen = _select(root, select, path)
     records: list[TensorRecord] = []
     seen: set[str] = set()
@@ -1134,9 +1124,7 @@ _LOADER_DIFFERS = frozenset({"GG206", "GG211", "GG215", "GG216"})
 # zip and legacy layouts ----------------------------------------------------------------------
 
 
-def _read_zip(
-    container: Container, lim: Limits, storages: dict[str, StorageRecord], ran: list[_Machine]
-) -> Any:
+def _read_zip(container: Container, lim: Limits, storages: dict[str, StorageRecord]) -> Any:
     # torch reads the one record its case-insensitive lookup finds as <root>/data.pkl
     main = container.main_pickle
     streams = [p for p in container.pickles if main is not None and p.member == main]
@@ -1151,7 +1139,7 @@ def _read_zip(
             f"byteorder record {container.byteorder!r} is neither little nor big",
             path=container.path,
         )
-    return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages, ran=ran)
+    return interpret_pickle(streams[0], path=container.path, limits=lim, storages=storages)
 
 
 def _zip_buffers(container: Container, storages: dict[str, StorageRecord]) -> dict[str, memoryview]:
@@ -1187,7 +1175,7 @@ def _byteswapped(view: memoryview, dtype: str) -> memoryview:
 
 
 def _read_legacy(
-    container: Container, lim: Limits, storages: dict[str, StorageRecord], ran: list[_Machine]
+    container: Container, lim: Limits, storages: dict[str, StorageRecord]
 ) -> tuple[Any, dict[str, memoryview]]:
     path = container.path
     by_index = {p.index: p for p in container.pickles}
@@ -1198,9 +1186,7 @@ def _read_legacy(
             "sys_info, the object and the storage keys",
             path=path,
         )
-    magic, protocol, sys_info = (
-        interpret_pickle(s, path=path, limits=lim, ran=ran) for s in streams[:3]
-    )
+    magic, protocol, sys_info = (interpret_pickle(s, path=path, limits=lim) for s in streams[:3])
     if magic != LEGACY_MAGIC:
         raise ConversionError("legacy torch stream has the wrong magic number", path=path)
     if protocol != LEGACY_PROTOCOL:
@@ -1210,10 +1196,8 @@ def _read_legacy(
             "legacy torch stream is not marked little-endian; only little-endian storages are read",
             path=path,
         )
-    root = interpret_pickle(
-        streams[3], path=path, limits=lim, storages=storages, legacy=True, ran=ran
-    )
-    keys = interpret_pickle(streams[4], path=path, limits=lim, ran=ran)
+    root = interpret_pickle(streams[3], path=path, limits=lim, storages=storages, legacy=True)
+    keys = interpret_pickle(streams[4], path=path, limits=lim)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ConversionError("legacy storage-key list is not a list of strings", path=path)
     if container.legacy_tail is None:

@@ -156,7 +156,7 @@ def _shape_c(value: object, depth: int = 0) -> object:
     if depth > 16:
         return ["deep"]
     if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", str(value)]
+        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
     if isinstance(value, float):
         return ["float", repr(value)]
     if isinstance(value, bytes | bytearray):
@@ -175,7 +175,7 @@ def shape(value: object, depth: int = 0) -> object:
     if depth > 16:
         return ["deep"]
     if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", str(value)]
+        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
     if isinstance(value, float):
         return ["float", repr(value)]
     if isinstance(value, bytes | bytearray):
@@ -301,17 +301,94 @@ def _child(jobs: Sequence[Job], memory: int, wfd: int) -> None:
         os._exit(code)
 
 
+SLACK = 64 * 2**10
+"""Bytes past the walker's STOP a job may read: a loader that agrees with the walker reads at
+most a buffer's prefetch beyond it; one that reads on has disagreed already (and fails here)."""
+IN_PROCESS_MAX = 128 * 2**10
+"""Jobs this small (and free of large memo indexes) run in-process: see `_bounded`."""
+IN_PROCESS_MEMORY = 256 * 2**20
+"""Address space an in-process run may add."""
+
+
+def _trim(job: Job) -> Job:
+    if job.weight and len(job.data) > job.weight + SLACK:
+        return Job(job.data[: job.weight + SLACK], job.feed, job.weight)
+    return job
+
+
+def _bounded(jobs: Sequence[Job]) -> bool:
+    """Whether these jobs may run in-process, under `_address_space_cap`.
+
+    At this size everything the C unpickler builds is linear in its input except its memo
+    table (sized by an index in the bytes: the cap turns 0xFFFFFFF0 into a MemoryError) and
+    colliding dict keys (at most ~10^7 probes here). Registered copyreg extensions would make it
+    consult process-wide state, and another thread could trip over the cap, so either sends
+    the jobs to a child.
+    """
+    import copyreg
+    import threading
+
+    if copyreg._extension_cache or copyreg._inverted_registry:  # type: ignore[attr-defined]
+        return False
+    if threading.active_count() > 1:
+        return False
+    return sum(len(j.data) for j in jobs) <= IN_PROCESS_MAX
+
+
+class _address_space_cap:  # noqa: N801 - used as a statement, like contextlib's helpers
+    """Lower RLIMIT_AS's soft limit to the current size plus `extra` for a `with` block."""
+
+    def __init__(self, extra: int) -> None:
+        self.extra = extra
+        self.saved: tuple[int, int] | None = None
+
+    def __enter__(self) -> bool:
+        try:
+            import resource
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            vm = _vm_bytes()
+            want = vm + self.extra
+            if not vm or (hard != resource.RLIM_INFINITY and want > hard):
+                return False
+            if soft != resource.RLIM_INFINITY and soft <= want:
+                self.saved = None
+                return True  # already at least this strict
+            resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+            self.saved = (soft, hard)
+            return True
+        except (ImportError, ValueError, OSError):
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, self.saved)
+
+
 def run(jobs: Sequence[Job], *, timeout: float | None = None) -> list[Reading]:
-    """Run each job through the C unpickler in one bounded child; raise `CrossCheckError`."""
+    """Run each job through the C unpickler, bounded; raise `CrossCheckError`.
+
+    Small jobs that `_bounded` proves harmless run in-process (a fork costs milliseconds, the
+    check microseconds); everything else runs in a forked child with an address-space limit
+    and a deadline.
+    """
     if not jobs:
         return []
+    jobs = [_trim(j) for j in jobs]
+    if timeout is None and _bounded(jobs):
+        cap = _address_space_cap(IN_PROCESS_MEMORY)
+        with cap as capped, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if capped:
+                return [_reading(_load(j)) for j in jobs]
     pickle_bytes = sum(j.weight or len(j.data) for j in jobs)
     if timeout is None:
         timeout = TIMEOUT_BASE_S + TIMEOUT_PER_MB_S * pickle_bytes / 2**20
     memory = MEMORY_BASE + MEMORY_PER_BYTE * pickle_bytes
-    if not hasattr(os, "fork"):
-        raw: list[dict[str, Any]] = [_load(j) for j in jobs]  # pragma: no cover - POSIX only
-        return [_reading(r) for r in raw]
+    if not hasattr(os, "fork"):  # pragma: no cover - POSIX only
+        raise CrossCheckError("no way to bound CPython's unpickler on this platform")
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - measured in the child, which exits without reporting

@@ -247,14 +247,23 @@ def _verdict(findings: Sequence[Finding], policy: Policy) -> Verdict:
 
 
 def scan_source(
-    source: Source, *, policy: Policy | None = None, limits: Limits | None = None
+    source: Source,
+    *,
+    policy: Policy | None = None,
+    limits: Limits | None = None,
+    cross_check: bool = True,
 ) -> FileReport:
-    """Scan the bytes of an open `Source`; unreadable content yields an ERROR report."""
+    """Scan the bytes of an open `Source`; unreadable content yields an ERROR report.
+
+    `cross_check=False` skips the CPython second opinion (for measuring its cost only).
+    """
     policy = policy or Policy()
     limits = limits or Limits()
     try:
         box = read_container(source, limits=limits)
-        findings, seen = analyse(box, policy=policy, limits=limits, whole=source.buf)
+        findings, seen = analyse(
+            box, policy=policy, limits=limits, whole=source.buf, cross_check=cross_check
+        )
     except GpenguardError as exc:
         return FileReport(
             path=source.name, verdict=Verdict.ERROR, size=source.size, error=exc.message
