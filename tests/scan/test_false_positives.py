@@ -56,6 +56,7 @@ CASES = {
         "windows": pathlib.PureWindowsPath("C:/data/x"),
     },
     "float4": lambda: {"w": _float4()},
+    "float8_e8m0": lambda: {"scale": torch.ones(2).to(torch.float8_e8m0fnu)},
     "weight_norm_module": lambda: torch.nn.utils.weight_norm(torch.nn.Linear(3, 2)),
     "weight_norm_state": lambda: torch.nn.utils.weight_norm(torch.nn.Linear(3, 2)).state_dict(),
     "parametrized_weight_norm": lambda: torch.nn.utils.parametrizations.weight_norm(
