@@ -151,7 +151,7 @@ _TABLE: tuple[tuple[str, str, Severity, str], ...] = (
     (
         "GG205",
         "zip-crc-mismatch",
-        _H,
+        _M,
         "A member's CRC-32 does not match; torch ignores CRCs, Python's zipfile refuses them (scanner evasion trick).",
     ),
     (

@@ -30,15 +30,23 @@ def inspect(
         # Raw tensor bytes: no loader unpickles a storage record, and random bytes decode as
         # a short "pickle" often enough to block ordinary checkpoints at random.
         return [], []
+    if main_pickle:
+        # torch unpickles this record whatever else its bytes could be (a tar whose header
+        # holds a pickle program, say): judged as a pickle first, as anything else besides
+        kids = []
+        if detect.sniff_archive(data, ctx.limits) is not None:
+            child = detect.read_nested(ctx, name, data)
+            kids = [child] if child is not None else []
+        return split_stream(ctx, data, member=name), kids
     if detect.sniff_archive(data, ctx.limits) is not None:
         child = detect.read_nested(ctx, name, data)
         return [], [child] if child is not None else []
     if is_npy(data):
         return inspect_npy(ctx, data, name), []
-    if name.endswith((".pkl", ".pickle")) or looks_like_pickle(
+    if name.lower().endswith((".pkl", ".pickle")) or looks_like_pickle(
         data, max_ops=ctx.limits.max_opcodes
     ):
-        if torch_zip and not main_pickle and not name.endswith("/constants.pkl"):
+        if torch_zip and not name.endswith("/constants.pkl"):
             ctx.add("GG214", "pickle member other than data.pkl; scanned as well", member=name)
         return split_stream(ctx, data, member=name), []
     return [], []

@@ -591,3 +591,62 @@ def test_zip64_locator_offset_is_used_literally(tmp_path: Path, where: str) -> N
     assert isinstance(torch_view(path), dict)
     assert "GG215" in rule_ids(read_bytes(bytes(data)))
     blocked_everywhere(path)
+
+
+def test_data_pkl_that_is_also_a_tar_is_judged_as_the_pickle_torch_runs(tmp_path: Path) -> None:
+    # a tar whose first member name is a pickle program: torch unpickles data.pkl as is
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo("cposix\nsystem\n(S'true'\ntR.")
+        tf.addfile(info, io.BytesIO(b""))
+    data = with_data_pkl(saved(), inner.getvalue()).replace(b"/data.pkl", b"/DATA.PKL")
+    path = write(tmp_path, data)
+    record = bytes(torch._C.PyTorchFileReader(str(path)).get_record("data.pkl"))
+    assert record == inner.getvalue()
+    box = read_bytes(data)
+    assert any(p.member == "archive/DATA.PKL" and p.offset == 0 for p in box.pickles)
+    blocked_everywhere(path)
+
+
+def test_saved_without_crc_passes(tmp_path: Path) -> None:
+    # torch's own writer leaves every CRC at 0 under config.save.compute_crc32 = False; torch
+    # reads the same bytes (miniz skips CRCs), zipfile refuses rather than reading others
+    from torch.utils.serialization import config
+
+    old = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        path = write(tmp_path, saved())
+    finally:
+        config.save.compute_crc32 = old
+    assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}
+    assert scan_file(str(path)).verdict.value == "pass"
+    same_tensors(path)
+
+
+def test_member_named_like_the_root_without_a_slash_torch_refuses(tmp_path: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(saved())) as zf:
+        entries = [ZipEntry(i.filename, zf.read(i)) for i in zf.infolist()]
+    path = write(tmp_path, build_zip([*entries, ZipEntry("archive", b"hi")]))
+    assert isinstance(torch_tensors(path), str)
+    assert "GG211" in rule_ids(read_bytes(path.read_bytes()))
+    blocked_everywhere(path)
+
+
+def test_legacy_bytes_after_the_last_storage_block(tmp_path: Path) -> None:
+    # torch reads the storages the key list names and never looks further: a place to park
+    path = write(tmp_path, saved(_use_new_zipfile_serialization=False) + EVIL)
+    assert isinstance(torch_tensors(path), dict)
+    assert "GG112" in rule_ids(read_bytes(path.read_bytes()))
+    blocked_everywhere(path)
+
+
+def test_legacy_storage_count_torch_refuses_blocks(tmp_path: Path) -> None:
+    data = bytearray(saved(_use_new_zipfile_serialization=False))
+    tail = len(data) - 6 * 4 - 8
+    assert struct.unpack_from("<q", data, tail) == (6,)
+    struct.pack_into("<q", data, tail, 5)
+    path = write(tmp_path, bytes(data))
+    assert isinstance(torch_tensors(path), str)
+    assert "GG306" in rule_ids(read_bytes(bytes(data)))
+    blocked_everywhere(path)
