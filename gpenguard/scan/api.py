@@ -53,7 +53,8 @@ def _analyse_stream(
     if len(stream.data) > limits.max_pickle_bytes:
         msg = f"pickle of {len(stream.data)} bytes exceeds the {limits.max_pickle_bytes}-byte bound; not analysed"
         return [finding("GG115", msg, path=path, member=stream.member, offset=base)], [], None
-    res = walk(stream.data, 0, limits.walk_limits())
+    # the record, not just up to the STOP found: a FRAME may claim bytes beyond it (GG120)
+    res = walk(stream.record if stream.record is not None else stream.data, 0, limits.walk_limits())
     out: list[Finding] = [
         finding(
             p.rule_id,
