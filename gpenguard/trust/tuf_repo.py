@@ -237,8 +237,18 @@ def targets_from_registry(reg: Registry) -> tuple[dict[str, TargetFile], list[st
                 custom["architecture"] = {"family": a.family, "fingerprint": a.fingerprint,
                                           "tensor_count": a.tensor_count, "parameter_count": a.parameter_count,
                                           "state_dict_key": a.state_dict_key}
-            targets[target_path(art, spec.path)] = TargetFile(
-                length=spec.size, hashes={"sha256": spec.sha256}, path=target_path(art, spec.path),
+            tpath = target_path(art, spec.path)
+            if tpath in targets:
+                # Names and versions may hold "/": two entries can spell one path, and the later
+                # would silently replace the earlier (a revoked entry by an approved one).
+                first = targets[tpath].custom[CUSTOM]
+                raise RegistryError(
+                    f"{art.name}@{art.version} file {spec.path} and {first['name']}@{first['version']} file "
+                    f"{first['path']} are both target path {tpath!r}", path=reg.path,
+                    hint="rename one of them: a TUF target path names one file",
+                )
+            targets[tpath] = TargetFile(
+                length=spec.size, hashes={"sha256": spec.sha256}, path=tpath,
                 unrecognized_fields={"custom": {CUSTOM: custom}},
             )
     return targets, skipped
@@ -266,16 +276,28 @@ def _current(repo: Path) -> tuple[Root, Metadata[Timestamp] | None, Metadata[Sna
     return root_md.signed, ts, snap, tgt
 
 
+def _revoked(tf: TargetFile) -> bool:
+    info = tf.custom.get(CUSTOM, {}) if isinstance(tf.custom, dict) else {}
+    return isinstance(info, dict) and info.get("status") == Status.REVOKED.value
+
+
 def _revocations_undone(old: Targets, new: dict[str, TargetFile]) -> list[str]:
-    """Targets revoked in the published metadata that the new publication would let through."""
+    """Targets revoked in the published metadata that the new publication would let through.
+
+    By path and by content: the revoked bytes listed again, not revoked, under another name or
+    version (a YAML edit adding ``model-fixed`` with the old sha256) undo the revocation too.
+    """
     undone = []
+    revoked_digests = set()
     for path, tf in old.targets.items():
-        info = tf.custom.get(CUSTOM, {}) if isinstance(tf.custom, dict) else {}
-        if info.get("status") != Status.REVOKED.value:
+        if not _revoked(tf):
             continue
+        revoked_digests.add((tf.length, tf.hashes.get("sha256")))
         now = new.get(path)
-        if now is None or now.custom.get(CUSTOM, {}).get("status") != Status.REVOKED.value:
+        if now is None or not _revoked(now):
             undone.append(path)
+    undone.extend(path for path, tf in new.items() if path not in undone and not _revoked(tf)
+                  and (tf.length, tf.hashes.get("sha256")) in revoked_digests)
     return undone
 
 
