@@ -136,6 +136,14 @@ def read_pinned_root(path: Path) -> bytes:
                          hint="with --tuf-repo, --trust-root names the repository's root.json") from exc
     if not isinstance(md.signed, Root):
         raise UsageError(f"holds TUF {md.signed.type} metadata, not root", path=path)
+    payload = CanonicalJSONSerializer().serialize(md.signed)
+    result = md.signed.get_verification_result(Root.type, payload, md.signatures)
+    if not result.verified:
+        # ngclient would refuse it too, but as the repository's fault (exit 1); the anchor is
+        # this machine's own configuration, edited or corrupted, so say that and exit 2.
+        raise UsageError(f"is not signed by its own root keys ({len(result.signed)} of {result.threshold} "
+                         "signatures verify): an edited or corrupted anchor", path=path,
+                         hint="pin the repository's root.json exactly as `gpenguard registry init` wrote it")
     return data
 
 

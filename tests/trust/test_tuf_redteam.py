@@ -1,0 +1,105 @@
+"""Red-team regressions on the TUF registry: what a hostile YAML edit, mirror or option mix tried.
+
+Each test is an attack that once got through (exit 0, or the wrong exit code); they run the
+real CLI on a repository made by `registry init` / `publish`, as tests/trust/tufkit.py builds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.trust.tufkit import TufWorld, build_tuf_world, run
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> TufWorld:
+    return build_tuf_world(tmp_path)
+
+
+def _edit_yaml(world: TufWorld, change: Any) -> None:
+    doc = yaml.safe_load(world.registry.read_text())
+    change(doc)
+    doc["registry"]["version"] += 1
+    world.registry.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _targets(world: TufWorld) -> dict[str, Any]:
+    ts = json.loads((world.repo / "timestamp.json").read_text())
+    snap = json.loads((world.repo / f"{ts['signed']['meta']['snapshot.json']['version']}.snapshot.json").read_text())
+    version = snap["signed"]["meta"]["targets.json"]["version"]
+    return dict(json.loads((world.repo / f"{version}.targets.json").read_text())["signed"]["targets"])
+
+
+def test_publish_refuses_two_artifacts_that_map_to_one_target_path(world: TufWorld) -> None:
+    """Name ``tinynet/1.0`` version ``x`` file ``tinynet.pth`` and name ``tinynet`` version ``1.0``
+    file ``x/tinynet.pth`` are both ``tinynet/1.0/x/tinynet.pth``: the later one silently replaced
+    the revoked one in the signed targets, so the revoked bytes passed as approved."""
+    def collide(doc: dict[str, Any]) -> None:
+        a = doc["artifacts"][0]
+        a["status"] = "revoked"
+        a["files"][0]["path"] = "x/" + a["files"][0]["path"]
+        b = copy.deepcopy(a)
+        b.update(name=f"{a['name']}/{a['version']}", version="x", status="approved")
+        b["files"][0]["path"] = a["files"][0]["path"].removeprefix("x/")
+        doc["artifacts"].append(b)
+
+    _edit_yaml(world, collide)
+    before = _targets(world)
+    code, out = world.publish("--allow-unrevoke")
+    assert code == 2, out
+    assert "target path" in out and "tinynet/1.0/x/tinynet.pth" in out
+    assert _targets(world) == before  # nothing published
+    assert world.verify()[0] == 0  # the client still sees the last good publication
+
+
+def test_publish_refuses_to_re_approve_revoked_bytes_under_another_name(world: TufWorld) -> None:
+    """After `registry revoke tinynet`, a YAML edit that adds ``tinynet-fixed`` approving the same
+    sha256 was published without --allow-unrevoke (the check compared target paths only)."""
+    code, out = run("registry", "revoke", "tinynet", "-r", world.registry, "--repo", world.repo,
+                    "--targets-key", world.key("targets"), "--online-key", world.key("online"))
+    assert code == 0, out
+
+    def re_approve(doc: dict[str, Any]) -> None:
+        again = copy.deepcopy(doc["artifacts"][0])
+        again.update(name="tinynet-fixed", status="approved")
+        doc["artifacts"].append(again)
+
+    _edit_yaml(world, re_approve)
+    code, out = world.publish()
+    assert code == 2, out  # the administrator's command refuses, as for an old YAML
+    assert "undo the published revocation" in out and "tinynet-fixed/1.0/tinynet.pth" in out
+    assert world.verify("--name", "tinynet-fixed")[0] == 1  # the client never saw the approval
+    code, out = world.publish("--allow-unrevoke")  # the explicit way still works
+    assert code == 0, out
+
+
+def test_registry_and_tuf_repo_together_is_a_usage_error(world: TufWorld, tmp_path: Path) -> None:
+    """`--registry` was silently ignored when `--tuf-repo` was given: the user believed the file
+    was held to the registry they named (here one that does not even parse)."""
+    other = tmp_path / "other-registry.yaml"
+    other.write_text("not: [a registry\n")
+    for args in (("verify", world.model), ("convert", world.model, "-o", tmp_path / "out.safetensors")):
+        code, out = run(*args, "--tuf-repo", world.repo, "--trust-root", world.pinned, "--registry", other)
+        assert code == 2, out
+        assert "--registry" in out and "--tuf-repo" in out
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_pinned_root_not_signed_by_its_own_keys_is_a_usage_error(world: TufWorld, tmp_path: Path) -> None:
+    """An edited anchor (expiry pushed out, signatures dropped) was reported as the repository's
+    fault with exit 1; it is the user's configuration, named as such, exit 2."""
+    for label, change in (("unsigned", lambda md: md.__setitem__("signatures", [])),
+                          ("edited", lambda md: md["signed"].__setitem__("expires", "2999-01-01T00:00:00Z"))):
+        md = json.loads(world.pinned.read_text())
+        change(md)
+        anchor = tmp_path / f"{label}-root.json"
+        anchor.write_text(json.dumps(md))
+        code, out = run("verify", world.model, "--tuf-repo", world.repo, "--trust-root", anchor)
+        assert code == 2, out
+        assert str(anchor) in out and "its own root keys" in out
