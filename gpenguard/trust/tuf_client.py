@@ -113,6 +113,8 @@ class _DeadlineFetcher(Urllib3Fetcher):
 
 def repository_url(repo: str) -> tuple[str, FetcherInterface]:
     """The metadata base URL and the fetcher for a repository given as URL or folder."""
+    if not repo.strip():  # Path("") is the working directory: an unset $TUF_REPO must not mean "here"
+        raise UsageError("--tuf-repo is empty; give the repository's folder or http(s):// URL")
     if repo.startswith(("http://", "https://")):
         return repo, _DeadlineFetcher(socket_timeout=HTTP_TIMEOUT_S, app_user_agent="gpenguard")
     path = Path(unquote(urlparse(repo).path)) if repo.startswith("file://") else Path(repo)

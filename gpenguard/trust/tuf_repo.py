@@ -499,14 +499,20 @@ def revoke_in_yaml(registry_path: Path, name: str, version: str | None = None) -
     items = _mapping_items(root, "the registry", source)
     meta = _mapping_items(items["registry"][1], "registry", source)
     edits = [_scalar_edit(meta["version"][1], str(before.version + 1))]
-    lines = {a.line for a in hits}
+    # By position, not line: flow style puts several entries on one line, and a line match
+    # revoked every entry sharing the line with the one asked for.
+    nodes = items["artifacts"][1].value
+    if len(nodes) != len(before.artifacts):
+        raise RegistryError("internal error: the registry's artifacts do not line up with its YAML", path=registry_path)
     edits.extend(_scalar_edit(_mapping_items(node, "artifact", source)["status"][1], Status.REVOKED.value)
-                 for node in items["artifacts"][1].value if node.start_mark.line + 1 in lines)
+                 for node, art in zip(nodes, before.artifacts, strict=True) if art in hits)
+    expected = {(a.name, a.version) for a in hits}
     new_text = _apply(text, edits)
     after = parse_registry(new_text.encode("utf-8"), source)
     revoked = [f"{a.name}@{a.version}" for a in after.artifacts
                if a.name == name and (version is None or a.version == version) and a.status is Status.REVOKED]
-    if after.version != before.version + 1 or len(revoked) != len(hits):
+    changed = {(a.name, a.version) for a, b in zip(before.artifacts, after.artifacts, strict=True) if a.status != b.status}
+    if after.version != before.version + 1 or len(revoked) != len(hits) or not changed <= expected:
         raise RegistryError("internal error: the edited registry does not say what was revoked", path=registry_path)
     write_atomic(registry_path, new_text.encode("utf-8"), mode=registry_path.stat().st_mode & 0o777)
     return after, revoked

@@ -103,3 +103,30 @@ def test_a_pinned_root_not_signed_by_its_own_keys_is_a_usage_error(world: TufWor
         code, out = run("verify", world.model, "--tuf-repo", world.repo, "--trust-root", anchor)
         assert code == 2, out
         assert str(anchor) in out and "its own root keys" in out
+
+
+def test_revoke_changes_only_the_entry_asked_for_in_flow_style_yaml(world: TufWorld) -> None:
+    """With the artifacts written in flow style on one line, `registry revoke tinynet` also revoked
+    ``other`` (every entry starting on that line) while saying it revoked tinynet@1.0 only."""
+    doc = yaml.safe_load(world.registry.read_text())
+    other = copy.deepcopy(doc["artifacts"][0])
+    other["name"] = "other"
+    artifacts = [doc.pop("artifacts")[0], other]
+    world.registry.write_text(yaml.safe_dump(doc, sort_keys=False) + "artifacts: " + json.dumps(artifacts) + "\n")
+    code, out = run("registry", "revoke", "tinynet", "-r", world.registry)
+    assert code == 0, out
+    after = {a["name"]: a["status"] for a in yaml.safe_load(world.registry.read_text())["artifacts"]}
+    assert after == {"tinynet": "revoked", "other": "approved"}
+
+
+def test_an_empty_tuf_repo_is_a_usage_error_not_the_working_directory(world: TufWorld, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--tuf-repo "$TUF_REPO"`` with the variable unset gave ``""``, which meant the working
+    directory (in CI, the checkout a pull request controls) as the registry's mirror."""
+    import shutil
+
+    shutil.copytree(world.repo, tmp_path / "checkout")
+    monkeypatch.chdir(tmp_path / "checkout")
+    code, out = run("verify", world.model, "--tuf-repo", "", "--trust-root", world.pinned)
+    assert code == 2, out
+    assert "--tuf-repo is empty" in out
