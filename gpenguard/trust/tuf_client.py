@@ -22,7 +22,7 @@ import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -262,6 +262,15 @@ def _int(d: dict[str, Any], key: str, what: str, source: str) -> int:
     return value
 
 
+def _relative(d: dict[str, Any], key: str, what: str, source: str) -> str:
+    """A path the YAML schema would accept: relative, inside the registry's folder."""
+    value = _str(d, key, what, source) or ""
+    p = PurePosixPath(value)
+    if p.is_absolute() or ".." in p.parts or "\\" in value or value.startswith("~"):
+        raise RegistryError(f"{what}.{key} {value!r} must be a relative path inside the registry's folder", path=source)
+    return value
+
+
 def _keys(info: dict[str, Any], source: str) -> tuple[dict[str, Key], dict[str, Role]]:
     keys: dict[str, Key] = {}
     for i, k in enumerate(info.get("keys") or []):
@@ -309,8 +318,12 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
             raise RegistryError(f"{what} lists no sha256", path=source)
         name = _str(custom, "name", what, source) or ""
         version = _str(custom, "version", what, source) or ""
-        spec = FileSpec(path=_str(custom, "path", what, source) or "", format=_str(custom, "format", what, source) or "",
+        spec = FileSpec(path=_relative(custom, "path", what, source), format=_str(custom, "format", what, source) or "",
                         size=tf.length, sha256=sha256.lower())
+        if tpath != f"{name}/{version}/{spec.path}":
+            # The path is what TUF signs as the target's identity; fields that name another
+            # artifact would let one target stand for two (or hide behind another's name).
+            raise RegistryError(f"{what} claims to be {name}@{version} file {spec.path}", path=source)
         entry = grouped.setdefault((name, version), (custom, []))
         if entry[0].get("status") != custom.get("status"):
             raise RegistryError(f"{what}: the files of {name}@{version} disagree on its status", path=source)
@@ -323,13 +336,15 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
         except ValueError:
             raise RegistryError(f"{what}.status {custom.get('status')!r} is not known", path=source) from None
         arch = None
-        if isinstance(custom.get("architecture"), dict):
+        if custom.get("architecture") is not None:
             a = custom["architecture"]
+            if not isinstance(a, dict):  # not silently "no fingerprint", which skips the check
+                raise RegistryError(f"{what}.architecture must be an object", path=source)
             arch = Architecture(family=_str(a, "family", what, source) or "", fingerprint=_str(a, "fingerprint", what, source) or "",
                                 tensor_count=_int(a, "tensor_count", what, source),
                                 parameter_count=_int(a, "parameter_count", what, source),
                                 state_dict_key=_str(a, "state_dict_key", what, source, optional=True))
-        sigs = tuple(SignatureRef(kind=_str(s, "kind", what, source) or "", path=_str(s, "path", what, source) or "",
+        sigs = tuple(SignatureRef(kind=_str(s, "kind", what, source) or "", path=_relative(s, "path", what, source),
                                   key_id=_str(s, "key_id", what, source, optional=True))
                      for s in custom.get("signatures") or [] if isinstance(s, dict))
         out.append(Artifact(name=name, version=version, status=status, files=tuple(files),

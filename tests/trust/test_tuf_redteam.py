@@ -130,3 +130,34 @@ def test_an_empty_tuf_repo_is_a_usage_error_not_the_working_directory(world: Tuf
     code, out = run("verify", world.model, "--tuf-repo", "", "--trust-root", world.pinned)
     assert code == 2, out
     assert "--tuf-repo is empty" in out
+
+
+def _custom(world: TufWorld, change: Any) -> None:
+    """Targets v2 whose one target's gpenguard fields are changed, signed by the real targets key
+    (a second publishing tool, a hand edit): the client must hold them to the schema."""
+    from tests.trust.tufkit import sign_online
+
+    def edit(t: Any) -> None:
+        t.version = 2
+        change(next(iter(t.targets.values())).unrecognized_fields["custom"]["gpenguard"])
+
+    world.resign("1.targets.json", "targets", edit, rename="2.targets.json")
+    sign_online(world, targets_version=2)
+
+
+@pytest.mark.parametrize(("label", "change", "why"), [
+    ("another name", lambda c: c.update(name="other"), "claims to be other@1.0"),
+    ("a path outside", lambda c: c.update(path="../tinynet.pth"), "must be a relative path"),
+    ("a bundle outside", lambda c: c.update(signatures=[{"kind": "oms-bundle", "path": "/etc/passwd"}]),
+     "must be a relative path"),
+    ("no-object fingerprint", lambda c: c.update(architecture="skip me"), "architecture must be an object"),
+])
+def test_custom_target_fields_the_yaml_schema_would_refuse_are_refused(world: TufWorld, label: str, change: Any,
+                                                                        why: str) -> None:
+    """The client rebuilt artifacts from custom fields without the YAML's checks: a target could
+    claim another artifact's name, point bundles outside the repository, or drop its fingerprint
+    check by giving a string instead of an object (verify then passed, the check skipped)."""
+    _custom(world, change)
+    code, out = world.verify()
+    assert code == 1, f"{label}: {out}"
+    assert why in out, out
