@@ -149,11 +149,31 @@ def read_pinned_root(path: Path) -> bytes:
     return data
 
 
+def _check_private(folder: Path) -> None:
+    """Refuse a cache folder someone else could write: a symlink, another owner, or g/o-writable.
+
+    What the cache holds decides rollback protection, and the trusted metadata is read back
+    from it after the update; another local user able to swap its files (a shared or
+    pre-created state folder) must not get to choose them.
+    """
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise InputError("the TUF metadata cache is a symlink or not a folder; remove it", path=folder)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise InputError("the TUF metadata cache can be written by another user (owner "
+                         f"uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); remove it or make it private",
+                         path=folder)
+
+
 @contextlib.contextmanager
 def _locked(cache: Path) -> Iterator[None]:
     try:
-        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cache.mkdir(exist_ok=True, mode=0o700)
+        (cache / "root_history").mkdir(exist_ok=True, mode=0o700)  # before ngclient makes it under the umask
+        for folder in (cache.parent, cache, cache / "root_history"):
+            _check_private(folder)
+        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise InputError(f"cannot use the TUF metadata cache: {exc.strerror or exc}", path=cache) from exc
     try:

@@ -161,3 +161,58 @@ def test_custom_target_fields_the_yaml_schema_would_refuse_are_refused(world: Tu
     code, out = world.verify()
     assert code == 1, f"{label}: {out}"
     assert why in out, out
+
+
+def _cache(world: TufWorld, state: Path) -> Path:
+    from gpenguard.trust.tuf_client import cache_dir
+
+    return cache_dir(state, world.pinned.read_bytes())
+
+
+@pytest.mark.parametrize("how", ["symlink", "world-writable", "other owner", "shared root_history"])
+def test_a_cache_folder_another_user_could_write_is_refused(world: TufWorld, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A pre-created or shared ``<state>/tuf/<root>/`` (a symlink into an attacker's folder, or a
+    folder others may write) was used as is: its owner chose what the client read back as
+    trusted after the update, and could wipe its rollback state at will."""
+    import os
+
+    state = tmp_path / "shared-state"
+    monkeypatch.setenv("GPENGUARD_STATE_DIR", str(state))
+    cache = _cache(world, state)
+    cache.parent.mkdir(parents=True)
+    if how == "symlink":
+        (tmp_path / "attacker").mkdir()
+        cache.symlink_to(tmp_path / "attacker")
+    else:
+        cache.mkdir(mode=0o700)
+        if how == "world-writable":
+            cache.chmod(0o777)
+        elif how == "other owner":
+            if os.geteuid() != 0:
+                pytest.skip("chown to another user needs root")
+            os.chown(cache, 65534, 65534)
+        else:
+            (cache / "root_history").mkdir(mode=0o700)
+            (cache / "root_history").chmod(0o777)
+    code, out = world.verify()
+    assert code == 2, out
+    assert "TUF metadata cache" in out and str(cache) in out
+    assert not (tmp_path / "attacker" / "timestamp.json").exists()
+
+
+def test_the_cache_folders_are_private_under_a_group_writable_umask(world: TufWorld, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("GPENGUARD_STATE_DIR", str(tmp_path / "fresh-state"))
+    old = os.umask(0o002)
+    try:
+        for _ in range(2):  # the second run checks what the first one created
+            code, out = world.verify()
+            assert code == 0, out
+    finally:
+        os.umask(old)
+    cache = _cache(world, tmp_path / "fresh-state")
+    assert {p.name: p.stat().st_mode & 0o077 for p in (cache.parent, cache, cache / "root_history")} == {
+        cache.parent.name: 0, cache.name: 0, "root_history": 0}
