@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -98,8 +99,36 @@ class _DeadlineFetcher(Urllib3Fetcher):
     as bytes arrive (``read1``) so the deadline is checked between any two of them.
     """
 
+    _deadline = 0.0
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        """Connect and read the status line and headers within the deadline too.
+
+        urllib3's timeouts are per socket read: a mirror dripping a header line a byte at a time
+        (http.client takes 100 headers of 64 KiB) held the client for ever. The request runs in
+        a daemon thread the caller stops waiting for; its socket times out on its own.
+        """
+        self._deadline = time.monotonic() + HTTP_DEADLINE_S
+        outcome: list[Any] = []
+
+        def request() -> None:
+            try:
+                outcome.append(super(_DeadlineFetcher, self)._fetch(url))
+            except BaseException as exc:  # handed over to the waiting thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=request, name="gpenguard-tuf-fetch", daemon=True)
+        worker.start()
+        worker.join(HTTP_DEADLINE_S)
+        if not outcome:
+            raise tuf_errors.SlowRetrievalError(f"no response within {HTTP_DEADLINE_S:g} s")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        chunks: Iterator[bytes] = outcome[0]
+        return chunks
+
     def _chunks(self, response: urllib3.response.BaseHTTPResponse) -> Iterator[bytes]:
-        deadline = time.monotonic() + HTTP_DEADLINE_S
+        deadline = self._deadline or time.monotonic() + HTTP_DEADLINE_S
         try:
             while chunk := response.read1(self.chunk_size):
                 if time.monotonic() > deadline:

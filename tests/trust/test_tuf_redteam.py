@@ -216,3 +216,37 @@ def test_the_cache_folders_are_private_under_a_group_writable_umask(world: TufWo
     cache = _cache(world, tmp_path / "fresh-state")
     assert {p.name: p.stat().st_mode & 0o077 for p in (cache.parent, cache, cache / "root_history")} == {
         cache.parent.name: 0, cache.name: 0, "root_history": 0}
+
+
+@pytest.mark.network
+def test_an_http_mirror_dripping_its_headers_is_cut_off_at_the_deadline(world: TufWorld,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-file deadline started with the body: a mirror sending the status line, then one
+    header line every quarter second (each read well inside the socket timeout), held verify
+    for as long as it liked (10 s here against a 1 s deadline; with 100 headers of 64 KiB, days)."""
+    import contextlib
+    import time
+
+    from gpenguard.trust import tuf_client
+    from tests.trust.test_tuf_registry_cli import _Quiet, serve
+
+    class _DripHeaders(_Quiet):
+        def do_GET(self) -> None:
+            if not self.path.endswith("timestamp.json"):
+                super().do_GET()
+                return
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for i in range(40):
+                    self.wfile.write(b"X-Drip: %d\r\n" % i)
+                    self.wfile.flush()
+                    time.sleep(0.25)
+
+    monkeypatch.setattr(tuf_client, "HTTP_DEADLINE_S", 1.0)
+    with serve(world.repo, _DripHeaders) as url:
+        started = time.monotonic()
+        code, out = world.verify(repo=url)
+        took = time.monotonic() - started
+    assert code == 2, out
+    assert "came too slowly" in out
+    assert took < 5
