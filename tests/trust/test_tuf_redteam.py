@@ -250,3 +250,19 @@ def test_an_http_mirror_dripping_its_headers_is_cut_off_at_the_deadline(world: T
     assert code == 2, out
     assert "came too slowly" in out
     assert took < 5
+
+
+def test_registry_show_prints_names_literally(world: TufWorld) -> None:
+    """`registry show` fed registry text to Rich as markup and raw to the terminal: a name
+    ``[/]x`` crashed it (exit 1, no table), ``[bold]..[/bold]`` restyled a name to look like
+    another, and an ESC sequence in a version (``\\x1b[8m`` conceals what follows) reached the
+    terminal, for the YAML and the TUF registry alike."""
+    def hostile(doc: dict[str, Any]) -> None:
+        doc["artifacts"][0].update(name="[/]tinynet", version="1.0\x1b[8m", status="revoked")
+
+    _edit_yaml(world, hostile)
+    assert world.publish("--allow-unrevoke")[0] == 0
+    for args in ((world.registry,), ("--tuf-repo", world.repo, "--trust-root", world.pinned)):
+        code, out = run("registry", "show", *args)
+        assert code == 0, out
+        assert "[/]tinynet" in out and "\x1b" not in out and "1.0\\x1" in out, out  # escaped (column cut)
