@@ -266,3 +266,26 @@ def test_registry_show_prints_names_literally(world: TufWorld) -> None:
         code, out = run("registry", "show", *args)
         assert code == 0, out
         assert "[/]tinynet" in out and "\x1b" not in out and "1.0\\x1" in out, out  # escaped (column cut)
+
+
+@pytest.mark.network
+@pytest.mark.xfail(strict=True, reason=(
+    "Artifact signature bundles are looked up beside Registry.path; for an http(s) repository "
+    "that is the URL, so Path('http://host/').parent / ref.path is the relative folder 'http:' in "
+    "the working directory (in CI, the checkout): the mirror's bundle is never fetched and a "
+    "local file is read instead. Bundles should travel as TUF targets (hash-pinned downloads)."))
+def test_artifact_signatures_of_an_http_repository_come_from_the_repository(world: TufWorld) -> None:
+    import shutil
+
+    from tests.trust.test_tuf_registry_cli import serve
+
+    ref = world.gate.sign_artifact(world.gate.artifact_keys[0])
+    world.gate.entry["signatures"] = [ref]
+    world.gate.write(sign=False)
+    assert world.publish()[0] == 0
+    shutil.copyfile(world.gate.dir / ref["path"], world.repo / ref["path"])  # beside the metadata
+    code, out = world.verify()
+    assert code == 0 and "1 of 1 required valid signature" in out, out  # a local mirror: found
+    with serve(world.repo) as url:
+        code, out = world.verify(repo=url)
+    assert code == 0, out  # today: "signature bundle not found" (it looked in ./http:/), exit 1
