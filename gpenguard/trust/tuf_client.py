@@ -129,8 +129,13 @@ class _DeadlineFetcher(Urllib3Fetcher):
 
     def _chunks(self, response: urllib3.response.BaseHTTPResponse) -> Iterator[bytes]:
         deadline = self._deadline or time.monotonic() + HTTP_DEADLINE_S
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         try:
-            while chunk := response.read1(self.chunk_size):
+            if encoding not in ("", "identity"):
+                # Metadata lengths and hashes are of the stored bytes; a body the client would have
+                # to inflate first is a decompression bomb under urllib3 < 2.6 (tuf allows ~=2.0).
+                raise tuf_errors.DownloadError(f"the mirror sent {encoding}-encoded metadata; only the stored bytes are read")
+            while chunk := response.read1(self.chunk_size, decode_content=False):
                 if time.monotonic() > deadline:
                     raise tuf_errors.SlowRetrievalError(f"not received within {HTTP_DEADLINE_S:g} s")
                 yield chunk

@@ -319,3 +319,32 @@ def test_publish_does_not_build_on_unsigned_metadata_in_the_repository(world: Tu
     code, out = run("registry", "publish", old_yaml, "--repo", world.repo,
                     "--targets-key", world.key("targets"), "--online-key", world.key("online"))
     assert code == 2 or world.verify()[0] == 1, out  # today: targets v10 signed, and verify passes (0)
+
+
+@pytest.mark.network
+def test_an_http_mirror_sending_compressed_metadata_is_refused_unread(world: TufWorld) -> None:
+    """A gzip body (256 kB inflating to 256 MiB) was inflated by urllib3 before the length bound
+    counted it; tuf allows urllib3 ~=2.0, and before 2.6 one read inflates a whole chunk (400 kB
+    of deflate: ~400 MB). Metadata is now read as stored: an encoded body is refused."""
+    import zlib
+
+    from tests.trust.test_tuf_registry_cli import _Quiet, serve
+
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    bomb = b"".join(deflate.compress(b" " * 2**20) for _ in range(256)) + deflate.flush()
+
+    class _Bomb(_Quiet):
+        def do_GET(self) -> None:
+            if not self.path.endswith("timestamp.json"):
+                super().do_GET()
+                return
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+    with serve(world.repo, _Bomb) as url:
+        code, out = world.verify(repo=url)
+    assert code == 2, out
+    assert "gzip-encoded metadata" in out
