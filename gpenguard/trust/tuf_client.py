@@ -379,8 +379,11 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
             # artifact would let one target stand for two (or hide behind another's name).
             raise RegistryError(f"{what} claims to be {name}@{version} file {spec.path}", path=source)
         entry = grouped.setdefault((name, version), (custom, []))
-        if entry[0].get("status") != custom.get("status"):
-            raise RegistryError(f"{what}: the files of {name}@{version} disagree on its status", path=source)
+        # One artifact's files carry its fields once each; read from the first file only, a
+        # second file's other fingerprint or signatures would be dropped without a word.
+        differ = sorted(k for k in {*entry[0], *custom} - {"path", "format"} if entry[0].get(k) != custom.get(k))
+        if differ:
+            raise RegistryError(f"{what}: the files of {name}@{version} disagree on {', '.join(differ)}", path=source)
         entry[1].append(spec)
     out = []
     for (name, version), (custom, files) in grouped.items():

@@ -348,3 +348,31 @@ def test_an_http_mirror_sending_compressed_metadata_is_refused_unread(world: Tuf
         code, out = world.verify(repo=url)
     assert code == 2, out
     assert "gzip-encoded metadata" in out
+
+
+@pytest.mark.parametrize("field", ["status", "architecture", "signatures"])
+def test_the_files_of_one_artifact_must_agree_on_its_fields(world: TufWorld, field: str) -> None:
+    """Two targets of tinynet@1.0 whose fields differ: only status was compared, so the first
+    file's fingerprint and signature list won silently over the second's (which one is first
+    is the order of a JSON object)."""
+    import copy as _copy
+
+    from tests.trust.tufkit import sign_online
+
+    def second_file(t: Any) -> None:
+        t.version = 2
+        (path, tf), = t.targets.items()
+        other = _copy.deepcopy(tf)
+        custom = other.unrecognized_fields["custom"]["gpenguard"]
+        custom["path"] = "extra.pth"
+        custom[field] = {"status": "revoked",
+                         "architecture": {**custom["architecture"], "fingerprint": "0" * 64},
+                         "signatures": [{"kind": "oms-bundle", "path": "x.sig", "key_id": None}]}[field]
+        other.path = path.rsplit("/", 1)[0] + "/extra.pth"
+        t.targets[other.path] = other
+
+    world.resign("1.targets.json", "targets", second_file, rename="2.targets.json")
+    sign_online(world, targets_version=2)
+    code, out = world.verify()
+    assert code == 1, out
+    assert f"disagree on {field}" in out
