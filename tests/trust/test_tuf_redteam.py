@@ -266,6 +266,8 @@ def test_registry_show_prints_names_literally(world: TufWorld) -> None:
         code, out = run("registry", "show", *args)
         assert code == 0, out
         assert "[/]tinynet" in out and "\x1b" not in out and "1.0\\x1" in out, out  # escaped (column cut)
+    code, out = run("registry", "revoke", "[/]tinynet", "-r", world.registry)  # its report line too
+    assert code == 0 and "\x1b" not in out and "1.0\\x1b[8m" in out, out
 
 
 @pytest.mark.network
