@@ -401,9 +401,13 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
                                 tensor_count=_int(a, "tensor_count", what, source),
                                 parameter_count=_int(a, "parameter_count", what, source),
                                 state_dict_key=_str(a, "state_dict_key", what, source, optional=True))
+        raw_sigs = custom.get("signatures") or []
+        if not (isinstance(raw_sigs, list) and all(isinstance(s, dict) for s in raw_sigs)):
+            # Dropping what cannot be read would turn "must verify" into "lists none".
+            raise RegistryError(f"{what}.signatures must be a list of objects", path=source)
         sigs = tuple(SignatureRef(kind=_str(s, "kind", what, source) or "", path=_relative(s, "path", what, source),
                                   key_id=_str(s, "key_id", what, source, optional=True))
-                     for s in custom.get("signatures") or [] if isinstance(s, dict))
+                     for s in raw_sigs)
         out.append(Artifact(name=name, version=version, status=status, files=tuple(files),
                             source_url=_str(custom, "source", what, source, optional=True),
                             license=_str(custom, "license", what, source, optional=True),

@@ -151,12 +151,14 @@ def _custom(world: TufWorld, change: Any) -> None:
     ("a bundle outside", lambda c: c.update(signatures=[{"kind": "oms-bundle", "path": "/etc/passwd"}]),
      "must be a relative path"),
     ("no-object fingerprint", lambda c: c.update(architecture="skip me"), "architecture must be an object"),
+    ("unreadable signatures", lambda c: c.update(signatures="oms.sig"), "signatures must be a list of objects"),
 ])
 def test_custom_target_fields_the_yaml_schema_would_refuse_are_refused(world: TufWorld, label: str, change: Any,
                                                                         why: str) -> None:
     """The client rebuilt artifacts from custom fields without the YAML's checks: a target could
     claim another artifact's name, point bundles outside the repository, or drop its fingerprint
-    check by giving a string instead of an object (verify then passed, the check skipped)."""
+    check by giving a string instead of an object (verify then passed, the check skipped); a
+    signature list that was not a list of objects read as "lists no signatures"."""
     _custom(world, change)
     code, out = world.verify()
     assert code == 1, f"{label}: {out}"
