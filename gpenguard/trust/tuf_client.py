@@ -106,7 +106,8 @@ class _DeadlineFetcher(Urllib3Fetcher):
 
         urllib3's timeouts are per socket read: a mirror dripping a header line a byte at a time
         (http.client takes 100 headers of 64 KiB) held the client for ever. The request runs in
-        a daemon thread the caller stops waiting for; its socket times out on its own.
+        a daemon thread the caller stops waiting for; that thread ends when the mirror stops
+        sending or goes quiet for the socket timeout (a CLI run simply exits).
         """
         self._deadline = time.monotonic() + HTTP_DEADLINE_S
         outcome: list[Any] = []
