@@ -169,7 +169,8 @@ def read_pinned_root(path: Path) -> bytes:
     try:
         md = Metadata.from_bytes(data)
     except DeserializationError as exc:
-        raise UsageError(f"not a TUF root.json: {exc}", path=path,
+        why = f"{exc}: {exc.__cause__}" if exc.__cause__ is not None else str(exc)  # which rule broke
+        raise UsageError(f"not a TUF root.json: {why}", path=path,
                          hint="with --tuf-repo, --trust-root names the repository's root.json") from exc
     if not isinstance(md.signed, Root):
         raise UsageError(f"holds TUF {md.signed.type} metadata, not root", path=path)

@@ -380,3 +380,22 @@ def test_the_files_of_one_artifact_must_agree_on_its_fields(world: TufWorld, fie
     code, out = world.verify()
     assert code == 1, out
     assert f"disagree on {field}" in out
+
+
+@pytest.mark.parametrize(("label", "change", "why"), [
+    ("threshold 0", lambda s: s["roles"]["root"].__setitem__("threshold", 0), "threshold should be at least 1"),
+    ("a key id twice", lambda s: s["roles"]["root"]["keyids"].append(s["roles"]["root"]["keyids"][0]), "Nonunique keyids"),
+    ("an unknown key type", lambda s: next(iter(s["keys"].values())).__setitem__("keytype", "rsa-weird"),
+     "Unsupported public key"),
+])
+def test_a_malformed_anchor_says_which_rule_it_breaks(world: TufWorld, tmp_path: Path, label: str, change: Any,
+                                                      why: str) -> None:
+    """A root.json anchor with threshold 0, a duplicate key id or an unknown key type was refused
+    (exit 2) as 'Failed to deserialize JSON', though the JSON was fine; the rule is now named."""
+    md = json.loads(world.pinned.read_text())
+    change(md["signed"])
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(json.dumps(md))
+    code, out = run("verify", world.model, "--tuf-repo", world.repo, "--trust-root", anchor)
+    assert code == 2, f"{label}: {out}"
+    assert str(anchor) in out and why in out, out
