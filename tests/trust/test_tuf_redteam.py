@@ -84,11 +84,18 @@ def test_registry_and_tuf_repo_together_is_a_usage_error(world: TufWorld, tmp_pa
     was held to the registry they named (here one that does not even parse)."""
     other = tmp_path / "other-registry.yaml"
     other.write_text("not: [a registry\n")
-    for args in (("verify", world.model), ("convert", world.model, "-o", tmp_path / "out.safetensors")):
+    from PIL import Image
+
+    face = tmp_path / "face.png"
+    Image.new("RGB", (64, 64), (120, 90, 80)).save(face)
+    restore = ("restore", face, "-o", tmp_path / "restored", "--weights", world.model, "--size", "256",
+               "--mode", "aligned", "--store", tmp_path / "store")
+    for args in (("verify", world.model), ("convert", world.model, "-o", tmp_path / "out.safetensors"), restore):
         code, out = run(*args, "--tuf-repo", world.repo, "--trust-root", world.pinned, "--registry", other)
         assert code == 2, out
         assert "--registry" in out and "--tuf-repo" in out
     assert not (tmp_path / "out.safetensors").exists()
+    assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").iterdir())
 
 
 def test_a_pinned_root_not_signed_by_its_own_keys_is_a_usage_error(world: TufWorld, tmp_path: Path) -> None:
