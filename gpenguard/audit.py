@@ -12,17 +12,20 @@ a line cut short is not valid JSON or lacks its newline. `verify_log` names the 
 
 What a chain cannot show by itself: that whole records were removed from the *end*, or that
 someone rewrote the log from some record onwards with freshly computed hashes. Both need an
-anchor kept elsewhere: note the head (``gpenguard audit show --head``: the last record's hash
-and seq) somewhere the log's writer cannot change (a ticket, a second log host, a signed
-report), then ``gpenguard audit verify --expect-head HASH`` proves the log still reaches it.
+anchor kept elsewhere: a signed checkpoint of the head (`gpenguard.trust.checkpoint`), or the
+head noted somewhere the log's writer cannot change (``--expect-head``).
 
 Writers take an exclusive ``flock`` on the log, read the last line for ``prev``/``seq``, and
-append the new line with one ``write`` on an ``O_APPEND`` descriptor, then ``fsync``: several
-processes can log at once without interleaving or forking the chain.
+append the new line on an ``O_APPEND`` descriptor, then ``fsync``: several processes can log at
+once without interleaving or forking the chain. A write that fails part-way (a full disk) is
+cut back to the log's previous length, so the log stays valid. A torn last line left by a
+writer that died mid-write is not a record anyone was told about: the next append cuts it away
+and says so in its own record (``repaired``), and `verify_log` reports it apart from tampering.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -92,6 +95,12 @@ class LogCheck:
     head: str | None
     """sha256 of the last intact line (what ``--expect-head`` compares against)."""
     problems: tuple[AuditProblem, ...]
+    torn_tail: int = 0
+    """Bytes after the last newline: an unfinished write (a crash), reported apart from tampering."""
+    notes: tuple[AuditProblem, ...] = ()
+    """Lines worth knowing about that are not problems (a record that cut away a torn tail)."""
+    line_hashes: tuple[str, ...] = ()
+    """sha256 of every complete line, in order (what a checkpoint is compared with)."""
 
     @property
     def ok(self) -> bool:
@@ -114,28 +123,81 @@ def _utc(now: datetime | None) -> str:
     return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _last_line(fd: int, path: Path) -> bytes | None:
-    """The last complete line (without newline), None for an empty log; refuses a torn tail."""
-    end = os.lseek(fd, 0, os.SEEK_END)
+def _tail(fd: int, end: int) -> tuple[bytes | None, bytes]:
+    """(the last complete line without its newline or None, the torn bytes after it)."""
     if end == 0:
-        return None
+        return None, b""
     tail = b""
     pos = end
     while True:
         step = min(_TAIL_BLOCK, pos)
         pos -= step
         tail = os.pread(fd, step, pos) + tail
-        if not tail.endswith(b"\n"):
-            raise AuditError(
-                "the log ends in a partial record (cut mid-line); refusing to extend it",
-                path=path,
-                hint=f"run `gpenguard audit verify {path}` and investigate before logging again",
-            )
-        cut = tail.rfind(b"\n", 0, len(tail) - 1)
-        if cut >= 0:
-            return tail[cut + 1 : -1]
+        body_end = tail.rfind(b"\n")
+        if body_end < 0 and pos > 0:
+            continue  # no newline yet: the torn part is longer than what was read
+        torn = tail[body_end + 1 :]
+        if body_end < 0:  # pos == 0: the whole log is one torn line
+            return None, torn
+        start = tail.rfind(b"\n", 0, body_end)
+        if start >= 0:
+            return tail[start + 1 : body_end], torn
         if pos == 0:
-            return tail[:-1]
+            return tail[:body_end], torn
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether `line` is a complete, self-consistent record (canonical, own hash matching)."""
+    try:
+        record = json.loads(line)
+        return isinstance(record, dict) and all(k in record for k in REQUIRED) and (
+            canonical(record) == line and record.get("hash") == record_hash(record)
+        )
+    except (ValueError, TypeError, RecursionError):
+        return False
+
+
+def _next_seq(last: bytes, path: Path) -> int:
+    """The seq after the record `last`; a last line that is no record stops the writer."""
+    try:
+        return int(json.loads(last)["seq"]) + 1
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise AuditError(
+            "the last record of the log is not a valid audit record; refusing to extend it",
+            path=path,
+            hint=f"run `gpenguard audit verify {path}` and investigate before logging again",
+        ) from None
+
+
+def _repair_tail(fd: int, end: int, path: Path) -> tuple[bytes | None, int, dict[str, Any] | None]:
+    """Make the log end in a newline; returns (last line, new end, what was cut away or None).
+
+    A torn tail that is a whole record missing only its newline (the writer died between the
+    two) is completed; anything else is cut: it is an unfinished write that no caller was ever
+    told had been logged. The cut bytes' length and sha256 go into the next record.
+    """
+    last, torn = _tail(fd, end)
+    if not torn:
+        return last, end, None
+    if _is_record(torn):
+        os.write(fd, b"\n")
+        return torn, end + 1, None
+    if last is not None:
+        _next_seq(last, path)  # a log that cannot be extended anyway is left exactly as it is
+    os.ftruncate(fd, end - len(torn))
+    cut = {"bytes": len(torn), "sha256": hashlib.sha256(torn).hexdigest(),
+           "reason": "a torn last line (an interrupted write) was cut away"}
+    return last, end - len(torn), cut
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte or raise; a short write with no error is a full disk."""
+    done = 0
+    while done < len(data):
+        n = os.write(fd, data[done:])
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += n
 
 
 def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | None = None) -> AppendedRecord:
@@ -151,20 +213,14 @@ def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | N
         raise AuditError(f"cannot open audit log: {exc.strerror}", path=p) from exc
     except ValueError as exc:  # a NUL in the path: no file system can hold it
         raise AuditError(f"cannot open audit log: {exc}", path=p) from exc
+    end = -1
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        last = _last_line(fd, p)
+        last, end, cut = _repair_tail(fd, os.lseek(fd, 0, os.SEEK_END), p)
         if last is None:
             prev, seq = GENESIS, 1
         else:
-            try:
-                last_record = json.loads(last)
-                seq = int(last_record["seq"]) + 1
-            except (ValueError, KeyError, TypeError, RecursionError):
-                raise AuditError(
-                    "the last record of the log is not a valid audit record; refusing to extend it",
-                    path=p,
-                ) from None
+            seq = _next_seq(last, p)
             prev = hashlib.sha256(last).hexdigest()
         record: dict[str, Any] = {
             "v": SCHEMA,
@@ -188,14 +244,21 @@ def append(path: str | os.PathLike[str], event: AuditEvent, *, now: datetime | N
             "tool_version": __version__,
             "prev": prev,
         }
+        if cut is not None:
+            record["repaired"] = cut
         record["hash"] = record_hash(record)
         line = canonical(record)
-        written = os.write(fd, line + b"\n")
-        if written != len(line) + 1:
-            raise AuditError(f"short write to audit log ({written} of {len(line) + 1} bytes)", path=p)
+        _write_all(fd, line + b"\n")
         os.fsync(fd)
     except OSError as exc:
-        raise AuditError(f"cannot write audit log: {exc.strerror}", path=p) from exc
+        cutback = ""
+        if end >= 0:  # undo a partial line, so a full disk never leaves the log unreadable
+            try:
+                os.ftruncate(fd, end)
+                cutback = "; the partial record was cut away, the log is as it was"
+            except OSError as again:
+                cutback = f"; cutting the partial record away failed too ({again.strerror})"
+        raise AuditError(f"cannot write audit log: {exc.strerror}{cutback}", path=p) from exc
     finally:
         os.close(fd)  # closing releases the lock
     return AppendedRecord(seq=seq, hash=record["hash"], line_sha256=hashlib.sha256(line).hexdigest())
@@ -245,15 +308,25 @@ def verify_log(path: str | os.PathLike[str], *, expect_head: str | None = None) 
     """
     data = read_log(path)
     problems: list[AuditProblem] = []
+    notes: list[AuditProblem] = []
+    hashes: list[str] = []
     prev_line_hash = GENESIS
     head: str | None = None
     records = 0
+    torn = 0
     seen_heads: set[str] = set()
     for number, line, terminated in _lines(data):
         line_hash = hashlib.sha256(line).hexdigest()
         if not terminated:
-            problems.append(AuditProblem(number, "truncated: the last line was cut (no newline at its end)"))
+            torn = len(line)
+            problems.append(AuditProblem(
+                number,
+                f"torn: the last line was truncated mid-write ({torn} bytes, no newline): an "
+                "interrupted or failed write, not a changed record; the next append cuts it away "
+                "and records that it did",
+            ))
             break
+        hashes.append(line_hash)
         try:
             record = json.loads(line)
         except (ValueError, RecursionError):
@@ -285,6 +358,12 @@ def verify_log(path: str | os.PathLike[str], *, expect_head: str | None = None) 
             problems.append(
                 AuditProblem(number, f"chain broken: prev {what} (a record before it was removed, inserted, reordered or rewritten)")
             )
+        repaired = record.get("repaired")
+        if isinstance(repaired, dict):
+            notes.append(AuditProblem(
+                number, f"this record's writer cut away a torn last line of {repaired.get('bytes')} byte(s) "
+                "left by an interrupted write",
+            ))
         prev_line_hash = line_hash
         head = line_hash
         seen_heads.add(line_hash)
@@ -294,7 +373,8 @@ def verify_log(path: str | os.PathLike[str], *, expect_head: str | None = None) 
             problems.append(
                 AuditProblem(records + 1, f"expected head {expected[:16]}… is not in the log: records were removed from its end, or it was rewritten")
             )
-    return LogCheck(path=str(path), records=records, head=head, problems=tuple(problems))
+    return LogCheck(path=str(path), records=records, head=head, problems=tuple(problems), torn_tail=torn,
+                    notes=tuple(notes), line_hashes=tuple(hashes))
 
 
 def summary(records: Sequence[tuple[int, dict[str, Any] | None]]) -> dict[str, int]:

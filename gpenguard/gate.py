@@ -16,8 +16,11 @@ an explicit "not checked" entry), never silently skipped. The verdict is
 - ``error`` gpenguard could not decide (missing file, bad configuration, audit log unwritable).
 
 How an input is matched to a registry entry, first hit wins: ``name`` given by the caller
-(the entry must then exist); sha256 and size; the file's base name equal to an entry file's
-name (so a tampered ``GPEN-BFR-2048.pth`` is held to that entry instead of looking "unknown").
+(the entry must then exist); sha256 (and size, where pinned); the file's base name equal to an
+entry file's name (so a tampered ``GPEN-BFR-2048.pth`` is held to that entry instead of looking
+"unknown"); a base name that merely resembles one (`trust.names.resembles`: case, homoglyphs,
+a suffix), so renaming the tampered file does not make it unknown either. Whatever entry the
+file is held to, bytes that any revoked entry lists block.
 """
 
 from __future__ import annotations
@@ -299,7 +302,7 @@ def _log(decision: GateDecision, log_path: Path) -> GateDecision:
 def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
                    trust_root: str | os.PathLike[str] | None, now: datetime | None,
                    state_dir: str | os.PathLike[str] | None, tuf_repo: str | None = None) -> Registry | None:
-    from gpenguard.trust.registry import load_registry, load_trust_root
+    from gpenguard.trust.anchor import open_registry
 
     pol = run.policy
     if tuf_repo is not None:
@@ -318,8 +321,7 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
                   "was given (--trust-root or verify.trust_root)")
         return None
     try:
-        root = load_trust_root(root_path) if root_path is not None else None
-        reg = load_registry(reg_path, trust_root=root, require_signature=root is not None,
+        reg = open_registry(reg_path, trust_root=root_path,
                             state_dir=Path(state_dir) if state_dir is not None else None, now=now)
     except (InputError, UsageError, PolicyError) as exc:
         run.error("registry", str(exc))
@@ -332,7 +334,7 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
     signed = (f", signature verified ({len(reg.signed_by)} trust-root key(s))" if reg.signed_by
               else ", signature not verified")
     run.ok("registry", f"{reg.name} version {reg.version}{signed}")
-    if root is None:
+    if root_path is None:
         run.skip("registry signature", "no trust root given")
     return reg
 
@@ -374,18 +376,40 @@ def _match(reg: Registry, src: Source, name: str | None,
         if art is None:
             return None, None, "name"
         return art, _pick_file(art.files, base, src.size), "name"
-    candidates = [a for a in reg.artifacts for f in a.files if f.size == src.size and f.sha256]
+    # A pinned sha256 identifies the bytes whether or not the entry pins a size too: a
+    # revocation listing only the digest must still catch them.
+    candidates = [a for a in reg.artifacts for f in a.files if f.sha256 and f.size in (None, src.size)]
     if candidates:
         digest = sha256()
         if digest is not None:
-            art = find_artifact(reg, sha256=digest, size=src.size)
+            art = find_artifact(reg, sha256=digest)
             if art is not None:
                 return art, _pick_file(art.files, base, src.size, digest), "sha256"
     for art in reg.artifacts:
         for spec in art.files:
             if Path(spec.path).name == base:
                 return art, spec, "file name"
+    from gpenguard.trust.names import resembles
+
+    for art in reg.artifacts:
+        for spec in art.files:
+            if resembles(base, Path(spec.path).name):
+                return art, spec, f"a file name resembling {Path(spec.path).name!r} (renamed?)"
     return None, None, ""
+
+
+def _check_revocations(run: _Run, reg: Registry, held: Artifact | None, digest: str | None) -> None:
+    """Block bytes that any revoked entry lists, whatever name, size or entry they were held to.
+
+    A revocation is a statement about bytes: ``--name A`` must not pass what entry B revokes.
+    """
+    if digest is None:
+        return
+    for art in reg.artifacts:
+        if art.status is not Status.REVOKED or art is held:
+            continue
+        if any(f.sha256 and digests_equal(digest, f.sha256) for f in art.files):
+            run.fail("revocation", f"these bytes (sha256 {digest}) are revoked as {art.name}@{art.version}")
 
 
 def _pick_file(files: Iterable[FileSpec], base: str, size: int, digest: str | None = None) -> FileSpec | None:
@@ -438,6 +462,8 @@ def _decide(run: _Run, *, registry: str | os.PathLike[str] | None, name: str | N
             _check_entry(run, reg, art, spec, how, name, src, sha256, now)
         if "sha256" not in digest_cache and (spec is None or spec.size in (None, src.size)):
             sha256()  # the audit log records the digest of every decided file
+        if reg is not None:
+            _check_revocations(run, reg, art, digest_cache.get("sha256"))
         _scan(run, src)
         if art is not None and art.architecture is not None:
             _check_architecture(run, src, art)

@@ -25,6 +25,7 @@ from gpenguard.formats.source import Source
 from gpenguard.policy import Policy, load_policy
 from gpenguard.trust.hashing import digests_equal, hash_source
 from gpenguard.trust.model import Artifact, FileSpec
+from gpenguard.trust.yamledit import Edit, apply_edits, insert_fields, mapping_items, scalar_edit
 
 
 @dataclass(frozen=True)
@@ -42,76 +43,37 @@ class PinResult:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Edit:
-    start: int
-    end: int
-    text: str
-
-
-def _scalar_edit(node: yaml.Node, text: str) -> _Edit:
-    return _Edit(node.start_mark.index, node.end_mark.index, text)
-
-
-def _mapping_items(node: yaml.Node, what: str, source: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise RegistryError(f"{what} is not a mapping", path=source)
-    return {str(k.value): (k, v) for k, v in node.value}
-
-
-def _insert_fields(node: yaml.MappingNode, data: str, fields: Sequence[tuple[str, str]]) -> _Edit:
-    """Add ``key: value`` pairs to a mapping, in its own style (block or flow)."""
-    if node.flow_style:
-        close = node.end_mark.index - 1  # the closing brace
-        text = "".join(f", {k}: {v}" for k, v in fields)
-        return _Edit(close, close, text)
-    first_key = node.value[0][0]
-    indent = " " * first_key.start_mark.column
-    last_value = node.value[-1][1]
-    # Insert after the end of the line holding the last value (keeps a trailing comment there).
-    end = data.find("\n", last_value.end_mark.index)
-    end = len(data) if end < 0 else end
-    text = "".join(f"\n{indent}{k}: {v}" for k, v in fields)
-    return _Edit(end, end, text)
-
-
 def _edits(data: str, source: str, art_name: str, art_version: str, file_path: str,
-           size: int, sha256: str, version: int) -> list[_Edit]:
+           size: int, sha256: str, version: int) -> list[Edit]:
     root = yaml.compose(data, Loader=yaml.SafeLoader)
     if root is None:
         raise RegistryError("the registry is empty", path=source)
-    items = _mapping_items(root, "the registry", source)
-    meta = _mapping_items(items["registry"][1], "registry", source)
-    edits = [_scalar_edit(meta["version"][1], str(version + 1))]
+    items = mapping_items(root, "the registry", source)
+    meta = mapping_items(items["registry"][1], "registry", source)
+    edits = [scalar_edit(meta["version"][1], str(version + 1))]
     artifacts = items["artifacts"][1]
     assert isinstance(artifacts, yaml.SequenceNode)
     for art_node in artifacts.value:
-        art = _mapping_items(art_node, "artifact", source)
+        art = mapping_items(art_node, "artifact", source)
         if art["name"][1].value != art_name or str(art["version"][1].value) != art_version:
             continue
         files = art["files"][1]
         assert isinstance(files, yaml.SequenceNode)
         for file_node in files.value:
-            spec = _mapping_items(file_node, "file", source)
+            spec = mapping_items(file_node, "file", source)
             if spec["path"][1].value != file_path:
                 continue
             assert isinstance(file_node, yaml.MappingNode)
             missing: list[tuple[str, str]] = []
             for key, value in (("size", str(size)), ("sha256", f'"{sha256}"')):
                 if key in spec:
-                    edits.append(_scalar_edit(spec[key][1], value))
+                    edits.append(scalar_edit(spec[key][1], value))
                 else:
                     missing.append((key, value))
             if missing:
-                edits.append(_insert_fields(file_node, data, missing))
+                edits.append(insert_fields(file_node, data, missing))
             return edits
     raise RegistryError(f"entry {art_name}@{art_version} file {file_path} not found in the YAML", path=source)
-
-
-def _apply(data: str, edits: list[_Edit]) -> str:
-    for e in sorted(edits, key=lambda e: e.start, reverse=True):
-        data = data[: e.start] + e.text + data[e.end :]
-    return data
 
 
 def _pick(art: Artifact, file: Path) -> FileSpec:
@@ -188,7 +150,7 @@ def pin_artifact(
             "file needs a new artifact version", path=file_path)
 
     text = raw.decode("utf-8")
-    new_text = _apply(text, _edits(text, str(reg_path), art.name, art.version, spec.path,
+    new_text = apply_edits(text, _edits(text, str(reg_path), art.name, art.version, spec.path,
                                    src.size, digest, registry.version))
     check = parse_registry(new_text.encode(), str(reg_path))
     pinned = find_artifact(check, name=art.name, sha256=digest, size=src.size)

@@ -275,20 +275,35 @@ def shipped_policy_text(name: str) -> str:
     return resources.files("gpenguard").joinpath("data", "policies", f"{name}.yaml").read_text("utf-8")
 
 
+def is_policy_path(spec: str) -> bool:
+    """Whether a ``--policy`` string names a file: it holds a ``/`` or ends in .yaml/.yml.
+
+    Everything else is a shipped policy's name. A file in the working directory called
+    ``strict`` can then never stand in for the shipped ``strict`` policy: in CI the working
+    directory is a checkout that a pull request can change, so a bare name must not reach it.
+    """
+    return "/" in spec or os.sep in spec or spec.lower().endswith((".yaml", ".yml"))
+
+
 def load_policy(spec: str | os.PathLike[str] | None = None) -> Policy:
     """Load a policy by shipped name (``default``, ``strict``, ``ci``) or from a YAML file.
 
-    A bare name that is not a file is looked up among the shipped policies; None means
-    ``default``. Errors name the file and line and say what was expected.
+    A string is a file only when `is_policy_path` says so (``./mine``, ``mine.yaml``); any other
+    string must be a shipped name, whatever files the working directory holds. A `PathLike` is
+    always a file. None means ``default``. Errors name the file and line and say what was expected.
     """
     if spec is None:
         spec = "default"
-    text_spec = os.fspath(spec)
-    path = Path(text_spec)
-    if isinstance(spec, str) and spec in SHIPPED and not path.is_file():
+    if isinstance(spec, str) and not is_policy_path(spec):
+        if spec not in SHIPPED:
+            raise PolicyError(
+                f"no shipped policy named {spec!r} (shipped policies: {', '.join(SHIPPED)})",
+                hint=f"name a policy file by a path: ./{spec} or a name ending in .yaml",
+            )
         return parse_policy(shipped_policy_text(spec), source=f"<shipped policy {spec}>")
     from gpenguard.fileio import read_regular
 
+    path = Path(os.fspath(spec))
     try:
         data = read_regular(path, 16 * 2**20)
     except FileNotFoundError:

@@ -3,19 +3,35 @@
 PyYAML's safe loader silently keeps the *last* of two equal keys, so a reviewer reading the
 first ``require_signed_registry: true`` could approve a file whose second line says ``false``.
 This loader refuses that, and non-string keys; its `StrictLoader` (shared with the registry) refuses
-anchors, aliases and deep nesting, and remembers the line of every key so that
+anchors, aliases, explicit tags, deep nesting, too many values and YAML 1.1's surprising
+number forms, and remembers the line of every key so that
 validation errors can name ``file:line``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode
+from yaml.nodes import MappingNode, ScalarNode
 
 MAX_DEPTH = 32
 """Deepest nesting accepted; configuration files are shallow, hostile ones are not."""
+MAX_NODES = 100_000
+"""Most values in one document: some 25 per registry entry, so thousands of entries; a hostile
+file of tiny values (``- a``) is refused before building a tree for every one of them."""
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_PLAIN_NUMBER = {
+    _INT: re.compile(r"[-+]?(0|[1-9][0-9]*)"),
+    _FLOAT: re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"),
+}
+"""The number forms a reader reads the same in every YAML version. YAML 1.1 (PyYAML) also
+takes ``010`` as octal 8, ``1:20`` as sexagesimal 80, ``0x10``, ``0b10`` and ``1_000``: a
+reviewer reading ``version: 010`` would approve something other than what is loaded. Other forms
+are read as text, so a field that wants a number refuses them."""
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -27,6 +43,7 @@ class StrictLoader(yaml.SafeLoader):
     """
 
     depth = 0
+    nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -39,11 +56,34 @@ class StrictLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"nesting deeper than {MAX_DEPTH} levels", event.start_mark
             )
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag != "!":
+            # `!!int 010` would bring back the forms refused below; `!!python/...` is refused anyway.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"explicit YAML tags ({tag}) are not allowed", event.start_mark
+            )
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"more than {MAX_NODES} values in one document", event.start_mark
+            )
         self.depth += 1
         try:
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+    def compose_scalar_node(self, anchor: Any) -> ScalarNode:
+        """Read a YAML 1.1-only number form as the text it is written as, never as a number.
+
+        So ``version: 010`` is the string ``"010"``, which every integer field refuses with its
+        line, while a digest or version that is text anyway (``0123…``) stays as written.
+        """
+        node = super().compose_scalar_node(anchor)
+        plain = _PLAIN_NUMBER.get(node.tag)
+        if plain is not None and not plain.fullmatch(node.value):
+            node.tag = "tag:yaml.org,2002:str"
+        return node
 
 
 class LinedMap(dict[str, Any]):

@@ -106,13 +106,17 @@ def test_reordered_records_are_named(log: Path) -> None:
     assert {p.line for p in verify_log(log).problems} >= {2, 3}
 
 
-def test_a_line_cut_midway_is_detected_and_blocks_further_appends(log: Path) -> None:
+def test_a_line_cut_midway_is_reported_as_torn_then_cut_away_by_the_next_append(log: Path) -> None:
     data = log.read_bytes()
     log.write_bytes(data[: len(data) - 40])
     check = verify_log(log)
     assert check.problems[-1].line == 5 and "truncated" in check.problems[-1].message
-    with pytest.raises(AuditError, match="partial record"):
-        append(log, event(9))
+    assert check.torn_tail == len(data.splitlines()[-1]) - 39
+    record = append(log, event(9))
+    assert record.seq == 5  # the torn fifth line was never a record; its place is taken
+    check = verify_log(log)
+    assert check.ok and check.records == 5 and check.torn_tail == 0
+    assert [n.line for n in check.notes] == [5] and "cut away a torn last line" in check.notes[0].message
 
 
 def test_trailing_records_removed_are_caught_only_against_an_expected_head(log: Path) -> None:
@@ -208,3 +212,36 @@ def test_records_longer_than_the_tail_block_chain_correctly(tmp_path: Path) -> N
         append(p, long)
     check = verify_log(p)
     assert check.ok and check.records == 3
+
+
+def test_a_whole_record_missing_only_its_newline_is_completed_not_cut(log: Path) -> None:
+    """The writer died between the record and its newline: the record was whole, so it stays."""
+    log.write_bytes(log.read_bytes()[:-1])
+    assert verify_log(log).torn_tail > 0
+    assert append(log, event(9)).seq == 6
+    check = verify_log(log)
+    assert check.ok and check.records == 6 and not check.notes
+
+
+def test_a_failed_write_is_cut_back_to_the_previous_length(log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.write takes 10 bytes, then the disk is full: the 10 bytes must not stay behind."""
+    import errno
+
+    import gpenguard.audit as audit
+
+    before = log.read_bytes()
+    calls = {"n": 0}
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit.os, "write", full_disk)
+    with pytest.raises(AuditError, match="No space left on device; the partial record was cut away"):
+        append(log, event(9))
+    monkeypatch.undo()
+    assert log.read_bytes() == before
+    assert append(log, event(10)).seq == 6

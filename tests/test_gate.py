@@ -172,8 +172,9 @@ def test_a_lookalike_named_like_the_shipped_gpen_entry_is_held_to_it(tmp_path: P
 
 
 def test_pin_edits_the_shipped_registry_text_in_place(tmp_path: Path) -> None:
-    from gpenguard.pin import _apply, _edits
+    from gpenguard.pin import _edits
     from gpenguard.trust.registry import default_registry_path, find_artifact, parse_registry
+    from gpenguard.trust.yamledit import apply_edits as _apply
 
     text = default_registry_path().read_text()
     new = _apply(text, _edits(text, "r.yaml", "GPEN-BFR-2048", "1", "GPEN-BFR-2048.pth", 285_253_831, "ab" * 32, 1))
@@ -189,8 +190,9 @@ def test_pin_edits_the_shipped_registry_text_in_place(tmp_path: Path) -> None:
 
 
 def test_pin_edits_a_flow_style_file_entry(tmp_path: Path) -> None:
-    from gpenguard.pin import _apply, _edits
+    from gpenguard.pin import _edits
     from gpenguard.trust.registry import parse_registry
+    from gpenguard.trust.yamledit import apply_edits as _apply
 
     text = (
         "schema_version: 1\nregistry: {name: r, version: 7, expires: 2099-01-01T00:00:00Z}\n"

@@ -80,8 +80,12 @@ def test_restore_in_the_core_says_which_extra_it_needs(core: Path, tmp_path: Pat
     benign, poisoned = make_demo_pair(tmp_path)
     face = tmp_path / "face.png"
     Image.new("RGB", (32, 32)).save(face)
-    blocked = _run([core / "gpenguard", "restore", face, "-o", tmp_path / "out", "--weights", poisoned])
-    assert blocked.returncode == 1, blocked.stderr  # the gate runs first, extras or not
+    blocked = _run([core / "gpenguard", "verify", poisoned])
+    assert blocked.returncode == 1, blocked.stderr  # the gate itself needs no extra
+    for weights in (poisoned, benign):
+        early = _run([core / "gpenguard", "restore", face, "-o", tmp_path / "out", "--weights", weights])
+        assert early.returncode == 2 and "gpenguard[restore]" in early.stderr, early.stderr
+        assert "Traceback" not in early.stderr and not (tmp_path / "out").exists()
     missing = _run([core / "gpenguard", "restore", face, "-o", tmp_path / "out", "--weights", benign,
                     "--backend", "docker"])
     assert missing.returncode == 2 and "gpenguard[restore]" in missing.stderr, missing.stderr

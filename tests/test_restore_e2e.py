@@ -37,7 +37,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gpenguard.nets.gpen import gpen_bfr
 
     torch.manual_seed(7)
-    path = tmp_path_factory.mktemp("weights") / "gpen-bfr-256.pth"
+    # Random weights: a name unlike the registry's GPEN-BFR-256.pth, which a look-alike name is held to.
+    path = tmp_path_factory.mktemp("weights") / "synthetic-gpen-256.pth"
     torch.save(gpen_bfr(SIZE).state_dict(), path)
     return path
 
@@ -160,7 +161,7 @@ def test_full_mode_gates_all_three_networks_and_runs_them_in_docker(
     from gpenguard.restore import Restorer
 
     torch.manual_seed(11)
-    detector, parser = tmp_path / "retinaface-r50.pth", tmp_path / "parsenet.pth"
+    detector, parser = tmp_path / "synthetic-retinaface.pth", tmp_path / "synthetic-parsenet.pth"
     torch.save(RetinaFace().state_dict(), detector)
     torch.save(ParseNet().state_dict(), parser)
     out, store = tmp_path / "out", tmp_path / "store"

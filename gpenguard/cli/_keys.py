@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gpenguard.cli._common import guarded
-from gpenguard.errors import InputError, UsageError
+from gpenguard.cli._common import guarded, report_error
+from gpenguard.errors import ExitCode, InputError, TrustError, UsageError
 from gpenguard.fileio import write_atomic
 from gpenguard.report.interface import printable
 from gpenguard.trust import keys as keylib
@@ -26,8 +26,6 @@ from gpenguard.trust import oms
 from gpenguard.trust.model import Registry
 from gpenguard.trust.registry import (
     default_registry_path,
-    load_registry,
-    load_trust_root,
     signature_path,
 )
 from gpenguard.trust.signatures import sign_registry
@@ -182,17 +180,28 @@ def registry_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     tuf_repo: Annotated[str | None, typer.Option("--tuf-repo", help="Show what a client trusts from this TUF repository (folder or URL) after the full update; --trust-root is its pinned root.json.")] = None,
 ) -> None:
-    """Load the registry with every check (signature, schema, expiry, rollback) and list it."""
-    if tuf_repo is not None:
-        from gpenguard.trust.state import default_state_dir
-        from gpenguard.trust.tuf_client import load_tuf_registry
+    """Load the registry with every check (signature, schema, expiry, rollback) and list it.
 
-        if trust_root is None or registry is not None:
-            raise UsageError("--tuf-repo takes the pinned root.json as --trust-root, and no REGISTRY file")
-        reg = load_tuf_registry(tuf_repo, trust_root, state_dir=default_state_dir())
-    else:
-        root = load_trust_root(trust_root) if trust_root is not None else None
-        reg = load_registry(registry or default_registry_path(), trust_root=root, require_signature=require_signature)
+    The checks are `verify`'s own (`trust.anchor.open_registry`): with --trust-root the
+    signature is required, and a registry `verify` would block exits 1 here too.
+    """
+    from gpenguard.trust.anchor import open_registry
+
+    try:
+        if tuf_repo is not None:
+            from gpenguard.trust.state import default_state_dir
+            from gpenguard.trust.tuf_client import load_tuf_registry
+
+            if trust_root is None or registry is not None:
+                raise UsageError("--tuf-repo takes the pinned root.json as --trust-root, and no REGISTRY file")
+            reg = load_tuf_registry(tuf_repo, trust_root, state_dir=default_state_dir())
+        else:
+            reg = open_registry(
+                registry or default_registry_path(), trust_root=trust_root, require_signed=require_signature
+            )
+    except TrustError as exc:
+        report_error(exc)
+        raise typer.Exit(int(ExitCode.BLOCKED)) from None
     if as_json:
         typer.echo(json.dumps(_as_json(reg), indent=2))
         return

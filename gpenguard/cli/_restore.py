@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from gpenguard.cli._common import err_console, guarded, note
-from gpenguard.errors import ExitCode
+from gpenguard.errors import ExitCode, UsageError
 from gpenguard.report.interface import printable
 
 
@@ -45,6 +45,7 @@ def restore_command(
     inputs (photo.jpg -> photo.png); an image that cannot be restored is listed with its
     reason, the others are still written, and the exit code is 2.
     """
+    _require_restore_extra()
     from gpenguard.pipeline import RestoreRequest, restore
     from gpenguard.runner.interface import Event
 
@@ -141,3 +142,15 @@ class _ImageProgress:
 def register(app: typer.Typer) -> None:
     """Attach ``restore``."""
     app.command("restore")(guarded(restore_command))
+
+
+def _require_restore_extra() -> None:
+    """The core install (a CI gate) has no image decoders: say which extra restore needs, up
+    front, rather than fail on an import halfway through. `verify` gives the gate's verdict."""
+    import importlib.util
+
+    if importlib.util.find_spec("PIL") is None:
+        raise UsageError(
+            "restore on this host needs the image decoders (Pillow), which the core install leaves out",
+            hint="pip install 'gpenguard[restore]'; `gpenguard verify WEIGHTS` gives the gate's verdict without it",
+        )

@@ -45,7 +45,10 @@ _DTYPES = (
     "int16", "short", "int32", "int", "int64", "long", "bool", "complex32", "chalf",
     "complex64", "cfloat", "complex128", "cdouble", "uint16", "uint32", "uint64",
     "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
-    "quint8", "qint8", "qint32", "quint4x2", "quint2x4",
+    "float4_e2m1fn_x2", "quint8", "qint8", "qint32", "quint4x2", "quint2x4",
+    "bits1x8", "bits2x4", "bits4x2", "bits8", "bits16",
+    "int1", "int2", "int3", "int4", "int5", "int6", "int7",
+    "uint1", "uint2", "uint3", "uint4", "uint5", "uint6", "uint7",
 )  # fmt: skip
 
 _TORCH_ENUMS = (
@@ -77,6 +80,10 @@ _ACTIVATIONS = (
     "log_softmax", "glu", "hardswish", "hardsigmoid", "mish", "softplus", "relu6",
 )  # fmt: skip
 
+# Builtins torch.nn.functional re-exports from its C extension (``F.gelu is torch._C._nn.gelu``),
+# so a whole module that keeps one as its activation pickles it under this name.
+_C_ACTIVATIONS = ("gelu", "softplus", "softshrink", "logsigmoid")
+
 _NUMPY_RNG = (
     "numpy.random._pcg64.PCG64", "numpy.random._pcg64.PCG64DXSM", "numpy.random._mt19937.MT19937",
     "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
@@ -90,7 +97,19 @@ _DEFAULT: dict[str, str] = {
         f"torch.nn.functional.{n}": "activation function kept as an attribute by stock layers (pure tensor math)"
         for n in _ACTIVATIONS
     },
+    **{
+        f"torch._C._nn.{n}": "activation kept by a stock layer (TransformerEncoderLayer(activation='gelu') holds F.gelu, "
+        "which is this builtin); any call is elementwise tensor math, non-tensor arguments only raise"
+        for n in _C_ACTIVATIONS
+    },
     **dict.fromkeys(_NUMPY_RNG, "numpy random-generator state (bit generator rebuilt from its saved state)"),
+    "torch._C.Generator": "torch.Generator saved whole (the RNG of a training checkpoint): built from a torch.device, "
+    "its state restored from a byte tensor by __setstate__; no file, process or import",
+    "torch.Generator": "the public name of torch._C.Generator (same class)",
+    "torch.nn.utils.weight_norm.WeightNorm": "forward pre-hook that nn.utils.weight_norm leaves on a whole module: "
+    "__init__ only stores a parameter name and a dim, and the hook only recomputes that weight from tensors",
+    "types.SimpleNamespace": "attribute bag (hyper-parameters); building one only sets attributes from a dict. "
+    "Only this name: the rest of `types` (FunctionType, CodeType) builds code and stays refused",
     "torch._utils._rebuild_tensor": "pre-1.x tensor rebuild over a storage",
     "torch._utils._rebuild_tensor_v3": "tensor rebuild with an explicit dtype",
     "torch._utils._rebuild_parameter_with_state": "nn.Parameter with extra Python state",

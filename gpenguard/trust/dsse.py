@@ -15,6 +15,10 @@ from typing import Any
 from gpenguard.errors import SignatureError
 
 MAX_ENVELOPE_BYTES = 64 * 2**20
+MAX_SIGNATURES = 32
+"""Most signatures read from one envelope, counted before any is decoded or verified. A
+signature without a keyid is tried against every trusted key, so 250,000 of them cost minutes;
+no threshold needs more than a few."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ def envelope_from_obj(obj: Any, source: str) -> Envelope:
     raw_sigs = obj.get("signatures")
     if not isinstance(raw_sigs, list) or not raw_sigs:
         raise SignatureError("DSSE envelope has no signatures", path=source)
+    if len(raw_sigs) > MAX_SIGNATURES:
+        raise SignatureError(
+            f"DSSE envelope holds {len(raw_sigs)} signatures; at most {MAX_SIGNATURES} are read", path=source
+        )
     sigs = []
     for i, raw in enumerate(raw_sigs):
         if not isinstance(raw, dict):

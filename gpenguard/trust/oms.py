@@ -7,6 +7,13 @@ predicate ``https://model_signing/signature/v1.0``. For a single file the predic
 resource named ``.`` with the file's sha256, and the subject digest is sha256 over the raw
 resource digests. The bundle has no transparency-log entry or timestamp, so key validity is
 decided by the registry at verification time.
+
+Verification goes through sigstore's ``model_signing`` library (`_library_verify`): it checks
+the signature, builds the signed manifest and decides which paths the bundle must cover, so
+the two cannot disagree on that. The file is not re-read for it: the manifest it is compared
+with carries the sha256 the gate computed from the bytes it checked (DESIGN invariant 2).
+gpenguard's own reading of the statement stays on top, stricter where the registry needs it:
+sha256 (the digest the registry pins), the ``files`` method, and one resource, the file itself.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,17 +40,18 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 LEGACY_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
 VCS_IGNORE_PATHS = frozenset({".git", ".gitattributes", ".github", ".gitignore"})
-"""The only paths a bundle may leave unsigned: model-signing's defaults, all VCS metadata."""
+"""model-signing's default ignore paths (VCS metadata), written into bundles gpenguard makes."""
 SINGLE_FILE_RESOURCE = "."
 
 
 @dataclass(frozen=True)
 class OmsBundle:
-    """A parsed (not yet verified) bundle."""
+    """A parsed (not yet verified) bundle, with the exact bytes it was parsed from."""
 
     source: str
     key_hint: str | None
     envelope: Envelope
+    raw: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ def parse_bundle(data: bytes, source: str) -> OmsBundle:
     envelope = envelope_from_obj(_get(obj, "dsseEnvelope", dict, "bundle", source), source)
     if len(envelope.signatures) != 1:
         raise SignatureError(f"bundle must hold exactly one signature, found {len(envelope.signatures)}", path=source)
-    return OmsBundle(source=source, key_hint=hint or None, envelope=envelope)
+    return OmsBundle(source=source, key_hint=hint or None, envelope=envelope, raw=data)
 
 
 def hint_matches(bundle: OmsBundle, key: Key) -> bool:
@@ -136,13 +145,8 @@ def _signed_file(statement: dict[str, Any], file_name: str, source: str) -> Sign
     ignore = serialization.get("ignore_paths", [])
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise SignatureError("serialization.ignore_paths must be a list of strings", path=source)
-    extra = sorted({p.rstrip("/") for p in ignore} - VCS_IGNORE_PATHS)
-    if extra:
-        raise SignatureError(
-            f"bundle leaves non-VCS paths unsigned (ignore_paths: {', '.join(extra)}); "
-            "only .git, .gitattributes, .github and .gitignore may be ignored",
-            path=source,
-        )
+    # Which paths the ignore list leaves out of the bundle is model_signing's call
+    # (`_library_verify`): for a single file it can only matter if it names the file itself.
     resources = _get(predicate, "resources", list, "predicate", source)
     hasher = hashlib.sha256()
     for i, res in enumerate(resources):
@@ -162,8 +166,12 @@ def _signed_file(statement: dict[str, Any], file_name: str, source: str) -> Sign
             path=source,
         )
     res = resources[0]
-    if res.get("name") not in (SINGLE_FILE_RESOURCE, file_name):
-        raise SignatureError(f"bundle signs {res.get('name')!r}, not {file_name!r}", path=source)
+    if res.get("name") != SINGLE_FILE_RESOURCE:
+        # A resource named after the file comes from signing a folder that holds it: model_signing
+        # verifying the file itself refuses that bundle, and so does gpenguard.
+        raise SignatureError(
+            f"bundle signs {res.get('name')!r} (a file inside a signed folder), not {file_name!r} itself", path=source
+        )
     if res.get("algorithm") != "sha256":
         raise SignatureError(f"resource algorithm {res.get('algorithm')!r} is not sha256", path=source)
     return SignedFile(subject_name=str(subject_name), sha256=str(res["digest"]).lower())
@@ -173,6 +181,8 @@ def verify_bundle(bundle: OmsBundle, key: Key, *, sha256: str, file_name: str) -
     """Verify the bundle's signature with `key` and that it signs a file with digest `sha256`.
 
     `sha256` comes from the caller's own hash of the bytes it will use; the file is not re-read.
+    The signature and the file coverage are model_signing's verdict (`_library_verify`); the
+    statement is then read by gpenguard too, for its stricter rules and clearer messages.
     """
     src = bundle.source
     if key.type != "ecdsa-p256":
@@ -186,7 +196,55 @@ def verify_bundle(bundle: OmsBundle, key: Key, *, sha256: str, file_name: str) -
     signed = _signed_file(_statement(bundle), file_name, src)
     if signed.sha256 != sha256.lower():
         raise SignatureError(f"bundle signs sha256 {signed.sha256}, but the file's sha256 is {sha256.lower()}", path=src)
+    _library_verify(bundle, key, sha256=sha256.lower(), file_name=file_name)
     return signed
+
+
+def _library_verify(bundle: OmsBundle, key: Key, *, sha256: str, file_name: str) -> None:
+    """model_signing's own verification of `bundle` for a file whose sha256 is `sha256`.
+
+    The library reads the bundle and key from files, so the exact bytes already parsed (and
+    bounded) are written to a private temporary folder: nothing at the original paths can have
+    changed in between, and nothing there can block. Its hashing step runs on an empty
+    stand-in with the file's name, so the library alone decides which paths the bundle must
+    cover (its ignore paths, symlink and naming rules), and each digest is then replaced by the
+    sha256 the gate computed from the bytes it checked: the file is never read a second time.
+    """
+    from model_signing import hashing as ms_hashing
+    from model_signing import manifest as ms_manifest
+    from model_signing import verifying as ms_verifying
+    from model_signing._hashing.hashing import Digest  # model-signing 1.x: see pyproject's pin
+
+    class _Hashed(ms_hashing.Config):  # type: ignore[misc,unused-ignore]  # an untyped base class
+        def hash(self, model_path: Any, *, files_to_hash: Any = None) -> Any:
+            # The library's own serializer decides what the bundle must cover (ignore paths,
+            # symlinks, names) on an empty stand-in of the same name; only the digests are ours.
+            covered = super().hash(model_path, files_to_hash=files_to_hash)
+            items = [
+                ms_manifest.FileManifestItem(
+                    path=PurePosixPath(rd.identifier), digest=Digest("sha256", bytes.fromhex(sha256))
+                )
+                for rd in covered.resource_descriptors()
+            ]
+            return ms_manifest.Manifest(covered.model_name, items, ms_manifest._FileSerialization("sha256"))
+
+    with tempfile.TemporaryDirectory(prefix="gpenguard-oms-") as tmp:
+        folder = Path(tmp)
+        (folder / "bundle.sig").write_bytes(bundle.raw)
+        (folder / "key.pub").write_text(key.public_key_pem)
+        (folder / "model").mkdir()
+        (folder / "model" / file_name).write_bytes(b"")  # the stand-in: hashed by the library, digest replaced
+        config = (
+            ms_verifying.Config()  # type: ignore[no-untyped-call]
+            .use_elliptic_key_verifier(public_key=folder / "key.pub")
+            .set_hashing_config(_Hashed())  # type: ignore[no-untyped-call]
+        )
+        try:
+            config.verify(folder / "model" / file_name, folder / "bundle.sig")
+        except Exception as exc:  # the library raises ValueError and others; any failure refuses
+            raise SignatureError(
+                f"model_signing refuses the bundle with key {key.key_id}: {exc}", path=bundle.source
+            ) from exc
 
 
 def file_sha256(path: Path) -> str:

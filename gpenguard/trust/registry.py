@@ -42,9 +42,11 @@ from gpenguard.trust.signatures import verify_registry_envelope
 
 SCHEMA_VERSION = 1
 SIG_SUFFIX = ".sig"
-MAX_REGISTRY_BYTES = 16 * 2**20
-"""Largest registry or trust-root file read (its .sig may be twice this); nesting is capped by
-`strict_yaml.MAX_DEPTH`."""
+MAX_REGISTRY_BYTES = 2**20
+"""Largest registry or trust-root file read (its .sig may be twice this): about a thousand
+entries. YAML parsing costs some 3 s per MiB and 60 times the file in memory, and without a
+trust root (the default policy) the file is parsed unauthenticated, so the bound holds under
+every policy. Nesting and node count are capped by `strict_yaml.MAX_DEPTH` and `MAX_NODES`."""
 ROLE_NAMES = ("registry", "artifact")
 SIGNATURE_KINDS = ("oms-bundle",)
 ANY_PYTORCH = "pytorch"
@@ -465,7 +467,7 @@ def load_registry(
     sig_path = signature_path(path)
     signed_by: tuple[str, ...] = ()
     if trust_root is not None:
-        if sig_path.is_file():
+        if sig_path.exists() or sig_path.is_symlink():  # a directory or FIFO there is an error, not "unsigned"
             sig_bytes = read_bounded(sig_path, MAX_REGISTRY_BYTES * 2, "registry signature")
             try:
                 envelope = parse_envelope(sig_bytes, str(sig_path))

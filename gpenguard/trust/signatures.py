@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gpenguard.errors import RegistryError, SignatureError
-from gpenguard.fileio import write_atomic
+from gpenguard.fileio import read_regular, write_atomic
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.dsse import DsseSignature, Envelope, pae, parse_envelope, serialize_envelope
@@ -28,7 +28,10 @@ from gpenguard.trust.model import (
 )
 
 REGISTRY_PAYLOAD_TYPE = "application/vnd.gpenguard.registry+yaml"
-MAX_BUNDLE_BYTES = 16 * 2**20
+MAX_BUNDLE_BYTES = 2**20
+"""A single-file bundle is a few KiB (a keyless one with its certificate chain, ~10 KiB)."""
+MAX_ARTIFACT_SIGNATURES = 32
+"""Most bundles listed for one artifact that are read; more is refused before any is opened."""
 
 
 def _count_envelope(
@@ -64,6 +67,13 @@ def _count_envelope(
         else:
             valid.append(verified.key_id)
     return valid, rejected
+
+
+def count_envelope(
+    envelope: Envelope, keys: dict[str, Key], now: datetime, source: str
+) -> tuple[list[str], list[SignatureRejection]]:
+    """`_count_envelope` for other signed documents (audit checkpoints): the same counting rule."""
+    return _count_envelope(envelope, keys, now, source)
 
 
 def verify_registry_envelope(
@@ -127,16 +137,13 @@ def sign_registry(registry_path: Path, private_keys: Sequence[keylib.PrivateKey]
 
 
 def _read_bundle(path: Path) -> bytes:
+    """A bundle's bytes: a FIFO, device or directory there is refused at once, never waited on."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_BUNDLE_BYTES + 1)
+        return read_regular(path, MAX_BUNDLE_BYTES)
     except FileNotFoundError as exc:
         raise SignatureError("signature bundle not found", path=path) from exc
     except OSError as exc:
         raise SignatureError(f"cannot read signature bundle: {exc.strerror or exc}", path=path) from exc
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise SignatureError("signature bundle is too large", path=path)
-    return data
 
 
 def _verifies(bundle: oms.OmsBundle, key: Key, sha256: str, file_path: Path) -> bool:
@@ -174,6 +181,10 @@ def verify_artifact_signatures(
 
     if role is None and artifact.signatures:
         reject(registry.path, "the registry defines no artifact role, so no artifact signature can count")
+    if len(artifact.signatures) > MAX_ARTIFACT_SIGNATURES:
+        reject(registry.path, f"{artifact.name}@{artifact.version} lists {len(artifact.signatures)} signatures; "
+               f"at most {MAX_ARTIFACT_SIGNATURES} are read, so none was")
+        return SignatureCheck(valid_key_ids=(), threshold=threshold, rejected=tuple(rejected))
     for ref in artifact.signatures if role is not None else ():
         bundle_path = base / ref.path
         try:

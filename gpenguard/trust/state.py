@@ -17,10 +17,11 @@ from datetime import datetime
 from pathlib import Path
 
 from gpenguard.errors import InputError, RegistryError
-from gpenguard.fileio import write_atomic
+from gpenguard.fileio import read_regular, write_atomic
 
 STATE_ENV = "GPENGUARD_STATE_DIR"
 STATE_FILE = "registry-versions.json"
+MAX_STATE_BYTES = 16 * 2**20
 
 
 def default_state_dir() -> Path:
@@ -57,19 +58,24 @@ def _locked(state_dir: Path) -> Iterator[Path]:
 
 
 def _read(file: Path) -> dict[str, SeenVersion]:
+    """The recorded versions. A state file that cannot be read or parsed is an `InputError`
+    (exit 2), the same class as one that cannot be written: the local state is broken, which
+    says nothing about the registry, and it must not silently disable rollback protection."""
     try:
-        raw = json.loads(file.read_text("utf-8"))
+        raw = json.loads(read_regular(file, MAX_STATE_BYTES))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, RecursionError) as exc:
-        # A state file we cannot read must not silently disable rollback protection.
-        raise RegistryError(f"rollback state is unreadable: {exc}", path=file) from exc
+    except OSError as exc:
+        raise InputError(f"rollback state is unreadable: {exc.strerror or exc}", path=file) from exc
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"rollback state is corrupt (not JSON: {exc})", path=file,
+                         hint="restore it from a backup; deleting it forgets every version seen") from exc
     seen: dict[str, SeenVersion] = {}
     if not isinstance(raw, dict):
-        raise RegistryError("rollback state is not a JSON object", path=file)
+        raise InputError("rollback state is corrupt (not a JSON object)", path=file)
     for name, entry in raw.items():
         if not (isinstance(entry, dict) and isinstance(entry.get("version"), int)):
-            raise RegistryError(f"rollback state entry {name!r} is malformed", path=file)
+            raise InputError(f"rollback state is corrupt (entry {name!r} is malformed)", path=file)
         seen[name] = SeenVersion(int(entry["version"]), str(entry.get("sha256", "")), str(entry.get("seen_at", "")))
     return seen
 

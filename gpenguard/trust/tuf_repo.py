@@ -483,8 +483,8 @@ def revoke_in_yaml(registry_path: Path, name: str, version: str | None = None) -
     """
     import yaml
 
-    from gpenguard.pin import _apply, _mapping_items, _scalar_edit
     from gpenguard.trust.registry import MAX_REGISTRY_BYTES, parse_registry, read_bounded
+    from gpenguard.trust.yamledit import apply_edits, mapping_items, scalar_edit
 
     source = str(registry_path)
     raw = read_bounded(registry_path, MAX_REGISTRY_BYTES, "registry")
@@ -496,18 +496,18 @@ def revoke_in_yaml(registry_path: Path, name: str, version: str | None = None) -
     text = raw.decode("utf-8")
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     assert root is not None  # parse_registry refused an empty file
-    items = _mapping_items(root, "the registry", source)
-    meta = _mapping_items(items["registry"][1], "registry", source)
-    edits = [_scalar_edit(meta["version"][1], str(before.version + 1))]
+    items = mapping_items(root, "the registry", source)
+    meta = mapping_items(items["registry"][1], "registry", source)
+    edits = [scalar_edit(meta["version"][1], str(before.version + 1))]
     # By position, not line: flow style puts several entries on one line, and a line match
     # revoked every entry sharing the line with the one asked for.
     nodes = items["artifacts"][1].value
     if len(nodes) != len(before.artifacts):
         raise RegistryError("internal error: the registry's artifacts do not line up with its YAML", path=registry_path)
-    edits.extend(_scalar_edit(_mapping_items(node, "artifact", source)["status"][1], Status.REVOKED.value)
+    edits.extend(scalar_edit(mapping_items(node, "artifact", source)["status"][1], Status.REVOKED.value)
                  for node, art in zip(nodes, before.artifacts, strict=True) if art in hits)
     expected = {(a.name, a.version) for a in hits}
-    new_text = _apply(text, edits)
+    new_text = apply_edits(text, edits)
     after = parse_registry(new_text.encode("utf-8"), source)
     revoked = [f"{a.name}@{a.version}" for a in after.artifacts
                if a.name == name and (version is None or a.version == version) and a.status is Status.REVOKED]

@@ -175,7 +175,7 @@ def test_registry_threshold_reached_by_signing_in_turn(tmp_path: Path) -> None:
     reg, root, privs, kps = _setup(tmp_path, threshold=2, n=2)
     assert run("registry", "sign", reg, "--key", privs[0])[0] == 0
     code, _, err = run("registry", "show", reg, "--trust-root", root)
-    assert code == 2 and "threshold not met: 1 of 2" in err
+    assert code == 1 and "threshold not met: 1 of 2" in err
     assert run("registry", "sign", reg, "--key", privs[1])[0] == 0
     code, out, err = run("registry", "show", reg, "--trust-root", root)
     assert code == 0, err
@@ -187,13 +187,13 @@ def test_registry_sign_twice_with_one_key_does_not_reach_two(tmp_path: Path) -> 
     assert run("registry", "sign", reg, "--key", privs[0], "--key", privs[0])[0] == 0
     assert run("registry", "sign", reg, "--key", privs[0])[0] == 0
     assert len(json.loads(reg.with_name(reg.name + ".sig").read_text())["signatures"]) == 1
-    assert run("registry", "show", reg, "--trust-root", root)[0] == 2
+    assert run("registry", "show", reg, "--trust-root", root)[0] == 1  # blocked, as verify says
 
 
 def test_registry_show_unsigned_with_require_signature(tmp_path: Path) -> None:
     reg, root, _, _ = _setup(tmp_path)
     code, _, err = run("registry", "show", reg, "--trust-root", root, "--require-signature")
-    assert code == 2 and "registry is unsigned" in err and "gpenguard registry sign" in err
+    assert code == 1 and "registry is unsigned" in err and "gpenguard registry sign" in err
 
 
 def test_registry_show_signed_by_a_stranger(tmp_path: Path) -> None:
@@ -201,7 +201,7 @@ def test_registry_show_signed_by_a_stranger(tmp_path: Path) -> None:
     stranger, _ = new_key().write(tmp_path, "stranger")
     assert run("registry", "sign", reg, "--key", stranger)[0] == 0
     code, _, err = run("registry", "show", reg, "--trust-root", root)
-    assert code == 2 and "is not in the trust root" in err
+    assert code == 1 and "is not in the trust root" in err
 
 
 def test_registry_show_rollback(tmp_path: Path) -> None:
@@ -211,13 +211,13 @@ def test_registry_show_rollback(tmp_path: Path) -> None:
     write_yaml(reg, registry_doc(version=6))
     run("registry", "sign", reg, "--key", privs[0])
     code, _, err = run("registry", "show", reg, "--trust-root", root)
-    assert code == 2 and "rollback" in err and "version 6 is older than version 7" in err
+    assert code == 1 and "rollback" in err and "version 6 is older than version 7" in err
 
 
 def test_registry_show_expired(tmp_path: Path) -> None:
     reg = write_yaml(tmp_path / "r.yaml", registry_doc(expires=NOW - timedelta(days=1)))
     code, _, err = run("registry", "show", reg)
-    assert code == 2 and "expired at" in err and "r.yaml" in err
+    assert code == 1 and "expired at" in err and "r.yaml" in err
 
 
 def test_registry_show_names_the_line_of_a_duplicate_key(tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ def test_registry_show_names_the_line_of_a_duplicate_key(tmp_path: Path) -> None
         "artifacts: []\nregistry:\n  name: y\n  version: 2\n  expires: 2099-01-01T00:00:00Z\n"
     )
     code, _, err = run("registry", "show", reg)
-    assert code == 2 and f"{reg}: line 7: registry file: duplicate key 'registry' (first at line 2)" in err
+    assert code == 1 and f"{reg}: line 7: registry file: duplicate key 'registry' (first at line 2)" in err
 
 
 def test_registry_sign_refuses_an_invalid_registry(tmp_path: Path) -> None:
@@ -245,7 +245,7 @@ def test_registry_sign_replaces_a_stale_envelope(tmp_path: Path) -> None:
     run("registry", "sign", reg, "--key", privs[1])
     env = json.loads(reg.with_name(reg.name + ".sig").read_text())
     assert len(env["signatures"]) == 1  # the old signature covered other bytes and was dropped
-    assert run("registry", "show", reg, "--trust-root", root)[0] == 2
+    assert run("registry", "show", reg, "--trust-root", root)[0] == 1  # blocked, as verify says
 
 
 def test_registry_sign_reads_an_existing_signature_bounded_and_names_it(tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_trust_root_key_expired_through_cli(tmp_path: Path) -> None:
     root = write_trust_root(tmp_path / "root.yaml", [kp], 1, expires=iso(NOW - timedelta(days=400)))
     run("registry", "sign", reg, "--key", priv)
     code, _, err = run("registry", "show", reg, "--trust-root", root)
-    assert code == 2 and "expired at" in err
+    assert code == 1 and "expired at" in err
 
 
 # -- the shipped registry ----------------------------------------------------------------------

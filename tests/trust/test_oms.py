@@ -113,7 +113,8 @@ def _resign(bundle: bytes, kp: KeyPair, edit: object) -> bytes:
     return json.dumps(obj).encode()
 
 
-def test_ignore_paths_beyond_vcs_metadata_are_refused(tmp_path: Path, model: Path) -> None:
+def test_ignore_paths_of_a_single_file_bundle_are_model_signings_call(tmp_path: Path, model: Path) -> None:
+    """An ignore path beside the file leaves it fully covered; one naming the file itself does not."""
     kp = new_key("ecdsa-p256")
     good = oms.sign_file(model, kp.private)
 
@@ -121,7 +122,13 @@ def test_ignore_paths_beyond_vcs_metadata_are_refused(tmp_path: Path, model: Pat
         st["predicate"]["serialization"]["ignore_paths"].append("extra_weights.bin")
 
     parsed = oms.parse_bundle(_resign(good, kp, widen), "b.sig")
-    with pytest.raises(SignatureError, match=r"non-VCS paths unsigned \(ignore_paths: extra_weights\.bin\)"):
+    assert oms.verify_bundle(parsed, _key(kp), sha256=_sha(model), file_name=model.name).sha256 == _sha(model)
+
+    def itself(st: dict) -> None:  # type: ignore[type-arg]
+        st["predicate"]["serialization"]["ignore_paths"].append(".")
+
+    parsed = oms.parse_bundle(_resign(good, kp, itself), "b.sig")
+    with pytest.raises(SignatureError, match="model_signing refuses the bundle"):
         oms.verify_bundle(parsed, _key(kp), sha256=_sha(model), file_name=model.name)
 
 
@@ -143,7 +150,7 @@ def test_ignore_paths_from_model_signing_directory_signing_are_refused(tmp_path:
         .sign(folder, bundle)
     )
     parsed = oms.parse_bundle(bundle.read_bytes(), str(bundle))
-    with pytest.raises(SignatureError, match=r"ignore_paths: notes\.txt"):
+    with pytest.raises(SignatureError, match=r"bundle signs 'demo\.pth' \(a file inside a signed folder\)"):
         oms.verify_bundle(parsed, _key(kp), sha256=hashlib.sha256(b"weights").hexdigest(), file_name="demo.pth")
 
 
@@ -229,3 +236,15 @@ def test_any_signed_statement_is_accepted_or_refused_cleanly(statement: object) 
         oms.verify_bundle(parsed, _key(kp), sha256="0" * 64, file_name="demo.pth")
     except SignatureError as exc:
         assert exc.path == "fuzz.sig"
+
+
+def test_model_signing_itself_decides_signature_and_digest(tmp_path: Path, model: Path) -> None:
+    """The library step on its own: the right key and digest pass; another key or digest does not."""
+    kp, other = new_key("ecdsa-p256"), new_key("ecdsa-p256")
+    parsed = oms.parse_bundle(oms.sign_file(model, kp.private), "b.sig")
+    oms._library_verify(parsed, _key(kp), sha256=_sha(model), file_name=model.name)
+    with pytest.raises(SignatureError, match=r"model_signing refuses the bundle.*mismatch"):
+        oms._library_verify(parsed, _key(kp), sha256="0" * 64, file_name=model.name)
+    with pytest.raises(SignatureError, match="model_signing refuses the bundle"):
+        oms._library_verify(parsed, _key(other), sha256=_sha(model), file_name=model.name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.pth"]  # nothing left behind here
