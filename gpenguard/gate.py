@@ -306,6 +306,9 @@ def _load_registry(run: _Run, registry: str | os.PathLike[str] | None,
 
     pol = run.policy
     if tuf_repo is not None:
+        if registry is not None:  # one would be silently ignored: the user named both
+            run.error("registry", f"--registry {registry} and --tuf-repo {tuf_repo} both name the registry; give one")
+            return None
         return _load_tuf_registry(run, tuf_repo, trust_root, state_dir)
     reg_path = Path(registry) if registry is not None else pol.registry or default_registry_path()
     if reg_path is None:

@@ -15,10 +15,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gpenguard.cli._common import guarded, report_error
 from gpenguard.errors import ExitCode, InputError, TrustError, UsageError
 from gpenguard.fileio import write_atomic
+from gpenguard.report.interface import printable
 from gpenguard.trust import keys as keylib
 from gpenguard.trust import oms
 from gpenguard.trust.model import Registry
@@ -209,23 +211,23 @@ def registry_show(
     else:
         sig = signature_path(Path(reg.path))
         signed = f"not verified: no trust root given ({sig.name} is present)" if sig.exists() else "unsigned"
-    console.print(f"registry {reg.name} version {reg.version}  ({reg.path})", markup=False)
+    console.print(cell(f"registry {reg.name} version {reg.version}  ({reg.path})"))
     console.print(f"  sha256   {reg.sha256}", markup=False)
     console.print(f"  expires  {_when(reg.expires)}", markup=False)
-    console.print(f"  signed   {signed}", markup=False)
+    console.print(cell(f"  signed   {signed}"))
     if reg.keys:
         now = datetime.now(UTC)
         keys = Table("key id", "type", "owner", "state", title="artifact keys", title_justify="left")
         for k in reg.keys.values():
-            keys.add_row(k.key_id, k.type, k.owner, keylib.unusable_reason(k, now) or "valid")
+            keys.add_row(*map(cell, (k.key_id, k.type, k.owner, keylib.unusable_reason(k, now) or "valid")))
         console.print(keys)
     for name, role in reg.roles.items():
-        console.print(f"  role {name}: {role.threshold} of {len(role.keyids)} key(s)", markup=False)
+        console.print(cell(f"  role {name}: {role.threshold} of {len(role.keyids)} key(s)"))
     table = Table("artifact", "version", "status", "file", "size", "sha256", "fingerprint", "sigs", title_justify="left")
     table.columns[0].no_wrap = True
     for a in reg.artifacts:
         for f in a.files:
-            table.add_row(
+            table.add_row(*map(cell, (
                 a.name,
                 a.version,
                 a.status.value,
@@ -234,8 +236,14 @@ def registry_show(
                 f.sha256[:12] + "…" if f.sha256 else "not pinned",
                 a.architecture.fingerprint[:12] + "…" if a.architecture else "-",
                 str(len(a.signatures)),
-            )
+            )))
     console.print(table)
+
+
+def cell(value: str) -> Text:
+    """Registry text as shown: never Rich markup (``[/]`` crashed show, ``[bold]`` restyled a
+    name), control and bidi characters escaped (an ESC sequence could hide or overwrite a column)."""
+    return Text(printable(value))
 
 
 def register(app: typer.Typer) -> None:

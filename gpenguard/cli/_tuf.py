@@ -15,6 +15,7 @@ import typer
 from gpenguard.cli._common import guarded, note
 from gpenguard.cli._keys import console, registry_app
 from gpenguard.errors import UsageError
+from gpenguard.report.interface import printable
 
 _KEY_HELP = "PEM key file from `gpenguard keys generate`: a .key signs, a .pub is only listed."
 
@@ -36,7 +37,7 @@ def init_command(
         targets_keys=[load_key(p) for p in targets_key], targets_threshold=targets_threshold,
         online_keys=[load_key(p) for p in online_key], root_expires=parse_duration(expires),
     )
-    console.print(f"wrote {result.root} (version {result.version})", markup=False)
+    console.print(printable(f"wrote {result.root} (version {result.version})"), markup=False)
     for role, ids in result.keyids.items():
         console.print(f"  {role:<9} {', '.join(ids)}", markup=False)
     console.print("pin this root.json on every client (--trust-root); then `gpenguard registry publish`", markup=False)
@@ -121,7 +122,7 @@ def revoke_command(
     if repo is not None and not (targets_key and online_key):
         raise UsageError("publishing a revocation needs --targets-key and --online-key")
     reg, revoked = revoke_in_yaml(registry, name, version)
-    console.print(f"revoked {', '.join(revoked)}; {registry} is now version {reg.version}", markup=False)
+    console.print(printable(f"revoked {', '.join(revoked)}; {registry} is now version {reg.version}"), markup=False)
     sig = signature_path(registry)
     if sig.exists():
         sig.unlink()

@@ -19,10 +19,11 @@ import fcntl
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -98,10 +99,44 @@ class _DeadlineFetcher(Urllib3Fetcher):
     as bytes arrive (``read1``) so the deadline is checked between any two of them.
     """
 
+    _deadline = 0.0
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        """Connect and read the status line and headers within the deadline too.
+
+        urllib3's timeouts are per socket read: a mirror dripping a header line a byte at a time
+        (http.client takes 100 headers of 64 KiB) held the client for ever. The request runs in
+        a daemon thread the caller stops waiting for; that thread ends when the mirror stops
+        sending or goes quiet for the socket timeout (a CLI run simply exits).
+        """
+        self._deadline = time.monotonic() + HTTP_DEADLINE_S
+        outcome: list[Any] = []
+
+        def request() -> None:
+            try:
+                outcome.append(super(_DeadlineFetcher, self)._fetch(url))
+            except BaseException as exc:  # handed over to the waiting thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=request, name="gpenguard-tuf-fetch", daemon=True)
+        worker.start()
+        worker.join(HTTP_DEADLINE_S)
+        if not outcome:
+            raise tuf_errors.SlowRetrievalError(f"no response within {HTTP_DEADLINE_S:g} s")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        chunks: Iterator[bytes] = outcome[0]
+        return chunks
+
     def _chunks(self, response: urllib3.response.BaseHTTPResponse) -> Iterator[bytes]:
-        deadline = time.monotonic() + HTTP_DEADLINE_S
+        deadline = self._deadline or time.monotonic() + HTTP_DEADLINE_S
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         try:
-            while chunk := response.read1(self.chunk_size):
+            if encoding not in ("", "identity"):
+                # Metadata lengths and hashes are of the stored bytes; a body the client would have
+                # to inflate first is a decompression bomb under urllib3 < 2.6 (tuf allows ~=2.0).
+                raise tuf_errors.DownloadError(f"the mirror sent {encoding}-encoded metadata; only the stored bytes are read")
+            while chunk := response.read1(self.chunk_size, decode_content=False):
                 if time.monotonic() > deadline:
                     raise tuf_errors.SlowRetrievalError(f"not received within {HTTP_DEADLINE_S:g} s")
                 yield chunk
@@ -113,6 +148,8 @@ class _DeadlineFetcher(Urllib3Fetcher):
 
 def repository_url(repo: str) -> tuple[str, FetcherInterface]:
     """The metadata base URL and the fetcher for a repository given as URL or folder."""
+    if not repo.strip():  # Path("") is the working directory: an unset $TUF_REPO must not mean "here"
+        raise UsageError("--tuf-repo is empty; give the repository's folder or http(s):// URL")
     if repo.startswith(("http://", "https://")):
         return repo, _DeadlineFetcher(socket_timeout=HTTP_TIMEOUT_S, app_user_agent="gpenguard")
     path = Path(unquote(urlparse(repo).path)) if repo.startswith("file://") else Path(repo)
@@ -132,18 +169,47 @@ def read_pinned_root(path: Path) -> bytes:
     try:
         md = Metadata.from_bytes(data)
     except DeserializationError as exc:
-        raise UsageError(f"not a TUF root.json: {exc}", path=path,
+        why = f"{exc}: {exc.__cause__}" if exc.__cause__ is not None else str(exc)  # which rule broke
+        raise UsageError(f"not a TUF root.json: {why}", path=path,
                          hint="with --tuf-repo, --trust-root names the repository's root.json") from exc
     if not isinstance(md.signed, Root):
         raise UsageError(f"holds TUF {md.signed.type} metadata, not root", path=path)
+    payload = CanonicalJSONSerializer().serialize(md.signed)
+    result = md.signed.get_verification_result(Root.type, payload, md.signatures)
+    if not result.verified:
+        # ngclient would refuse it too, but as the repository's fault (exit 1); the anchor is
+        # this machine's own configuration, edited or corrupted, so say that and exit 2.
+        raise UsageError(f"is not signed by its own root keys ({len(result.signed)} of {result.threshold} "
+                         "signatures verify): an edited or corrupted anchor", path=path,
+                         hint="pin the repository's root.json exactly as `gpenguard registry init` wrote it")
     return data
+
+
+def _check_private(folder: Path) -> None:
+    """Refuse a cache folder someone else could write: a symlink, another owner, or g/o-writable.
+
+    What the cache holds decides rollback protection, and the trusted metadata is read back
+    from it after the update; another local user able to swap its files (a shared or
+    pre-created state folder) must not get to choose them.
+    """
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise InputError("the TUF metadata cache is a symlink or not a folder; remove it", path=folder)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise InputError("the TUF metadata cache can be written by another user (owner "
+                         f"uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); remove it or make it private",
+                         path=folder)
 
 
 @contextlib.contextmanager
 def _locked(cache: Path) -> Iterator[None]:
     try:
-        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cache.mkdir(exist_ok=True, mode=0o700)
+        (cache / "root_history").mkdir(exist_ok=True, mode=0o700)  # before ngclient makes it under the umask
+        for folder in (cache.parent, cache, cache / "root_history"):
+            _check_private(folder)
+        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise InputError(f"cannot use the TUF metadata cache: {exc.strerror or exc}", path=cache) from exc
     try:
@@ -252,6 +318,15 @@ def _int(d: dict[str, Any], key: str, what: str, source: str) -> int:
     return value
 
 
+def _relative(d: dict[str, Any], key: str, what: str, source: str) -> str:
+    """A path the YAML schema would accept: relative, inside the registry's folder."""
+    value = _str(d, key, what, source) or ""
+    p = PurePosixPath(value)
+    if p.is_absolute() or ".." in p.parts or "\\" in value or value.startswith("~"):
+        raise RegistryError(f"{what}.{key} {value!r} must be a relative path inside the registry's folder", path=source)
+    return value
+
+
 def _keys(info: dict[str, Any], source: str) -> tuple[dict[str, Key], dict[str, Role]]:
     keys: dict[str, Key] = {}
     for i, k in enumerate(info.get("keys") or []):
@@ -299,11 +374,18 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
             raise RegistryError(f"{what} lists no sha256", path=source)
         name = _str(custom, "name", what, source) or ""
         version = _str(custom, "version", what, source) or ""
-        spec = FileSpec(path=_str(custom, "path", what, source) or "", format=_str(custom, "format", what, source) or "",
+        spec = FileSpec(path=_relative(custom, "path", what, source), format=_str(custom, "format", what, source) or "",
                         size=tf.length, sha256=sha256.lower())
+        if tpath != f"{name}/{version}/{spec.path}":
+            # The path is what TUF signs as the target's identity; fields that name another
+            # artifact would let one target stand for two (or hide behind another's name).
+            raise RegistryError(f"{what} claims to be {name}@{version} file {spec.path}", path=source)
         entry = grouped.setdefault((name, version), (custom, []))
-        if entry[0].get("status") != custom.get("status"):
-            raise RegistryError(f"{what}: the files of {name}@{version} disagree on its status", path=source)
+        # One artifact's files carry its fields once each; read from the first file only, a
+        # second file's other fingerprint or signatures would be dropped without a word.
+        differ = sorted(k for k in {*entry[0], *custom} - {"path", "format"} if entry[0].get(k) != custom.get(k))
+        if differ:
+            raise RegistryError(f"{what}: the files of {name}@{version} disagree on {', '.join(differ)}", path=source)
         entry[1].append(spec)
     out = []
     for (name, version), (custom, files) in grouped.items():
@@ -313,15 +395,21 @@ def _artifacts(targets: Targets, source: str) -> tuple[Artifact, ...]:
         except ValueError:
             raise RegistryError(f"{what}.status {custom.get('status')!r} is not known", path=source) from None
         arch = None
-        if isinstance(custom.get("architecture"), dict):
+        if custom.get("architecture") is not None:
             a = custom["architecture"]
+            if not isinstance(a, dict):  # not silently "no fingerprint", which skips the check
+                raise RegistryError(f"{what}.architecture must be an object", path=source)
             arch = Architecture(family=_str(a, "family", what, source) or "", fingerprint=_str(a, "fingerprint", what, source) or "",
                                 tensor_count=_int(a, "tensor_count", what, source),
                                 parameter_count=_int(a, "parameter_count", what, source),
                                 state_dict_key=_str(a, "state_dict_key", what, source, optional=True))
-        sigs = tuple(SignatureRef(kind=_str(s, "kind", what, source) or "", path=_str(s, "path", what, source) or "",
+        raw_sigs = custom.get("signatures") or []
+        if not (isinstance(raw_sigs, list) and all(isinstance(s, dict) for s in raw_sigs)):
+            # Dropping what cannot be read would turn "must verify" into "lists none".
+            raise RegistryError(f"{what}.signatures must be a list of objects", path=source)
+        sigs = tuple(SignatureRef(kind=_str(s, "kind", what, source) or "", path=_relative(s, "path", what, source),
                                   key_id=_str(s, "key_id", what, source, optional=True))
-                     for s in custom.get("signatures") or [] if isinstance(s, dict))
+                     for s in raw_sigs)
         out.append(Artifact(name=name, version=version, status=status, files=tuple(files),
                             source_url=_str(custom, "source", what, source, optional=True),
                             license=_str(custom, "license", what, source, optional=True),

@@ -237,8 +237,18 @@ def targets_from_registry(reg: Registry) -> tuple[dict[str, TargetFile], list[st
                 custom["architecture"] = {"family": a.family, "fingerprint": a.fingerprint,
                                           "tensor_count": a.tensor_count, "parameter_count": a.parameter_count,
                                           "state_dict_key": a.state_dict_key}
-            targets[target_path(art, spec.path)] = TargetFile(
-                length=spec.size, hashes={"sha256": spec.sha256}, path=target_path(art, spec.path),
+            tpath = target_path(art, spec.path)
+            if tpath in targets:
+                # Names and versions may hold "/": two entries can spell one path, and the later
+                # would silently replace the earlier (a revoked entry by an approved one).
+                first = targets[tpath].custom[CUSTOM]
+                raise RegistryError(
+                    f"{art.name}@{art.version} file {spec.path} and {first['name']}@{first['version']} file "
+                    f"{first['path']} are both target path {tpath!r}", path=reg.path,
+                    hint="rename one of them: a TUF target path names one file",
+                )
+            targets[tpath] = TargetFile(
+                length=spec.size, hashes={"sha256": spec.sha256}, path=tpath,
                 unrecognized_fields={"custom": {CUSTOM: custom}},
             )
     return targets, skipped
@@ -266,16 +276,28 @@ def _current(repo: Path) -> tuple[Root, Metadata[Timestamp] | None, Metadata[Sna
     return root_md.signed, ts, snap, tgt
 
 
+def _revoked(tf: TargetFile) -> bool:
+    info = tf.custom.get(CUSTOM, {}) if isinstance(tf.custom, dict) else {}
+    return isinstance(info, dict) and info.get("status") == Status.REVOKED.value
+
+
 def _revocations_undone(old: Targets, new: dict[str, TargetFile]) -> list[str]:
-    """Targets revoked in the published metadata that the new publication would let through."""
+    """Targets revoked in the published metadata that the new publication would let through.
+
+    By path and by content: the revoked bytes listed again, not revoked, under another name or
+    version (a YAML edit adding ``model-fixed`` with the old sha256) undo the revocation too.
+    """
     undone = []
+    revoked_digests = set()
     for path, tf in old.targets.items():
-        info = tf.custom.get(CUSTOM, {}) if isinstance(tf.custom, dict) else {}
-        if info.get("status") != Status.REVOKED.value:
+        if not _revoked(tf):
             continue
+        revoked_digests.add((tf.length, tf.hashes.get("sha256")))
         now = new.get(path)
-        if now is None or now.custom.get(CUSTOM, {}).get("status") != Status.REVOKED.value:
+        if now is None or not _revoked(now):
             undone.append(path)
+    undone.extend(path for path, tf in new.items() if path not in undone and not _revoked(tf)
+                  and (tf.length, tf.hashes.get("sha256")) in revoked_digests)
     return undone
 
 
@@ -477,14 +499,20 @@ def revoke_in_yaml(registry_path: Path, name: str, version: str | None = None) -
     items = mapping_items(root, "the registry", source)
     meta = mapping_items(items["registry"][1], "registry", source)
     edits = [scalar_edit(meta["version"][1], str(before.version + 1))]
-    lines = {a.line for a in hits}
+    # By position, not line: flow style puts several entries on one line, and a line match
+    # revoked every entry sharing the line with the one asked for.
+    nodes = items["artifacts"][1].value
+    if len(nodes) != len(before.artifacts):
+        raise RegistryError("internal error: the registry's artifacts do not line up with its YAML", path=registry_path)
     edits.extend(scalar_edit(mapping_items(node, "artifact", source)["status"][1], Status.REVOKED.value)
-                 for node in items["artifacts"][1].value if node.start_mark.line + 1 in lines)
+                 for node, art in zip(nodes, before.artifacts, strict=True) if art in hits)
+    expected = {(a.name, a.version) for a in hits}
     new_text = apply_edits(text, edits)
     after = parse_registry(new_text.encode("utf-8"), source)
     revoked = [f"{a.name}@{a.version}" for a in after.artifacts
                if a.name == name and (version is None or a.version == version) and a.status is Status.REVOKED]
-    if after.version != before.version + 1 or len(revoked) != len(hits):
+    changed = {(a.name, a.version) for a, b in zip(before.artifacts, after.artifacts, strict=True) if a.status != b.status}
+    if after.version != before.version + 1 or len(revoked) != len(hits) or not changed <= expected:
         raise RegistryError("internal error: the edited registry does not say what was revoked", path=registry_path)
     write_atomic(registry_path, new_text.encode("utf-8"), mode=registry_path.stat().st_mode & 0o777)
     return after, revoked
