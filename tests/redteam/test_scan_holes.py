@@ -1,0 +1,59 @@
+"""Attacks on the scan gate that once passed: each file here made torch.load act while gpenguard
+said nothing. Payloads are harmless and never run by the tests (the oracle is a subprocess that
+runs only the harmless ones)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpenguard.discover import could_be_model, discover
+
+# Pickles that act without any call opcode (REDUCE, BUILD, INST, OBJ, NEWOBJ) and break off
+# before STOP: the loader has already run what they did when it raises on the junk.
+ACT_WITHOUT_CALL = {
+    # sys.path.append('/tmp/evil'): list.append on an imported object
+    "append": b"csys\npath\nS'/nonexistent/evil'\na" + b"\xff" * 8,
+    # os.environ['X'] = '1': putenv through __setitem__
+    "setitem": b"cos\nenviron\nS'GG_REDTEAM'\nS'1'\ns" + b"\xff" * 8,
+    "setitems": b"\x80\x02cos\nenviron\n(X\x02\x00\x00\x00GGX\x01\x00\x00\x001u" + b"\xff" * 8,
+    # importing a module runs it: `this` prints, `antigravity` opens a browser
+    "import": b"cthis\nx\n" + b"\xff" * 8,
+    "stack_global": b"\x80\x04\x8c\x04this\x8c\x01s\x93" + b"\xff" * 8,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACT_WITHOUT_CALL))
+def test_a_directory_scan_does_not_skip_a_pickle_that_acts_without_a_call(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(ACT_WITHOUT_CALL[name])
+    assert could_be_model(path)
+    assert discover([tmp_path]).files == (str(path),)
+
+
+def test_the_oracle_shows_those_pickles_act(tmp_path: Path) -> None:
+    """CPython's unpickler (what torch.load(weights_only=False) runs first) mutates the process
+    before it raises: checked in a throwaway interpreter on the harmless `this` and env cases."""
+    code = (
+        "import pickle, sys, os\n"
+        "for blob in sys.argv[1:]:\n"
+        "    try: pickle.loads(bytes.fromhex(blob))\n"
+        "    except Exception: pass\n"
+        "print('this' in sys.modules, os.environ.get('GG_REDTEAM'))\n"
+    )
+    blobs = [ACT_WITHOUT_CALL["import"].hex(), ACT_WITHOUT_CALL["setitem"].hex()]
+    out = subprocess.run([sys.executable, "-c", code, *blobs], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip().splitlines()[-1] == "True 1"
+
+
+@pytest.mark.parametrize("text", [b"cat\ndog\n", b"cnot_a_module_anywhere\nx\n\xff"])
+def test_a_word_list_naming_no_module_is_still_skipped(tmp_path: Path, text: bytes) -> None:
+    path = tmp_path / "classes.txt"
+    path.write_bytes(text)
+    assert not could_be_model(path)
