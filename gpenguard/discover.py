@@ -99,13 +99,15 @@ def could_be_model(path: str | os.PathLike[str]) -> bool:
             head = f.read(_PROBE_BYTES)
             if not head:
                 return False  # an empty file loads as nothing at all
-            from gpenguard.formats.tar import is_tar
+            from gpenguard.formats.tar import header_checksum_ok
 
             if (
                 head.startswith(_MAGIC)
                 or _ZLIB.match(head) is not None
                 or head[257:262] == b"ustar"
-                or is_tar(memoryview(head))  # tar, V7 too (pre-1.0 torch.save): tarfile's test
+                # tar, V7 too (pre-1.0 torch.save): tarfile's first test only, as a pax or
+                # GNU long-name record in the first header may run past the probe window
+                or header_checksum_ok(memoryview(head))
                 or _is_safetensors(head)
                 or _pickle_acts(head, truncated=st.st_size > len(head))
             ):

@@ -57,3 +57,40 @@ def test_a_word_list_naming_no_module_is_still_skipped(tmp_path: Path, text: byt
     path = tmp_path / "classes.txt"
     path.write_bytes(text)
     assert not could_be_model(path)
+
+
+def _pax_tar_beyond_the_probe(payload: bytes) -> bytes:
+    """A legacy torch tar whose first header is a pax record larger than the probe's window,
+    renamed and without the ustar magic (a V7 header, which tarfile takes)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("storages", "tensors", "pickle"):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            info.pax_headers = {"comment": "A" * 70_000}
+            tar.addfile(info, io.BytesIO(payload))
+    raw = bytearray(buf.getvalue())
+    raw[0:100] = b"zpax".ljust(100, b"\0")  # 'z' is no pickle opcode
+    raw[257:265] = bytes(8)  # no "ustar"
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    return bytes(raw)
+
+
+def test_a_tar_whose_first_pax_record_outgrows_the_probe_is_scanned(tmp_path: Path) -> None:
+    """torch.load(path) opens any file tarfile opens and unpickles its ``storages`` member."""
+    import tarfile
+
+    payload = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00true\x85R."  # named, never run
+    path = tmp_path / "model.bin"
+    path.write_bytes(_pax_tar_beyond_the_probe(payload))
+    with tarfile.open(path) as tar:  # the oracle: the reader torch.load tries first
+        assert tar.getnames() == ["storages", "tensors", "pickle"]
+    assert could_be_model(path)
+    proc = subprocess.run([sys.executable, "-m", "gpenguard", "scan", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "posix.system" in proc.stdout
