@@ -174,10 +174,10 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, qual = str(arg).partition(" ")
+                if _DOTTED.fullmatch(module) and _importable(module):
+                    return True  # importing runs the module (``this``, ``antigravity``)
                 if not (_DOTTED.fullmatch(module) and _DOTTED.fullmatch(qual)):
                     return False  # find_class would raise: the load stops here
-                if _importable(module):
-                    return True  # importing runs the module (``this``, ``antigravity``)
                 imported = True
             if name in ("GET", "BINGET", "LONG_BINGET") and arg not in memo:
                 return False
@@ -193,8 +193,24 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
     except (ValueError, UnicodeDecodeError, OverflowError):
         if truncated and nxt >= len(head) - 4096:
             return True  # the window ends here, not necessarily the program
-        return _lenient_number(head, nxt)
+        return _lenient_number(head, nxt) or _raw_import(head, nxt)
     return truncated  # the window ended inside a valid program
+
+
+def _raw_import(head: bytes, at: int) -> bool:
+    """A GLOBAL or INST pickletools refuses (it escape-decodes the names as ASCII) whose module
+    CPython would import: it reads the module line as raw UTF-8 and imports before it looks
+    up the name, so a name it cannot find still leaves the module run."""
+    if head[at : at + 1] not in (b"c", b"i"):
+        return False
+    line = head[at + 1 :].split(b"\n", 1)
+    if len(line) < 2:
+        return False
+    try:
+        module = line[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _DOTTED.fullmatch(module) is not None and _importable(module)
 
 
 def _importable(module: str) -> bool:

@@ -94,3 +94,19 @@ def test_a_tar_whose_first_pax_record_outgrows_the_probe_is_scanned(tmp_path: Pa
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "posix.system" in proc.stdout
+
+
+@pytest.mark.parametrize("blob", [
+    b"cthis\n-\n\xff",  # a qualname no getattr finds: the module was imported first
+    "cthis\n\u00e9\n".encode() + b"\xff",  # a UTF-8 name pickletools refuses (ASCII only)
+    b"(ithis\nx y\n\xff",
+])
+def test_an_import_whose_name_lookup_fails_still_counts(tmp_path: Path, blob: bytes) -> None:
+    code = ("import pickle, sys\ntry: pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+            "except Exception: pass\nprint('this' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, blob.hex()], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip().splitlines()[-1] == "True"  # the oracle: CPython imported (ran) `this`
+    path = tmp_path / "notes.txt"
+    path.write_bytes(blob)
+    assert could_be_model(path)
