@@ -58,7 +58,10 @@ _ZLIB = re.compile(rb"\x78[\x01\x5e\x9c\xda]|\x5d\x00\x00")
 # worth judging, whatever it is named. An import alone (GLOBAL, STACK_GLOBAL, EXT*) only
 # imports a module by name; a word list whose first line starts with "c" ("cat\ndog\n")
 # decodes as one, and a stream that breaks off before any call cannot use what it imported.
-_ACTING = frozenset({"INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+_ACTING = frozenset({"INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "STACK_GLOBAL"})
+# Opcodes that call a method of an object on the stack: `list.append`, `__setitem__`, `add`.
+# On an imported object they act without any call opcode (``sys.path.append``, ``os.environ``).
+_MUTATING = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"})
 _NUMBER = re.compile(
     rb"[-+]?\s*(0[xX][0-9a-fA-F_]+|0[oObB]?[0-7_]+|[0-9_]+|[0-9_]*\.[0-9_]*([eE][-+]?[0-9]+)?"
     rb"|inf|nan|infinity)L?",
@@ -96,13 +99,15 @@ def could_be_model(path: str | os.PathLike[str]) -> bool:
             head = f.read(_PROBE_BYTES)
             if not head:
                 return False  # an empty file loads as nothing at all
-            from gpenguard.formats.tar import is_tar
+            from gpenguard.formats.tar import header_checksum_ok
 
             if (
                 head.startswith(_MAGIC)
                 or _ZLIB.match(head) is not None
                 or head[257:262] == b"ustar"
-                or is_tar(memoryview(head))  # tar, V7 too (pre-1.0 torch.save): tarfile's test
+                # tar, V7 too (pre-1.0 torch.save): tarfile's first test only, as a pax or
+                # GNU long-name record in the first header may run past the probe window
+                or header_checksum_ok(memoryview(head))
                 or _is_safetensors(head)
                 or _pickle_acts(head, truncated=st.st_size > len(head))
             ):
@@ -162,14 +167,18 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
     memo: set[object] = set()
     stream = io.BytesIO(head)
     nxt = 0  # where the next opcode starts
+    imported = False
     try:
         for op, arg, _pos in pickletools.genops(stream):
             nxt = stream.tell()
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, qual = str(arg).partition(" ")
+                if _DOTTED.fullmatch(module) and _importable(module):
+                    return True  # importing runs the module (``this``, ``antigravity``)
                 if not (_DOTTED.fullmatch(module) and _DOTTED.fullmatch(qual)):
                     return False  # find_class would raise: the load stops here
+                imported = True
             if name in ("GET", "BINGET", "LONG_BINGET") and arg not in memo:
                 return False
             if name in ("PUT", "BINPUT", "LONG_BINPUT"):
@@ -178,13 +187,44 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
                 memo.add(len(memo))
             if not _apply(stack, op):
                 return False  # the unpickler would find too few operands or no MARK
-            if name in _ACTING or name == "STOP":
+            if name in _ACTING or name == "STOP" or (name in _MUTATING and imported):
+                # a mutation after an import may call a method of the imported object
                 return True
     except (ValueError, UnicodeDecodeError, OverflowError):
         if truncated and nxt >= len(head) - 4096:
             return True  # the window ends here, not necessarily the program
-        return _lenient_number(head, nxt)
+        return _lenient_number(head, nxt) or _raw_import(head, nxt)
     return truncated  # the window ended inside a valid program
+
+
+def _raw_import(head: bytes, at: int) -> bool:
+    """A GLOBAL or INST pickletools refuses (it escape-decodes the names as ASCII) whose module
+    CPython would import: it reads the module line as raw UTF-8 and imports before it looks
+    up the name, so a name it cannot find still leaves the module run."""
+    if head[at : at + 1] not in (b"c", b"i"):
+        return False
+    line = head[at + 1 :].split(b"\n", 1)
+    if len(line) < 2:
+        return False
+    try:
+        module = line[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _DOTTED.fullmatch(module) is not None and _importable(module)
+
+
+def _importable(module: str) -> bool:
+    """Could `find_class` import `module` here: its top-level package is found (not run)."""
+    import importlib.util
+    import sys
+
+    top = module.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return True  # a finder that fails cannot say it is absent
 
 
 def _lenient_number(head: bytes, at: int) -> bool:

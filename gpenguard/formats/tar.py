@@ -36,6 +36,21 @@ def is_tar(buf: memoryview) -> bool:
     no import); tarfile itself then decides, since it also refuses first headers whose pax or
     GNU long-name records are broken.
     """
+    if not header_checksum_ok(buf):
+        return False
+    import tarfile  # NOTE: deferred: only tar candidates need it (start-up is per-file time)
+
+    try:
+        tarfile.open(fileobj=MemFile(buf), mode="r:")  # noqa: SIM115 - nothing to close over a view
+    except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeError):
+        return False
+    return True
+
+
+def header_checksum_ok(buf: memoryview) -> bool:
+    """Whether the first 512 bytes pass tarfile's first test: a non-empty header whose checksum
+    field matches. A probe that sees only a file's head must stop here: what tarfile reads next
+    (a pax or GNU long-name record) may lie beyond any window."""
     if len(buf) < _BLOCK:
         return False
     head = bytes(buf[:_BLOCK])
@@ -45,15 +60,7 @@ def is_tar(buf: memoryview) -> bool:
         stored = tar_number(head[148:156])
     except ValueError:
         return False
-    if stored not in _checksums(head):
-        return False
-    import tarfile  # NOTE: deferred: only tar candidates need it (start-up is per-file time)
-
-    try:
-        tarfile.open(fileobj=MemFile(buf), mode="r:")  # noqa: SIM115 - nothing to close over a view
-    except (tarfile.TarError, ValueError, OSError, EOFError, UnicodeError):
-        return False
-    return True
+    return stored in _checksums(head)
 
 
 def tar_number(field: bytes) -> int:
