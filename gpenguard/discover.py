@@ -21,9 +21,9 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
@@ -84,10 +84,12 @@ class Discovery:
     """Subdirectories not descended into (``recursive=False``, or ``.git``)."""
 
 
-def could_be_model(path: str | os.PathLike[str]) -> bool:
+def could_be_model(path: str | os.PathLike[str], *, local_modules: frozenset[str] = frozenset()) -> bool:
     """Could a loader (torch.load, pickle, numpy, joblib, safetensors) read this as a model?
 
     True for anything that cannot be read or is not a regular file: the scan reports why.
+    `local_modules` are top-level names the scanned tree itself could make importable (its
+    ``.py`` files and folders): a pickle importing one of them runs code the same change adds.
     """
     try:
         # O_NONBLOCK: a FIFO must not hang the walk (its scan then reports it)
@@ -109,7 +111,7 @@ def could_be_model(path: str | os.PathLike[str]) -> bool:
                 # GNU long-name record in the first header may run past the probe window
                 or header_checksum_ok(memoryview(head))
                 or _is_safetensors(head)
-                or _pickle_acts(head, truncated=st.st_size > len(head))
+                or _pickle_acts(head, truncated=st.st_size > len(head), local=local_modules)
             ):
                 return True
             return _has_zip_end(f, st.st_size)
@@ -152,7 +154,7 @@ def _is_safetensors(head: bytes) -> bool:
     return 0 < n < 100 * 2**20 and head[8:9] == b"{"
 
 
-def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
+def _pickle_acts(head: bytes, *, truncated: bool, local: frozenset[str] = frozenset()) -> bool:
     """Does the head decode as a pickle program that calls something, or ends cleanly?
 
     Opcodes are decoded by `pickletools` and their stack and memo effects followed (the
@@ -174,7 +176,7 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
             name = op.name
             if name in ("GLOBAL", "INST"):
                 module, _, qual = str(arg).partition(" ")
-                if _DOTTED.fullmatch(module) and _importable(module):
+                if _DOTTED.fullmatch(module) and _importable(module, local):
                     return True  # importing runs the module (``this``, ``antigravity``)
                 if not (_DOTTED.fullmatch(module) and _DOTTED.fullmatch(qual)):
                     return False  # find_class would raise: the load stops here
@@ -193,11 +195,11 @@ def _pickle_acts(head: bytes, *, truncated: bool) -> bool:
     except (ValueError, UnicodeDecodeError, OverflowError):
         if truncated and nxt >= len(head) - 4096:
             return True  # the window ends here, not necessarily the program
-        return _lenient_number(head, nxt) or _raw_import(head, nxt)
+        return _lenient_number(head, nxt) or _raw_import(head, nxt, local)
     return truncated  # the window ended inside a valid program
 
 
-def _raw_import(head: bytes, at: int) -> bool:
+def _raw_import(head: bytes, at: int, local: frozenset[str] = frozenset()) -> bool:
     """A GLOBAL or INST pickletools refuses (it escape-decodes the names as ASCII) whose module
     CPython would import: it reads the module line as raw UTF-8 and imports before it looks
     up the name, so a name it cannot find still leaves the module run."""
@@ -210,16 +212,17 @@ def _raw_import(head: bytes, at: int) -> bool:
         module = line[0].decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return _DOTTED.fullmatch(module) is not None and _importable(module)
+    return _DOTTED.fullmatch(module) is not None and _importable(module, local)
 
 
-def _importable(module: str) -> bool:
-    """Could `find_class` import `module` here: its top-level package is found (not run)."""
+def _importable(module: str, local: frozenset[str] = frozenset()) -> bool:
+    """Could `find_class` import `module` here, or where the scanned tree is on the path: its
+    top-level package is found (not run) or the tree holds a module or folder of that name."""
     import importlib.util
     import sys
 
     top = module.partition(".")[0]
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+    if top in local or top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return True
     try:
         return importlib.util.find_spec(top) is not None
@@ -287,16 +290,34 @@ def discover(
             files.append(str(top))
             continue
         exc = _spec([*exclude, *(_ignore_lines(top) if ignore_files else [])])
-        for found, rel, is_dir in _walk(top, recursive=recursive):
+        walked = _walk(top, recursive=recursive)
+        local = _local_modules(rel for _found, rel, _is_dir in walked)
+        for found, rel, is_dir in walked:
             if is_dir:
                 unopened.append(found)
             elif (inc is not None and not inc.match_file(rel)) or exc.match_file(rel):
                 ignored.append(found)
-            elif could_be_model(found):
+            elif could_be_model(found, local_modules=local):
                 files.append(found)
             else:
                 skipped.append(found)
     return Discovery(tuple(files), tuple(skipped), tuple(ignored), tuple(unopened))
+
+
+def _local_modules(relative: Iterable[str]) -> frozenset[str]:
+    """Top-level names a loader could import from the tree, with any of its folders on the
+    path: every folder (a package, or a namespace package) and every Python module file."""
+    names: set[str] = set()
+    for rel in relative:
+        *folders, leaf = PurePosixPath(rel.rstrip("/")).parts or ("",)
+        names.update(folders)
+        if rel.endswith("/"):
+            names.add(leaf)
+        else:
+            stem, _, suffix = leaf.partition(".")
+            if suffix in ("py", "pyc") or suffix.endswith(("so", "pyd")):
+                names.add(stem)
+    return frozenset(names)
 
 
 def _walk(top: Path, *, recursive: bool) -> list[tuple[str, str, bool]]:
