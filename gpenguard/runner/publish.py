@@ -80,9 +80,11 @@ class PlannedImage:
 
     @property
     def max_bytes(self) -> int:
-        """The largest PNG the result can be: every pixel as 8-bit RGBA, stored uncompressed."""
-        width, height = max(self.sizes, key=lambda s: s[0] * s[1])
-        raw = (4 * max(width, height) + 1) * max(width, height)
+        """The largest PNG the result can be: every pixel as 8-bit RGBA, stored uncompressed.
+
+        From the result's own rows (a filter byte each), never the longer side squared: a
+        1,000,000 x 1 strip would otherwise let the job write terabytes."""
+        raw = max((4 * width + 1) * height for width, height in self.sizes)
         return raw + raw // 256 + len(self.icc_profile or b"") + 64 * 1024
 
 
