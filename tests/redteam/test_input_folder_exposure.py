@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from gpenguard.pipeline import StoredInput, run_worker
@@ -67,3 +68,33 @@ def test_a_folder_input_exposes_only_its_accepted_images(tmp_path: Path) -> None
     done = run_worker(backend, HOST_IMAGE, Policy(name="t"), [_stored(tmp_path)], [album], tmp_path / "out")
     assert {f.source.name for f in done.failures} == {"diary.png", "face.png"}
     assert backend.seen == {f"{INPUTS_DIR}/0000-Documents": ["face.png"]}
+
+
+LISTER = """
+import json, os
+seen = {}
+for top in sorted(os.listdir("/in")):
+    path = os.path.join("/in", top)
+    seen[top] = sorted(os.listdir(path)) if os.path.isdir(path) else None
+print(json.dumps({"event": "attack", "seen": seen}), flush=True)
+"""
+
+
+@pytest.mark.bwrap
+def test_a_job_under_bwrap_lists_only_the_accepted_images(tmp_path: Path, bwrap_available: str) -> None:
+    """The same attack as a real job: it lists /in inside the sandbox and reports what it found."""
+    from gpenguard.runner.bwrap import BwrapBackend
+
+    album = tmp_path / "Documents"
+    album.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(album / "face.png")
+    (album / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    (album / "diary.png").write_text("not an image")
+    found: dict[str, object] = {}
+    run_worker(
+        BwrapBackend(bwrap=bwrap_available), HOST_IMAGE, Policy(name="t"), [_stored(tmp_path)], [album], tmp_path / "out",
+        command=("python", "-c", LISTER), on_event=lambda e: found.update(e) if e.get("event") == "attack" else None,
+    )  # fmt: skip
+    seen = found["seen"]
+    assert isinstance(seen, dict)
+    assert {k: v for k, v in seen.items() if v is not None} == {"0000-Documents": ["face.png"]}
