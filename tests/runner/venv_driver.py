@@ -46,7 +46,8 @@ def main(work: Path) -> None:
     recheck(stored)
     face = work / "face.png"
     Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)).save(face)
-    result, outputs = run_worker(backend, HOST_IMAGE, policy, [stored], [face], work / "out", size=256)
+    done = run_worker(backend, HOST_IMAGE, policy, [stored], [face], work / "out", size=256)
+    result, outputs = done.run, done.outputs
     print(json.dumps({
         "who": [dict(e) for e in asked.events if e["event"] == "who"],
         "events": [dict(e) for e in result.events],
