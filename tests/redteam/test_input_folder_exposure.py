@@ -18,7 +18,7 @@ from PIL import Image
 
 from gpenguard.pipeline import StoredInput, run_worker
 from gpenguard.policy import Policy
-from gpenguard.runner.interface import EventSink, RunResult
+from gpenguard.runner.interface import Backend, EventSink, RunResult
 from gpenguard.runner.mounts import neutral_sources
 from gpenguard.runner.spec import HOST_IMAGE, INPUTS_DIR, SandboxSpec
 
@@ -80,11 +80,20 @@ print(json.dumps({"event": "attack", "seen": seen}), flush=True)
 """
 
 
-@pytest.mark.bwrap
-def test_a_job_under_bwrap_lists_only_the_accepted_images(tmp_path: Path, bwrap_available: str) -> None:
-    """The same attack as a real job: it lists /in inside the sandbox and reports what it found."""
+@pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), pytest.param("bwrap", marks=pytest.mark.bwrap)])
+def sandbox(request: pytest.FixtureRequest) -> tuple[Backend, str]:
+    if request.param == "docker":
+        from gpenguard.runner.docker import DockerBackend
+
+        return DockerBackend(request.getfixturevalue("docker_engine")), request.getfixturevalue("sandbox_image")
     from gpenguard.runner.bwrap import BwrapBackend
 
+    return BwrapBackend(bwrap=request.getfixturevalue("bwrap_available")), HOST_IMAGE
+
+
+def test_a_real_job_lists_only_the_accepted_images(tmp_path: Path, sandbox: tuple[Backend, str]) -> None:
+    """The same attack as a real job: it lists /in inside the sandbox and reports what it found."""
+    backend, image = sandbox
     album = tmp_path / "Documents"
     album.mkdir()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(album / "face.png")
@@ -92,7 +101,7 @@ def test_a_job_under_bwrap_lists_only_the_accepted_images(tmp_path: Path, bwrap_
     (album / "diary.png").write_text("not an image")
     found: dict[str, object] = {}
     run_worker(
-        BwrapBackend(bwrap=bwrap_available), HOST_IMAGE, Policy(name="t"), [_stored(tmp_path)], [album], tmp_path / "out",
+        backend, image, Policy(name="t"), [_stored(tmp_path)], [album], tmp_path / "out",
         command=("python", "-c", LISTER), on_event=lambda e: found.update(e) if e.get("event") == "attack" else None,
     )  # fmt: skip
     seen = found["seen"]
