@@ -123,6 +123,8 @@ class PreparedInputs:
     each result goes, and the images refused before the job."""
 
     mounts: tuple[Path, ...]
+    entries: tuple[tuple[str, ...] | None, ...]
+    """Per mount: for a folder, its accepted images (all the job may see of it); None for a file."""
     plan: tuple[PlannedImage, ...]
     refused: tuple[ImageFailure, ...]
 
@@ -266,6 +268,7 @@ def run_worker(
                 command=(*command, "--job-file", JOB_FILE),
                 weights=tuple(str(p) for w in weights for p in (w.path, w.provenance)),
                 inputs=tuple(str(p) for p in prepared.mounts),
+                input_entries=prepared.entries,
                 gpus=gpus,
                 user=user,
                 results=str(staging.results),
@@ -336,7 +339,13 @@ def prepare_inputs(
         for n, (i, path, name, header) in enumerate(accepted)
     )
     check_targets(plan, overwrite=overwrite)
-    return PreparedInputs(mounts=tuple(inputs[i] for i in mounts), plan=plan, refused=tuple(refused))
+    entries = tuple(
+        tuple(name for j, _, name, _ in accepted if j == i and name is not None) if inputs[i].is_dir() else None
+        for i in mounts
+    )
+    return PreparedInputs(
+        mounts=tuple(inputs[i] for i in mounts), entries=entries, plan=plan, refused=tuple(refused)
+    )
 
 
 def _weight_file(weights: Sequence[StoredInput], role: str) -> WeightFile | None:

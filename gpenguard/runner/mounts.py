@@ -37,15 +37,16 @@ def neutral_sources(spec: SandboxSpec) -> Iterator[SandboxSpec]:
         for bind in spec.binds:
             if bind.read_only:
                 name = bind.target.strip("/").replace("/", "-")
-                bind = dataclasses.replace(bind, source=_stage(bind.source, folder / name))
+                bind = dataclasses.replace(bind, source=_stage(bind.source, folder / name, bind.entries))
             binds.append(bind)
         yield dataclasses.replace(spec, binds=tuple(binds))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _stage(source: str, target: Path) -> str:
-    """Link the file or folder at `source` (never through a link) to `target`; return target."""
+def _stage(source: str, target: Path, entries: tuple[str, ...] | None = None) -> str:
+    """Link the file or folder at `source` (never through a link) to `target`; return target.
+    Of a folder, only the plain files named in `entries` (all of them if None)."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -56,7 +57,7 @@ def _stage(source: str, target: Path) -> str:
             target.mkdir()
             target.chmod(0o755)  # whatever the umask: the sandbox user lists it
             for entry in os.scandir(fd):
-                if entry.is_file(follow_symlinks=False):
+                if entry.is_file(follow_symlinks=False) and (entries is None or entry.name in entries):
                     try:
                         child = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
                     except OSError as exc:

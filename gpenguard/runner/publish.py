@@ -80,9 +80,11 @@ class PlannedImage:
 
     @property
     def max_bytes(self) -> int:
-        """The largest PNG the result can be: every pixel as 8-bit RGBA, stored uncompressed."""
-        width, height = max(self.sizes, key=lambda s: s[0] * s[1])
-        raw = (4 * max(width, height) + 1) * max(width, height)
+        """The largest PNG the result can be: every pixel as 8-bit RGBA, stored uncompressed.
+
+        From the result's own rows (a filter byte each), never the longer side squared: a
+        1,000,000 x 1 strip would otherwise let the job write terabytes."""
+        raw = max((4 * width + 1) * height for width, height in self.sizes)
         return raw + raw // 256 + len(self.icc_profile or b"") + 64 * 1024
 
 
@@ -234,6 +236,11 @@ class Staging:
                     assert extracted is not None  # a regular member always has data
                     data = extracted.read(member.size)
                     done[planned.index] = self._reencode(data, planned)
+                # tarfile ends quietly at an invalid header past the first member: everything
+                # after the last member must be the end-of-archive zeros, or it was junk.
+                end = archive.offset
+            if not _zeros(self._fd, end, size):
+                raise tarfile.ReadError(f"junk after the last member, at byte {end}")
         except (tarfile.TarError, _ReadTooLarge) as exc:
             raise _refuse(f"results that are not a well-formed archive ({exc})") from exc
         return done
@@ -369,6 +376,17 @@ def failure_reason(text: object) -> str:
     """A worker's reason for a failed image, as plain text of bounded length (it came from the job)."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in str(text))
     return cleaned[:_REASON_CHARS] + ("…" if len(cleaned) > _REASON_CHARS else "")
+
+
+def _zeros(fd: int, start: int, end: int) -> bool:
+    while start < end:
+        chunk = os.pread(fd, min(2**20, end - start), start)
+        if not chunk:
+            return True
+        if chunk.count(0) != len(chunk):
+            return False
+        start += len(chunk)
+    return True
 
 
 def _refuse(what: str, planned: PlannedImage | None = None) -> SandboxError:

@@ -98,6 +98,9 @@ class Bind:
     target: str
     """Absolute path inside the sandbox."""
     read_only: bool = True
+    entries: tuple[str, ...] | None = None
+    """For a folder: the only files of it the sandbox sees (the images the host accepted), so a
+    job never reads the notes or keys that share the folder. None: every plain file in it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,8 @@ class Job:
     command: tuple[str, ...]
     weights: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
+    input_entries: tuple[tuple[str, ...] | None, ...] = ()
+    """Per input (same order): for a folder, the names in it the job may see (`Bind.entries`)."""
     output_dir: str | None = None
     gpus: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
@@ -247,7 +252,9 @@ def _binds(job: Job) -> tuple[Bind, ...]:
     binds: list[Bind] = []
     targets: set[str] = set()
 
-    def add(source: str, target_dir: str, *, read_only: bool, name: str | None = None) -> None:
+    def add(
+        source: str, target_dir: str, *, read_only: bool, name: str | None = None, entries: tuple[str, ...] | None = None
+    ) -> None:
         leaf = name or PurePosixPath(source).name
         if not SAFE_NAME.match(leaf):
             raise SandboxError(f"file name cannot be passed into the sandbox safely: {leaf!r}", path=source)
@@ -255,13 +262,14 @@ def _binds(job: Job) -> tuple[Bind, ...]:
         if target in targets:
             raise SandboxError(f"two job files would appear as {target} in the sandbox", path=source)
         targets.add(target)
-        binds.append(Bind(source=source, target=target, read_only=read_only))
+        binds.append(Bind(source=source, target=target, read_only=read_only, entries=entries))
 
     for path in job.weights:
         add(path, WEIGHTS_DIR, read_only=True)
     for index, path in enumerate(job.inputs):
         # Inputs keep their names, prefixed so two `photo.jpg` from different folders coexist.
-        add(path, INPUTS_DIR, read_only=True, name=input_leaf(index, path))
+        entries = job.input_entries[index] if index < len(job.input_entries) else None
+        add(path, INPUTS_DIR, read_only=True, name=input_leaf(index, path), entries=entries)
     if job.job_file is not None:
         binds.append(Bind(source=job.job_file, target=JOB_FILE, read_only=True))
     if job.output_dir is not None:
