@@ -1018,23 +1018,13 @@ def _cross_check(m: _Machine) -> None:
             m.fail(f"CPython's unpickler ({reading.feed}) reads this pickle differently: {why}")
 
 
-def _shape(value: Any, depth: int = 0) -> object:
+def _shape(value: Any) -> object:
     """`crosscheck.shape` for the weights machine's values (its globals are `_Builtin`s)."""
-    if depth > 16:
-        return ["deep"]
-    if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
-    if isinstance(value, float):
-        return ["float", repr(value)]
-    if isinstance(value, bytes | bytearray):
-        return ["bytes", bytes(value[:64]).hex(), len(value)]
-    if isinstance(value, _Builtin):
-        return ["global", *value.qualname.rsplit(".", 1)]
-    if isinstance(value, tuple):
-        return ["tuple", *(_shape(v, depth + 1) for v in value[:64])]
-    if isinstance(value, list):
-        return ["list", *(_shape(v, depth + 1) for v in value[:64])]
-    return ["object"]
+    return crosscheck.shape_of(
+        value,
+        lambda v: v.qualname.rsplit(".", 1) if isinstance(v, _Builtin) else None,
+        lambda v: isinstance(v, list),
+    )
 
 
 def read_tensors(

@@ -151,8 +151,15 @@ class _Recorder(_pickle.Unpickler):
         return _PersRef()
 
 
-def _shape_c(value: object, depth: int = 0) -> object:
-    """A JSON-able shape of a value the C unpickler built (see `shape` for the walker's)."""
+def shape_of(
+    value: object,
+    global_of: Callable[[object], Sequence[str] | None],
+    is_list: Callable[[object], bool],
+    depth: int = 0,
+) -> object:
+    """A JSON-able, bounded shape of a pickled value, so readings from different machines (the
+    C unpickler, the walker, the weights reader) compare: each says how it spells a global and a
+    list, the rest is shared."""
     if depth > 16:
         return ["deep"]
     if value is None or isinstance(value, bool | int | str):
@@ -161,32 +168,33 @@ def _shape_c(value: object, depth: int = 0) -> object:
         return ["float", repr(value)]
     if isinstance(value, bytes | bytearray):
         return ["bytes", bytes(value[:64]).hex(), len(value)]
-    if isinstance(value, type) and issubclass(value, _Inert):
-        return ["global", *value._gg_where]
+    where = global_of(value)
+    if where is not None:
+        return ["global", *where]
     if isinstance(value, tuple):
-        return ["tuple", *(_shape_c(v, depth + 1) for v in value[:64])]
-    if isinstance(value, list):
-        return ["list", *(_shape_c(v, depth + 1) for v in value[:64])]
+        return ["tuple", *(shape_of(v, global_of, is_list, depth + 1) for v in value[:64])]
+    if is_list(value):
+        assert isinstance(value, list)
+        return ["list", *(shape_of(v, global_of, is_list, depth + 1) for v in value[:64])]
     return ["object"]
 
 
-def shape(value: object, depth: int = 0) -> object:
+def _inert_global(value: object) -> Sequence[str] | None:
+    return value._gg_where if isinstance(value, type) and issubclass(value, _Inert) else None
+
+
+def _shape_c(value: object) -> object:
+    """The shape of a value the C unpickler built."""
+    return shape_of(value, _inert_global, lambda v: isinstance(v, list))
+
+
+def shape(value: object) -> object:
     """The same shape for a walker stand-in, so persistent ids compare across the two."""
-    if depth > 16:
-        return ["deep"]
-    if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, int) or abs(value) < 2**53 else ["int", hex(value)]
-    if isinstance(value, float):
-        return ["float", repr(value)]
-    if isinstance(value, bytes | bytearray):
-        return ["bytes", bytes(value[:64]).hex(), len(value)]
-    if isinstance(value, Global):
-        return ["global", value.module, value.name]
-    if isinstance(value, tuple):
-        return ["tuple", *(shape(v, depth + 1) for v in value[:64])]
-    if isinstance(value, SList) and not isinstance(value, SSet):
-        return ["list", *(shape(v, depth + 1) for v in value[:64])]
-    return ["object"]
+    return shape_of(
+        value,
+        lambda v: (v.module, v.name) if isinstance(v, Global) else None,
+        lambda v: isinstance(v, SList) and not isinstance(v, SSet),
+    )
 
 
 class _View(io.RawIOBase):
