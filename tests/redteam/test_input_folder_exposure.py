@@ -9,33 +9,17 @@ host itself refused as an image (a ``.png`` that is really text).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from gpenguard.pipeline import StoredInput, run_worker
+from gpenguard.pipeline import run_worker
 from gpenguard.policy import Policy
 from gpenguard.runner.interface import Backend, EventSink, RunResult
 from gpenguard.runner.mounts import neutral_sources
 from gpenguard.runner.spec import HOST_IMAGE, INPUTS_DIR, SandboxSpec
-
-
-def _stored(tmp_path: Path) -> StoredInput:
-    weights = tmp_path / "store" / "gpen.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    record = weights.with_name(weights.name + ".intoto.json")
-    record.write_text(json.dumps({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
-    }))  # fmt: skip
-    return StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
+from tests.runner import battery
 
 
 class _Snoop:
@@ -65,7 +49,7 @@ def test_a_folder_input_exposes_only_its_accepted_images(tmp_path: Path) -> None
     (album / "taxes.pdf").write_bytes(b"%PDF-1.7 secret")
     (album / "diary.png").write_text("not an image: the host refuses it")  # refused by the host's decoder check
     backend = _Snoop()
-    done = run_worker(backend, HOST_IMAGE, Policy(name="t"), [_stored(tmp_path)], [album], tmp_path / "out")
+    done = run_worker(backend, HOST_IMAGE, Policy(name="t"), [battery.stored_weights(tmp_path)], [album], tmp_path / "out")
     assert {f.source.name for f in done.failures} == {"diary.png", "face.png"}
     assert backend.seen == {f"{INPUTS_DIR}/0000-Documents": ["face.png"]}
 
@@ -101,7 +85,7 @@ def test_a_real_job_lists_only_the_accepted_images(tmp_path: Path, sandbox: tupl
     (album / "diary.png").write_text("not an image")
     found: dict[str, object] = {}
     run_worker(
-        backend, image, Policy(name="t"), [_stored(tmp_path)], [album], tmp_path / "out",
+        backend, image, Policy(name="t"), [battery.stored_weights(tmp_path)], [album], tmp_path / "out",
         command=("python", "-c", LISTER), on_event=lambda e: found.update(e) if e.get("event") == "attack" else None,
     )  # fmt: skip
     seen = found["seen"]

@@ -262,3 +262,22 @@ if __name__ == "__main__":
     import sys
 
     print(json.dumps(bwrap_battery(Path(sys.argv[2]), sys.argv[1])))
+
+
+def stored_weights(tmp_path: Path) -> Any:
+    """A tiny stored safetensors file with its provenance record, as `convert --store` leaves
+    them: what `run_worker` re-checks before a start (the test jobs never read it)."""
+    from gpenguard.pipeline import StoredInput
+
+    weights = tmp_path / "store" / "gpen.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = weights.with_name(weights.name + ".intoto.json")
+    record.write_text(json.dumps({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": weights.name, "digest": {"sha256": digest}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
+    }))  # fmt: skip
+    return StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=digest)

@@ -9,7 +9,6 @@ already there are untouched, nothing the job chose was published, no staging fol
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import struct
@@ -20,11 +19,12 @@ import pytest
 from PIL import Image
 
 from gpenguard.errors import SandboxError
-from gpenguard.pipeline import StoredInput, WorkerOutcome, run_worker
+from gpenguard.pipeline import WorkerOutcome, run_worker
 from gpenguard.policy import Policy, SandboxPolicy
 from gpenguard.runner.interface import Backend
 from gpenguard.runner.publish import FSIZE_FLOOR
 from gpenguard.runner.spec import HOST_IMAGE
+from tests.runner import battery
 
 PAYLOAD = Path(__file__).with_name("hostile_publish.py").read_text(encoding="utf-8")
 POLICY = Policy(name="battery", sandbox=SandboxPolicy(memory_bytes=512 * 2**20, pids_limit=64, cpus=1.0, timeout_s=120.0))
@@ -41,22 +41,6 @@ def sandbox(request: pytest.FixtureRequest) -> tuple[Backend, str]:
     from gpenguard.runner.bwrap import BwrapBackend
 
     return BwrapBackend(bwrap=request.getfixturevalue("bwrap_available")), HOST_IMAGE
-
-
-def _stored(tmp_path: Path) -> StoredInput:
-    """Weights the pipeline re-checks before the start (the payload never reads them)."""
-    weights = tmp_path / "store" / "gpen.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    record = weights.with_name(weights.name + ".intoto.json")
-    record.write_text(json.dumps({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
-    }))  # fmt: skip
-    return StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
 
 
 def _folder(root: Path) -> dict[str, tuple[int, str]]:
@@ -91,7 +75,7 @@ class Attack:
 
         try:
             return run_worker(
-                self.backend, self.image, POLICY, [_stored(self.tmp_path)], [self.face], self.photos,
+                self.backend, self.image, POLICY, [battery.stored_weights(self.tmp_path)], [self.face], self.photos,
                 mode="full", command=("python", "-c", PAYLOAD, attack), on_event=on_event,
             )  # fmt: skip
         finally:

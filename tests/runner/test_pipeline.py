@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gpenguard.errors import InputError, UsageError, VerificationError
-from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, StoredInput, restore, run_worker
+from gpenguard.pipeline import GPEN_SIZES, RestoreRequest, restore, run_worker
 from gpenguard.policy import Policy
 from gpenguard.runner.interface import EventSink, RunResult
 from gpenguard.runner.spec import HOST_IMAGE, JOB_FILE, SandboxSpec
 from gpenguard.runner.worker import WorkerJob
+from tests.runner import battery
 
 
 def test_sizes_match_the_released_models() -> None:
@@ -69,20 +68,10 @@ class _NeverRun:
 
 def test_run_worker_rechecks_the_store_before_the_backend_starts(tmp_path: Path) -> None:
     """Any caller of `run_worker`, not only `restore`, gets invariant 4's re-check."""
-    weights = tmp_path / "store" / "gpen.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    record = weights.with_name(weights.name + ".intoto.json")
-    record.write_text(json.dumps({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
-    }))  # fmt: skip
+    stored = battery.stored_weights(tmp_path)
+    weights = stored.path
     weights.write_bytes(weights.read_bytes() + b" ")  # changed after conversion
     face = _png(tmp_path / "face.png")
-    stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
     backend = _NeverRun()
     with pytest.raises(VerificationError, match="provenance record says"):
         run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], [face], tmp_path / "out")
@@ -102,22 +91,11 @@ class _Recorder(_NeverRun):
 
 def test_worker_inputs_are_where_the_spec_mounts_them(tmp_path: Path) -> None:
     """A name with a space is mounted under a safe name, and the worker is told that same name."""
-    weights = tmp_path / "store" / "gpen.safetensors"
-    weights.parent.mkdir()
-    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
-    record = weights.with_name(weights.name + ".intoto.json")
-    record.write_text(json.dumps({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": weights.name, "digest": {"sha256": sha}}],
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "predicate": {"buildDefinition": {"resolvedDependencies": [{"digest": {"sha256": "f" * 64}}]}},
-    }))  # fmt: skip
+    stored = battery.stored_weights(tmp_path)
     faces = [tmp_path / "my photo.png", tmp_path / "album"]
     _png(faces[0])
     faces[1].mkdir()
     _png(faces[1] / "b.png")
-    stored = StoredInput(role="gpen", source=tmp_path / "g.pth", path=weights, provenance=record, sha256=sha)
     backend = _Recorder()
     done = run_worker(backend, HOST_IMAGE, Policy(name="t"), [stored], faces, tmp_path / "out")
     assert backend.job.inputs == ("/in/0000-my_photo.png", "/in/0001-album/b.png")
